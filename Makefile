@@ -1,0 +1,50 @@
+# quantlab: every target creates or reuses .venv by itself.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.quantlab-installed
+EXTRAS ?= dev,dask,ib
+PORT ?= 8899
+
+.PHONY: help venv report test sync nbtest pytest lab bench docs clean
+
+help:
+	@echo "make report  run the main research report on bundled real data (HTML under reports/)"
+	@echo "make test    sync check, nbdev_test, pytest"
+	@echo "make lab     JupyterLab on 127.0.0.1 with a printed token"
+	@echo "make bench   run the benchmarks in bench/"
+
+venv: $(STAMP)
+
+$(STAMP): settings.ini setup.py
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e ".[$(EXTRAS)]"
+	touch $(STAMP)
+
+report: $(STAMP)
+	$(BIN)/quantlab report data_quality
+
+sync: $(STAMP)
+	VENV_BIN=$(BIN) bash .ci/check_sync
+
+nbtest: $(STAMP)
+	$(BIN)/nbdev_test --n_workers 2 --timing
+
+pytest: $(STAMP)
+	$(BIN)/python -m pytest -q tests
+
+test: sync nbtest pytest
+
+lab: $(STAMP)
+	@token=$$($(BIN)/python -c "import secrets; print(secrets.token_hex(16))"); \
+	echo "JupyterLab: http://127.0.0.1:$(PORT)/lab?token=$$token"; \
+	$(BIN)/jupyter lab --no-browser --allow-root --ServerApp.ip=127.0.0.1 --port $(PORT) \
+	  --IdentityProvider.token=$$token --notebook-dir=nbs
+
+bench: $(STAMP)
+	@for script in bench/bench_*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
+
+clean:
+	rm -rf $(VENV) _docs _proc .pytest_cache
