@@ -18,7 +18,7 @@ LAYERS = {
     # data
     "schema": 1, "loaders": 1, "validate": 1, "corporate": 1, "store": 1, "aggregate": 1, "samples": 1,
     # research
-    "indicators": 2, "factors": 2, "labels": 2, "guard": 2, "factor_eval": 3, "models": 3,
+    "indicators": 2, "factors": 2, "labels": 2, "guard": 2, "orders": 2, "factor_eval": 3, "models": 3,
     # trading pipeline (identical in backtest and live)
     "portfolio": 3, "strategy": 4, "risk": 4, "oms": 5, "brokers": 6, "engine": 6,
     # backtesting
