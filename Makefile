@@ -14,6 +14,7 @@ help:
 	@echo "make test    sync check, nbdev_test, pytest"
 	@echo "make lab     JupyterLab on 127.0.0.1 with a printed token"
 	@echo "make bench   run the benchmarks in bench/"
+	@echo "make docs    render every notebook into a static site in _docs/ (offline)"
 
 venv: $(STAMP)
 
@@ -45,6 +46,9 @@ lab: $(STAMP)
 
 bench: $(STAMP)
 	@for script in bench/bench_*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
+
+docs: $(STAMP)
+	$(BIN)/python -m quantlab.docs --out _docs
 
 clean:
 	rm -rf $(VENV) _docs _proc .pytest_cache

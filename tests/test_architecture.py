@@ -26,7 +26,7 @@ LAYERS = {
     # evaluation
     "metrics": 7, "executor": 7, "walkforward": 9, "robustness": 9, "overfit": 9,
     # outputs and entry points
-    "plots": 10, "reports": 11, "live": 11, "ibbroker": 7, "cli": 12,
+    "plots": 10, "reports": 11, "live": 11, "ibbroker": 7, "docs": 12, "cli": 12,
 }
 GENERATED = {"_modidx", "__init__"}
 BROKER_SDKS = {"ib_async", "ib_insync"}
