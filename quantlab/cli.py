@@ -114,7 +114,7 @@ def _print_table(df, max_rows: int = 40) -> None:
                            "display.width", 200, "display.max_columns", 30):
         print(df.to_string() if len(df) <= max_rows else repr(df))
 
-# %% ../nbs/13_cli.ipynb #68027f2c
+# %% ../nbs/13_cli.ipynb #ff6331b1
 def _data_ingest(args) -> int:
     from quantlab.loaders import load_file
     path = Path(args.file)
@@ -124,21 +124,25 @@ def _data_ingest(args) -> int:
     symbols = sorted(loaded.bars["symbol"].unique())
     print(f"ingested {len(loaded.bars)} bars of {', '.join(symbols)} from {path}" +
           (f" and {len(loaded.actions)} corporate actions" if loaded.actions is not None and len(loaded.actions) else ""))
-    warnings = getattr(result, "warnings", None)
-    if warnings is not None and len(warnings):
-        print(f"{len(warnings)} validation warnings stored with the data (quantlab data validate SYMBOL)")
+    if result.warnings:
+        print(f"{result.warnings} validation warnings stored with the data (see: quantlab data validate SYMBOL)")
     return 0
 
 
 def _data_list(args) -> int:
     import pandas as pd
     store = _store(args)
+    datasets = store.manifest()["datasets"]
     rows = []
-    for symbol in store.symbols():
-        bars = store.read_bars([symbol])
-        rows.append({"symbol": symbol, "rows": len(bars), "start": bars["ts"].min() if len(bars) else None,
-                     "end": bars["ts"].max() if len(bars) else None})
-    table = pd.DataFrame(rows, columns=["symbol", "rows", "start", "end"])
+    for symbol, entry in sorted(datasets.get("bars", {}).items()):
+        span = entry.get("span") or [None, None]
+        source = entry.get("source") or {}
+        rows.append({"symbol": symbol, "bars": entry["keys"], "versions": entry["rows"] - entry["keys"],
+                     "start": span[0], "end": span[1],
+                     "actions": datasets.get("actions", {}).get(symbol, {}).get("keys", 0),
+                     "source": Path(source["file"]).name if source.get("file") else None,
+                     "written_at": entry.get("written_at")})
+    table = pd.DataFrame(rows, columns=["symbol", "bars", "versions", "start", "end", "actions", "source", "written_at"])
     if args.json: _print_json(_records(table))
     elif table.empty: print(f"no symbols in the store at {store.root}")
     else: _print_table(table.set_index("symbol"))
@@ -180,7 +184,7 @@ def _data_samples(args) -> int:
     else: _print_table(table)
     return 0
 
-# %% ../nbs/13_cli.ipynb #323188bc
+# %% ../nbs/13_cli.ipynb #a4fe8788
 def _timestamp(option: str) -> Callable[[str], object]:
     "An argparse `type=` that parses an ISO timestamp (naive = UTC) for `option`."
     def parse(text: str):
@@ -192,11 +196,20 @@ def _timestamp(option: str) -> Callable[[str], object]:
     return parse
 
 
+def _store_options() -> argparse.ArgumentParser:
+    "`--data-dir` accepted after the subcommand too (`quantlab data list --data-dir DIR`)."
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument("--data-dir", metavar="DIR", default=argparse.SUPPRESS,
+                        help="the store (default: $QUANTLAB_DATA_DIR, else ./data)")
+    return parent
+
+
 def _build_data(parser: argparse.ArgumentParser) -> None:
     "`quantlab data ...`: ingest, list, show, validate, samples."
     parser.set_defaults(parser=parser)
     sub = parser.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
-    p = sub.add_parser("ingest", help="load a vendor file into the store (validated; nothing written on errors)")
+    store = [_store_options()]
+    p = sub.add_parser("ingest", parents=store, help="load a vendor file into the store (validated; nothing written on errors)")
     p.add_argument("file", help="CSV (.csv, .csv.gz, .txt) or Parquet file")
     p.add_argument("--symbol", help="the symbol (needed when the file has no symbol column)")
     p.add_argument("--format", default="generic", metavar="PRESET",
@@ -204,10 +217,10 @@ def _build_data(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--tz", help="time zone of naive timestamps in the file, e.g. America/New_York")
     p.add_argument("--calendar", default="XNYS", help="exchange calendar (default XNYS)")
     p.set_defaults(run=_data_ingest)
-    p = sub.add_parser("list", help="symbols in the store with row counts and spans")
+    p = sub.add_parser("list", parents=store, help="symbols in the store with row counts and spans")
     p.add_argument("--json", action="store_true", help="print JSON records")
     p.set_defaults(run=_data_list)
-    p = sub.add_parser("show", help="print a symbol's bars (raw or adjusted, optionally as of a time)")
+    p = sub.add_parser("show", parents=store, help="print a symbol's bars (raw or adjusted, optionally as of a time)")
     p.add_argument("symbol")
     p.add_argument("--start", type=_timestamp("--start"), help="first bar end (ISO date/time, naive = UTC)")
     p.add_argument("--end", type=_timestamp("--end"), help="last bar end (ISO date/time, naive = UTC)")
@@ -215,12 +228,12 @@ def _build_data(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--as-of", type=_timestamp("--as-of"), help="what was known at this time (point in time)")
     p.add_argument("--json", action="store_true", help="print JSON records")
     p.set_defaults(run=_data_show)
-    p = sub.add_parser("validate", help="check a stored symbol (errors give exit code 1)")
+    p = sub.add_parser("validate", parents=store, help="check a stored symbol (errors give exit code 1)")
     p.add_argument("symbol")
     p.add_argument("--calendar", default="XNYS", help="exchange calendar for gap checks (default XNYS)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(run=_data_validate)
-    p = sub.add_parser("samples", help="list the bundled real-data samples, or ingest them")
+    p = sub.add_parser("samples", parents=store, help="list the bundled real-data samples, or ingest them")
     p.add_argument("--ingest", action="store_true", help="ingest every sample into the store")
     p.add_argument("--json", action="store_true", help="print JSON records")
     p.set_defaults(run=_data_samples)

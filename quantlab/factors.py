@@ -79,7 +79,7 @@ def winsorize(panel: pd.DataFrame, # factor values, time x asset
         raise UsageError(f"winsorize method must be 'quantile' or 'sigma', not {method!r}")
     return _keep_rows(p.clip(lower=pd.Series(lo, index=p.index), upper=pd.Series(hi, index=p.index), axis=0), ok)
 
-# %% ../nbs/02a_factors.ipynb #ec1db1c7
+# %% ../nbs/02a_factors.ipynb #32d58dfd
 def _group_codes(groups, like: pd.DataFrame) -> np.ndarray:
     "Integer group codes (time x asset), -1 where the group is unknown."
     if isinstance(groups, pd.Series):
@@ -95,7 +95,7 @@ def _group_codes(groups, like: pd.DataFrame) -> np.ndarray:
 
 def _group_demean(values: np.ndarray, codes: np.ndarray, valid: np.ndarray, min_group: int):
     "Subtract each (date, group) mean over valid cells; also return the cells whose group is too small."
-    out, small = np.full(values.shape, np.nan), np.zeros(values.shape, dtype=bool)
+    out, small = np.full(values.shape, np.nan), np.zeros(values.shape[:2], dtype=bool)
     filled = np.where(valid[..., None] if values.ndim == 3 else valid, values, 0.0)
     for g in np.unique(codes[codes >= 0]):
         member = (codes == g) & valid

@@ -163,64 +163,74 @@ def infer_freq(ts: np.ndarray, # int64 ns timestamps, sorted within symbol
     if med < pd.Timedelta("20h"): return med
     return "daily" if med <= pd.Timedelta("4D") else None
 
-# %% ../nbs/01b_validate.ipynb #edf7e5a0
+# %% ../nbs/01b_validate.ipynb #6f1c2da3
 _OHLC_SLACK = 1e-9
 
 
-def _row_checks(b: pd.DataFrame, sym: np.ndarray, ts: np.ndarray, codes: np.ndarray, uniques) -> list[pd.DataFrame]:
+def _row_checks(b: pd.DataFrame, ts: np.ndarray, codes: np.ndarray, uniques: np.ndarray) -> list[pd.DataFrame]:
     "Findings that need only one row: missing, non-positive, negative, inconsistent OHLC, zero volume."
+    o, h, l, c = (b[col].to_numpy(dtype=np.float64) for col in PRICE_COLUMNS)
+    vol = b["volume"].to_numpy(dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        top, bottom = np.fmax(o, c), np.fmin(o, c)
+        # one cheap pass finds candidates (NaN fails every comparison); the details run on candidates only
+        fine = (h >= top) & (l <= bottom) & (l > 0) & (h < np.inf) & (vol >= 0)
+    cand = np.flatnonzero(~fine)
     out = []
     def add(check, mask, column, message, values):
-        idx = np.flatnonzero(mask)
-        if len(idx): out.append(_block(check, sym[idx], idx, ts[idx], column, message, values[idx]))
-    px = {c: b[c].to_numpy(dtype=np.float64) for c in PRICE_COLUMNS}
-    for c in PRICE_COLUMNS:
-        v = px[c]
-        add("nan", ~np.isfinite(v), c, "price is missing or infinite", v)
-        with np.errstate(invalid="ignore"): add("non_positive_price", v <= 0, c, "price is not positive", v)
-    vol = b["volume"].to_numpy(dtype=np.float64)
-    add("nan_volume", np.isnan(vol), "volume", "volume is missing", vol)
-    with np.errstate(invalid="ignore"):
-        add("negative_volume", vol < 0, "volume", "volume is negative", vol)
-        o, h, l, c = px["open"], px["high"], px["low"], px["close"]
-        top, bottom = np.fmax(o, c), np.fmin(o, c)
-        bad_high = (h < top - _OHLC_SLACK * np.abs(top)) | (h < l - _OHLC_SLACK * np.abs(l))
-        bad_low = ~bad_high & (l > bottom + _OHLC_SLACK * np.abs(bottom))
-        add("ohlc_inconsistent", bad_high, "high", "high is below the open, close or low", h)
-        add("ohlc_inconsistent", bad_low, "low", "low is above the open or close", l)
-        zero = vol == 0
-    if zero.any():  # a symbol with no volume at all (an index) gets one finding, not one per bar
+        idx = cand[mask]
+        if len(idx): out.append(_block(check, uniques[codes[idx]], idx, ts[idx], column, message, values))
+    if len(cand):
+        px = {"open": o[cand], "high": h[cand], "low": l[cand], "close": c[cand]}
+        for col in PRICE_COLUMNS:
+            v = px[col]
+            add("nan", ~np.isfinite(v), col, "price is missing or infinite", v[~np.isfinite(v)])
+            with np.errstate(invalid="ignore"): m = v <= 0
+            add("non_positive_price", m, col, "price is not positive", v[m])
+        vv = vol[cand]
+        add("nan_volume", np.isnan(vv), "volume", "volume is missing", vv[np.isnan(vv)])
+        with np.errstate(invalid="ignore"):
+            m = vv < 0
+            add("negative_volume", m, "volume", "volume is negative", vv[m])
+            t, btm, hh, ll = top[cand], bottom[cand], px["high"], px["low"]
+            bad_high = (hh < t - _OHLC_SLACK * np.abs(t)) | (hh < ll - _OHLC_SLACK * np.abs(ll))
+            bad_low = ~bad_high & (ll > btm + _OHLC_SLACK * np.abs(btm))
+        add("ohlc_inconsistent", bad_high, "high", "high is below the open, close or low", hh[bad_high])
+        add("ohlc_inconsistent", bad_low, "low", "low is above the open or close", ll[bad_low])
+    zero = np.flatnonzero(vol == 0)
+    if len(zero):  # a symbol with no volume at all (an index) gets one finding, not one per bar
         nz = np.bincount(codes[zero], minlength=len(uniques))
         allzero = nz == np.bincount(codes, minlength=len(uniques))
-        first = ~allzero[codes] & zero
-        add("zero_volume", first, "volume", "volume is zero", vol)
-        for k in np.flatnonzero(allzero):
-            i = int(np.flatnonzero(codes == k)[0])
-            out.append(_block("zero_volume", sym[i], [i], [ts[i]], "volume",
-                              f"volume is zero on all {int(nz[k])} bars (an index, or no volume data)", nz[k]))
+        k = zero[~allzero[codes[zero]]]
+        if len(k): out.append(_block("zero_volume", uniques[codes[k]], k, ts[k], "volume", "volume is zero", 0.0))
+        for code in np.flatnonzero(allzero):
+            i = int(zero[np.argmax(codes[zero] == code)])
+            out.append(_block("zero_volume", uniques[code], [i], [ts[i]], "volume",
+                              f"volume is zero on all {int(nz[code])} bars (an index, or no volume data)", nz[code]))
     return out
 
-# %% ../nbs/01b_validate.ipynb #588e72dd
+# %% ../nbs/01b_validate.ipynb #ac7ed5cb
 def _order(codes: np.ndarray, ts: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
-    "Sort permutation by (symbol, ts) or None if already sorted; and the input rows that go back in time."
-    same = np.r_[False, codes[1:] == codes[:-1]]
-    back = np.r_[False, ts[1:] < ts[:-1]] & same
-    grouped = np.all(codes[1:] >= codes[:-1]) if len(codes) > 1 else True
+    "Sort permutation by (symbol, ts), None if already in order; and the input rows that go back in time."
+    if len(codes) < 2: return None, np.zeros(0, np.int64)
+    same = codes[1:] == codes[:-1]
+    back = (ts[1:] < ts[:-1]) & same
+    grouped = bool(np.all(codes[1:] >= codes[:-1]))  # factorize codes follow first appearance
     if grouped and not back.any(): return None, np.zeros(0, np.int64)
-    by_sym = None if grouped else np.argsort(codes, kind="stable")
-    if by_sym is not None:  # time order within each symbol, as the rows appear in the input
+    if grouped: back_rows = np.flatnonzero(back) + 1
+    else:  # time order within each symbol, as the rows appear in the input
+        by_sym = np.argsort(codes, kind="stable")
         c, t = codes[by_sym], ts[by_sym]
-        back_rows = by_sym[np.flatnonzero(np.r_[False, (t[1:] < t[:-1]) & (c[1:] == c[:-1])])]
-    else: back_rows = np.flatnonzero(back)
+        back_rows = np.sort(by_sym[np.flatnonzero((t[1:] < t[:-1]) & (c[1:] == c[:-1])) + 1])
     return np.lexsort((ts, codes)), back_rows
 
 
-def _duplicates(b: pd.DataFrame, order: np.ndarray, codes: np.ndarray, ts: np.ndarray, sym: np.ndarray) -> list[pd.DataFrame]:
-    "Exact duplicates (warning) and conflicting duplicates (error) of (symbol, ts)."
-    c, t = codes[order], ts[order]
+def _duplicates(b: pd.DataFrame, order: np.ndarray | None, codes: np.ndarray, ts: np.ndarray, uniques: np.ndarray) -> list[pd.DataFrame]:
+    "Exact duplicates (warning) and conflicting duplicates (error) of (symbol, ts); `order` sorts the rows."
+    c, t = (codes, ts) if order is None else (codes[order], ts[order])
     dup = np.flatnonzero((c[1:] == c[:-1]) & (t[1:] == t[:-1])) + 1
     if not len(dup): return []
-    later, earlier = order[dup], order[dup - 1]
+    later, earlier = (dup, dup - 1) if order is None else (order[dup], order[dup - 1])
     value_cols = [col for col in b.columns if col not in ("symbol", "ts", "available_at")]
     differs = np.zeros(len(dup), bool)
     first_col = np.full(len(dup), None, dtype=object)
@@ -234,11 +244,11 @@ def _duplicates(b: pd.DataFrame, order: np.ndarray, codes: np.ndarray, ts: np.nd
     out = []
     if (~differs).any():
         k = later[~differs]
-        out.append(_block("duplicate", sym[k], k, ts[k], None, "exact duplicate of an earlier row (one is kept)"))
+        out.append(_block("duplicate", uniques[codes[k]], k, ts[k], None, "exact duplicate of an earlier row (one is kept)"))
     if differs.any():
         k, k0 = later[differs], earlier[differs]
         msgs = np.array([f"same symbol and ts as row {r + 1} but different {col}" for r, col in zip(k0, first_col[differs])], dtype=object)
-        out.append(_block("duplicate_conflict", sym[k], k, ts[k], first_col[differs], msgs, first_val[differs]))
+        out.append(_block("duplicate_conflict", uniques[codes[k]], k, ts[k], first_col[differs], msgs, first_val[differs]))
     return out
 
 # %% ../nbs/01b_validate.ipynb #2a19fe49
@@ -265,7 +275,7 @@ def robust_z(values: np.ndarray, # e.g. log returns of one symbol, NaN allowed
     if scale == 0: return np.full(len(values), np.nan)
     return (values - med) / scale
 
-# %% ../nbs/01b_validate.ipynb #3b49edb2
+# %% ../nbs/01b_validate.ipynb #87d7180e
 def _ns(values) -> np.ndarray:
     "Datetimes (aware or naive, NaT allowed) as int64 nanoseconds."
     return pd.DatetimeIndex(values).as_unit("ns").asi8
@@ -306,46 +316,57 @@ def _daily_gaps(ts: np.ndarray, rows: np.ndarray, symbol: str, cal: str) -> list
     return out
 
 
+def _grid(o: np.ndarray, counts: np.ndarray, step: int) -> np.ndarray:
+    "Expected bar ends open + k*step, k = 1..count, for each session, concatenated."
+    total = int(counts.sum())
+    k = np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts) + 1
+    return np.repeat(o, counts) + k * step
+
+
 def _intraday_gaps(ts: np.ndarray, rows: np.ndarray, symbol: str, cal: str, freq: pd.Timedelta) -> list[pd.DataFrame]:
     "Missing bars inside sessions and bars outside sessions, for one symbol's intraday bars (ts sorted)."
     step = freq.value
     sch = _schedule(cal, int(ts[0]), int(ts[-1]))
     if not len(sch): return [_block("off_session", symbol, rows, ts, "ts", f"bar end is outside every {cal} session")]
-    o = _ns(sch["open"])
-    c = _ns(sch["close"])
-    bs = _ns(sch["break_start"])
-    be = _ns(sch["break_end"])
-    has_break = ~pd.isna(sch["break_start"]).to_numpy()
+    o, c = _ns(sch["open"]), _ns(sch["close"])
+    has_break = sch["break_start"].notna().to_numpy()
+    bs, be = np.where(has_break, _ns(sch["break_start"]), 0), np.where(has_break, _ns(sch["break_end"]), 0)
     out = []
-    # bars outside every session: the session whose open is the last one before the bar must still be open
+    # the session of a bar is the last one that opened strictly before the bar's end; it must not have closed
     i = np.searchsorted(o, ts, side="left") - 1
-    inside = (i >= 0) & (ts <= c[np.maximum(i, 0)])
     ib = np.maximum(i, 0)
-    inside &= ~(has_break[ib] & (ts > bs[ib]) & (ts <= be[ib]))
-    if (~inside).any():
+    inside = (i >= 0) & (ts <= c[ib]) & ~(has_break[ib] & (ts > bs[ib]) & (ts <= be[ib]))
+    if not inside.all():
         k = np.flatnonzero(~inside)
         out.append(_block("off_session", symbol, rows[k], ts[k], "ts", f"bar end is outside every {cal} session"))
-    # expected bar ends: open + k*step for k = 1..floor((close-open)/step)
-    counts = (c - o) // step
-    total = int(counts.sum())
-    if total == 0: return out
-    k = np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts) + 1
-    expected = np.repeat(o, counts) + k * step
-    brk = np.repeat(has_break, counts) & (expected > np.repeat(bs, counts)) & (expected <= np.repeat(be, counts))
-    expected = expected[~brk & (expected >= ts[0]) & (expected <= ts[-1])]
+    # a session needs a closer look only if it has fewer on-grid bars than expected (or is the first/last)
+    counts = (c - o) // step - np.where(has_break, (be - o) // step - (bs - o) // step, 0)
+    ii = ib[inside]
+    on_grid = (ts[inside] - o[ii]) % step == 0
+    present = np.bincount(ii[on_grid], minlength=len(o))
+    look = present < counts
+    look[[0, -1]] = True
+    sel = np.flatnonzero(look)
+    expected = _grid(o[sel], (c[sel] - o[sel]) // step, step)
+    if not len(expected): return out
+    sb = np.repeat(sel, (c[sel] - o[sel]) // step)
+    keep = ~(has_break[sb] & (expected > bs[sb]) & (expected <= be[sb])) & (expected >= ts[0]) & (expected <= ts[-1])
+    expected, sb = expected[keep], sb[keep]
     pos = np.searchsorted(ts, expected)
     present = (pos < len(ts)) & (ts[np.minimum(pos, len(ts) - 1)] == expected)
     missing = np.flatnonzero(~present)
     if len(missing):
-        run_start = np.r_[True, np.diff(missing) > 1]
+        # a run ends where the next missing bar is not the next expected one, or sits in a later
+        # session with a complete session (not looked at, so not in `expected`) in between
+        run_start = np.r_[True, (np.diff(missing) > 1) | (np.diff(sb[missing]) > 1)]
         first, last = missing[run_start], missing[np.r_[run_start[1:], True]]
-        counts = last - first + 1
+        n_missing = last - first + 1
         after = np.minimum(pos[first], len(ts) - 1)
         msg = f"missing {freq} bar(s) inside a {cal} session"
-        out.append(_block("gap", symbol, rows[after], expected[first], None, msg, counts))
+        out.append(_block("gap", symbol, rows[after], expected[first], None, msg, n_missing))
     return out
 
-# %% ../nbs/01b_validate.ipynb #99841581
+# %% ../nbs/01b_validate.ipynb #f56d4909
 def validate_bars(bars: pd.DataFrame, # bars, canonical or coercible (see schema.BAR_COLUMNS)
                   calendar: str | None = "XNYS", # exchange calendar for gap checks; None skips them
                   file: str | os.PathLike | None = None, # the source file, named in findings and errors
@@ -356,61 +377,69 @@ def validate_bars(bars: pd.DataFrame, # bars, canonical or coercible (see schema
     "Check `bars` and return a `ValidationReport` of errors and warnings, each with row, ts and column."
     file = None if file is None else str(file)
     try: b = coerce_bars(bars, file=file)
-    except DataError as exc:
-        f = pd.DataFrame({"severity": ["error"], "check": ["unparseable"], "symbol": [None],
-                          "row": [exc.row], "ts": pd.DatetimeIndex([pd.NaT], tz="UTC"), "column": [exc.column],
-                          "message": [exc.message + ("" if exc.value is None else f" (value {exc.value!r})")],
-                          "value": [np.nan]})
-        f["row"] = f["row"].astype("Int64")
-        return ValidationReport(f, pd.DataFrame({"rows": [], "start": [], "end": []}), file, calendar, None)
+    except DataError as exc: return _unparseable(exc, file, calendar)
     n = len(b)
     codes, uniques = pd.factorize(b["symbol"], sort=False)
     uniques = np.asarray(uniques, dtype=object)
-    sym = uniques[codes] if n else np.zeros(0, dtype=object)
     ts = _ns(b["ts"])
-    blocks = _row_checks(b, sym, ts, codes, uniques)
+    blocks = _row_checks(b, ts, codes, uniques)
     order, back_rows = _order(codes, ts)
     if len(back_rows):
-        blocks.append(_block("unsorted", sym[back_rows], back_rows, ts[back_rows], "ts",
+        blocks.append(_block("unsorted", uniques[codes[back_rows]], back_rows, ts[back_rows], "ts",
                              "earlier than the previous row of this symbol (the store sorts)"))
-    if order is not None: blocks += _duplicates(b, order, codes, ts, sym)
-    pos = np.arange(n) if order is None else order
-    # sorted, de-duplicated view for the per-symbol checks
-    sc, sts = codes[pos], ts[pos]
-    keep = np.r_[True, (sc[1:] != sc[:-1]) | (sts[1:] != sts[:-1])] if n else np.zeros(0, bool)
-    pos, sc, sts = pos[keep], sc[keep], sts[keep]
-    close = b["close"].to_numpy(dtype=np.float64)[pos]
+    dups = _duplicates(b, order, codes, ts, uniques)
+    blocks += dups
+    # the sorted, de-duplicated view for the per-symbol checks (no copies when the input is clean)
+    close = b["close"].to_numpy(dtype=np.float64)
+    if order is None and not dups: pos, sc, sts = None, codes, ts
+    else:
+        pos = np.arange(n) if order is None else order
+        sc, sts = codes[pos], ts[pos]
+        keep = np.r_[True, (sc[1:] != sc[:-1]) | (sts[1:] != sts[:-1])]
+        pos, sc, sts = pos[keep], sc[keep], sts[keep]
+        close = close[pos]
+    rows_of = (lambda i: i) if pos is None else (lambda i: pos[i])
     starts = np.flatnonzero(np.r_[True, sc[1:] != sc[:-1]]) if len(sc) else np.zeros(0, np.int64)
+    ends = np.r_[starts[1:], len(sc)]
     same = np.ones(len(sc), bool); same[starts] = False
     fr = _parse_freq(freq) if freq is not None else infer_freq(sts, same)
     min_run = stale_bars if stale_bars is not None else (5 if fr == "daily" else 30)
     first, length = _stale(close, starts, len(close), min_run)
     if len(first):
-        k = pos[first]
-        blocks.append(_block("stale", sym[k], k, ts[k], "close", f"close unchanged for >= {min_run} bars", length))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        lr = np.log(close[1:] / close[:-1]) if len(close) > 1 else np.zeros(0)
-    lr = np.r_[np.nan, lr]; lr[starts] = np.nan
-    ends = np.r_[starts[1:], len(sc)]
+        k = rows_of(first)
+        blocks.append(_block("stale", uniques[codes[k]], k, ts[k], "close", f"close unchanged for >= {min_run} bars", length))
     for s, e in zip(starts, ends):  # one iteration per symbol, not per row
-        z = robust_z(lr[s:e])
-        with np.errstate(invalid="ignore"): hit = np.flatnonzero(np.abs(z) > outlier_z)
+        name = uniques[sc[s]]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            seg = close[s:e]
+            lr = np.r_[np.nan, np.log(seg[1:] / seg[:-1])]
+            z = robust_z(lr)
+            hit = np.flatnonzero(np.abs(z) > outlier_z)
         if len(hit):
-            k = pos[s + hit]
-            blocks.append(_block("outlier", sym[k], k, ts[k], "close",
-                                 f"log return has robust z-score above {outlier_z:g}", lr[s + hit]))
+            k = rows_of(s + hit)
+            blocks.append(_block("outlier", name, k, ts[k], "close",
+                                 f"log return has robust z-score above {outlier_z:g}", lr[hit]))
         if calendar is not None and fr is not None:
-            seg_ts, seg_rows, name = sts[s:e], pos[s:e], uniques[sc[s]]
-            blocks += (_daily_gaps(seg_ts, seg_rows, name, calendar) if fr == "daily" else
-                       _intraday_gaps(seg_ts, seg_rows, name, calendar, fr))
+            seg_rows = np.arange(s, e) if pos is None else pos[s:e]
+            blocks += (_daily_gaps(sts[s:e], seg_rows, name, calendar) if fr == "daily" else
+                       _intraday_gaps(sts[s:e], seg_rows, name, calendar, fr))
     findings = pd.concat(blocks, ignore_index=True) if blocks else _block("nan", [], [], [], None, "")
     findings = findings.sort_values(["row", "severity"], kind="stable", ignore_index=True)
     counts = np.bincount(codes, minlength=len(uniques)) if n else np.zeros(0, np.int64)
-    start = np.full(len(uniques), np.iinfo(np.int64).max); end = np.full(len(uniques), np.iinfo(np.int64).min)
-    for s, e in zip(starts, ends):
-        start[sc[s]], end[sc[s]] = sts[s], sts[e - 1]
-    symbols = pd.DataFrame({"rows": counts, "start": pd.to_datetime(start, utc=True) if n else pd.DatetimeIndex([], tz="UTC"),
-                            "end": pd.to_datetime(end, utc=True) if n else pd.DatetimeIndex([], tz="UTC")},
-                           index=pd.Index(uniques, name="symbol", dtype="str"))
+    symbols = pd.DataFrame({"rows": counts, "start": pd.to_datetime(sts[starts], utc=True),
+                            "end": pd.to_datetime(sts[ends - 1], utc=True)},
+                           index=pd.Index(uniques[sc[starts]], name="symbol", dtype="str")).reindex(pd.Index(uniques, name="symbol", dtype="str"))
+    symbols["rows"] = counts
     freq_name = None if fr is None else ("1D" if fr == "daily" else pd.tseries.frequencies.to_offset(fr).freqstr)
     return ValidationReport(findings, symbols, file, calendar, freq_name)
+
+
+def _unparseable(exc: DataError, file: str | None, calendar: str | None) -> ValidationReport:
+    "A report with the one error that stopped coercion."
+    f = pd.DataFrame({"severity": ["error"], "check": ["unparseable"], "symbol": [None],
+                      "row": pd.array([exc.row], dtype="Int64"), "ts": pd.DatetimeIndex([pd.NaT], tz="UTC"),
+                      "column": [exc.column], "value": [np.nan],
+                      "message": [exc.message + ("" if exc.value is None else f" (value {exc.value!r})")]})
+    empty = pd.DataFrame({"rows": pd.Series([], dtype="int64"), "start": pd.DatetimeIndex([], tz="UTC"),
+                          "end": pd.DatetimeIndex([], tz="UTC")}, index=pd.Index([], name="symbol", dtype="str"))
+    return ValidationReport(f[list(FINDING_COLUMNS)], empty, file, calendar, None)
