@@ -221,7 +221,7 @@ def verify(self) -> dict:
 
 BarStore._entries, BarStore._read_tables, BarStore.verify = _entries, _read_tables, verify
 
-# %% ../nbs/01d_store.ipynb #595530b1
+# %% ../nbs/01d_store.ipynb #75abed51
 @contextlib.contextmanager
 def _locked(root: Path):
     "An exclusive advisory lock on `root/.lock` for the duration of a write."
@@ -240,6 +240,13 @@ def _partition_dir(dataset: str, symbol: str) -> str:
 def _span(df: pd.DataFrame, column: str = "ts") -> list:
     "[first, last] of a timestamp column as ISO strings."
     return [_iso(df[column].min()), _iso(df[column].max())] if len(df) else [None, None]
+
+def _ns_utc(df: pd.DataFrame) -> pd.DataFrame:
+    "Every timestamp column as datetime64[ns, UTC] (one dtype in and out of the store, whatever pandas inferred)."
+    for c in df.columns:
+        if isinstance(df[c].dtype, pd.DatetimeTZDtype) and df[c].dtype != "datetime64[ns, UTC]":
+            df[c] = df[c].dt.tz_convert("UTC").astype("datetime64[ns, UTC]")
+    return df
 
 
 def _commit(self,
@@ -262,7 +269,7 @@ def _commit(self,
                     if str(parent) != "." and not (self.root / parent).exists(): created_dirs.append(self.root / parent)
                 d.mkdir(parents=True, exist_ok=True)
                 rel = f"{rel_dir}/part-{uuid.uuid4().hex}.parquet"
-                table = pa.Table.from_pandas(df, preserve_index=False)
+                table = pa.Table.from_pandas(_ns_utc(df.copy()), preserve_index=False)
                 with atomic_path(self.root / rel) as tmp:
                     pq.write_table(table, tmp)
                     written.append(self.root / rel)
@@ -362,7 +369,7 @@ def write_bars(self,
 
 BarStore.write_bars = write_bars
 
-# %% ../nbs/01d_store.ipynb #a819d77a
+# %% ../nbs/01d_store.ipynb #b4f0a682
 def _ts_filter(start, end, as_of, column: str = "ts"):
     "A pyarrow filter expression for start <= ts <= end and available_at <= as_of."
     expr = None
@@ -376,10 +383,8 @@ def _ts_filter(start, end, as_of, column: str = "ts"):
 def _to_pandas(table: pa.Table | None, empty: pd.DataFrame) -> pd.DataFrame:
     "Arrow to pandas with UTC nanosecond timestamps and `str` strings; `empty` when there is nothing."
     if table is None or table.num_rows == 0: return empty
-    df = table.to_pandas()
-    for c in df.columns:
-        if isinstance(df[c].dtype, pd.DatetimeTZDtype): df[c] = df[c].dt.tz_convert("UTC")
-    return df
+    return _ns_utc(table.to_pandas())
+
 
 
 def read_bars(self,

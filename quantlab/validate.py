@@ -275,7 +275,7 @@ def robust_z(values: np.ndarray, # e.g. log returns of one symbol, NaN allowed
     if scale == 0: return np.full(len(values), np.nan)
     return (values - med) / scale
 
-# %% ../nbs/01b_validate.ipynb #87d7180e
+# %% ../nbs/01b_validate.ipynb #781be62c
 def _ns(values) -> np.ndarray:
     "Datetimes (aware or naive, NaT allowed) as int64 nanoseconds."
     return pd.DatetimeIndex(values).as_unit("ns").asi8
@@ -362,7 +362,7 @@ def _intraday_gaps(ts: np.ndarray, rows: np.ndarray, symbol: str, cal: str, freq
         first, last = missing[run_start], missing[np.r_[run_start[1:], True]]
         n_missing = last - first + 1
         after = np.minimum(pos[first], len(ts) - 1)
-        msg = f"missing {freq} bar(s) inside a {cal} session"
+        msg = f"missing {pd.tseries.frequencies.to_offset(freq).freqstr} bar(s) inside a {cal} session"
         out.append(_block("gap", symbol, rows[after], expected[first], None, msg, n_missing))
     return out
 

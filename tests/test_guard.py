@@ -113,7 +113,7 @@ LEAKS = {
     "back-filled warm-up": lambda f: ema(f["close"], 50).bfill(),
     "forward return label": lambda f: f["close"].shift(-5) / f["close"] - 1,
     "min-max scaled on the whole sample": lambda f: (f["volume"] - f["volume"].min()) / (f["volume"].max() - f["volume"].min()),
-    "rank against the final cross-section": lambda f: f["close"].rank(axis=0, pct=True),
+    "percentile rank over the whole history": lambda f: f["close"].rank(axis=0, pct=True),
 }
 
 

@@ -1,0 +1,213 @@
+"""Backtest speed, side by side in one run on the same work: an SMA(10/50) crossover, long/flat, 5 bps costs.
+
+Workloads (synthetic seeded random-walk OHLC, so the sizes are free):
+  single  one asset x 1,000,000 bars
+  panel   100 assets x 2,500 bars
+  sweep   100 (fast, slow) pairs on one asset x 100,000 bars (10M bar-combinations)
+
+Engines:
+  backtrader  (event-driven reference; timed on a reduced bar count, reported as bars/s)
+  vectorbt    (vectorised reference; Portfolio.from_signals, signals shifted one bar and filled at the open)
+  quantlab event engine  quantlab.backtest.run_backtest with quantlab.strategies' SMA crossover
+  quantlab vector        quantlab.vector (sma_cross_weights + simulate; sma_cross_sweep for the sweep)
+
+Every timing is the best of `--repeat` runs after one warm-up run (numba compiles and caches are excluded,
+and so is vectorbt's ~70 s first-call compile). Run:
+
+    .venv/bin/python bench/bench_backtest.py            # full
+    .venv/bin/python bench/bench_backtest.py --quick    # 10x smaller everything
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import collections.abc
+import importlib.util
+import sys
+import time
+import warnings
+
+import numpy as np
+import pandas as pd
+
+collections.Iterable = collections.abc.Iterable  # backtrader 1.9.78 still imports collections.Iterable
+import matplotlib
+
+matplotlib.use("Agg")
+
+FAST, SLOW, BPS = 10, 50, 5.0
+
+
+def make_bars(n_bars: int, n_assets: int, seed: int = 0) -> dict[str, pd.DataFrame]:
+    "Seeded random-walk OHLC panels (index: minute bars, UTC)."
+    rng = np.random.default_rng(seed)
+    idx = pd.date_range("2000-01-03", periods=n_bars, freq="min", tz="UTC")
+    cols = [f"A{j:03d}" for j in range(n_assets)]
+    logret = rng.normal(0.0, 0.01, (n_bars, n_assets))
+    close = 100.0 * np.exp(np.cumsum(logret, axis=0))
+    open_ = close * np.exp(rng.normal(0.0, 0.002, (n_bars, n_assets)))
+    high = np.maximum(open_, close) * (1 + np.abs(rng.normal(0, 0.002, (n_bars, n_assets))))
+    low = np.minimum(open_, close) * (1 - np.abs(rng.normal(0, 0.002, (n_bars, n_assets))))
+    vol = np.full((n_bars, n_assets), 1e6)
+    mk = lambda a: pd.DataFrame(a, index=idx, columns=cols)
+    return {"open": mk(open_), "high": mk(high), "low": mk(low), "close": mk(close), "volume": mk(vol)}
+
+
+def best_time(fn, repeat: int) -> tuple[float, object]:
+    "Warm up once, then the best wall time of `repeat` calls."
+    out = fn()
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter(); out = fn(); times.append(time.perf_counter() - t)
+    return min(times), out
+
+
+# -- backtrader --------------------------------------------------------------------------------------------
+def bt_run(bars: dict[str, pd.DataFrame], pairs=((FAST, SLOW),)) -> float:
+    "Run backtrader's SMA crossover on every asset (one cerebro, one data feed per asset); return final value."
+    import backtrader as bt
+
+    class SmaCross(bt.Strategy):
+        params = dict(fast=FAST, slow=SLOW)
+
+        def __init__(self):
+            self.cross = {d: bt.indicators.CrossOver(bt.indicators.SMA(d.close, period=self.p.fast),
+                                                     bt.indicators.SMA(d.close, period=self.p.slow)) for d in self.datas}
+
+        def next(self):
+            w = 1.0 / len(self.datas)
+            for d in self.datas:
+                c = self.cross[d][0]
+                if c > 0: self.order_target_percent(d, target=w)
+                elif c < 0: self.order_target_percent(d, target=0.0)
+
+    values = []
+    for fast, slow in pairs:
+        cerebro = bt.Cerebro(stdstats=False)
+        for sym in bars["close"].columns:
+            df = pd.DataFrame({k: bars[k][sym] for k in ("open", "high", "low", "close", "volume")})
+            df.index = df.index.tz_localize(None)
+            cerebro.adddata(bt.feeds.PandasData(dataname=df, timeframe=bt.TimeFrame.Minutes), name=sym)
+        cerebro.addstrategy(SmaCross, fast=fast, slow=slow)
+        cerebro.broker.setcash(1_000_000.0)
+        cerebro.broker.setcommission(commission=BPS / 1e4)
+        cerebro.broker.set_checksubmit(False)
+        cerebro.run()
+        values.append(cerebro.broker.getvalue())
+    return values[-1]
+
+
+# -- vectorbt ----------------------------------------------------------------------------------------------
+def vbt_available() -> bool:
+    return importlib.util.find_spec("vectorbt") is not None
+
+
+def vbt_run(bars: dict[str, pd.DataFrame], fast=FAST, slow=SLOW):
+    "vectorbt: MA crossover, entries/exits shifted one bar and filled at that bar's open; returns final values."
+    import vectorbt as vbt
+    close, open_ = bars["close"], bars["open"]
+    fast_ma = vbt.MA.run(close, fast, short_name="fast")
+    slow_ma = vbt.MA.run(close, slow, short_name="slow")
+    above = fast_ma.ma_above(slow_ma)
+    entries = above & ~above.vbt.fshift(1).fillna(False).astype(bool)
+    exits = ~above & above.vbt.fshift(1).fillna(False).astype(bool)
+    entries, exits = entries.vbt.fshift(1).fillna(False).astype(bool), exits.vbt.fshift(1).fillna(False).astype(bool)
+    n_cols = entries.shape[1]
+    opens = pd.DataFrame(np.tile(open_.to_numpy(), (1, n_cols // open_.shape[1])), index=entries.index, columns=entries.columns)
+    closes = pd.DataFrame(np.tile(close.to_numpy(), (1, n_cols // close.shape[1])), index=entries.index, columns=entries.columns)
+    pf = vbt.Portfolio.from_signals(closes, entries, exits, price=opens, fees=BPS / 1e4, init_cash=1_000_000.0, freq="1min")
+    return pf.final_value()
+
+
+# -- quantlab ----------------------------------------------------------------------------------------------
+def ql_vector_run(bars, fast=FAST, slow=SLOW):
+    from quantlab.vector import simulate, sma_cross_weights
+    n = bars["close"].shape[1]
+    w = sma_cross_weights(bars["close"], fast, slow, long=1.0 / n)
+    return simulate(w, bars["close"], bars["open"], commission_bps=BPS).final_value
+
+
+def ql_sweep_run(bars, grid):
+    from quantlab.vector import sma_cross_sweep
+    return sma_cross_sweep(bars["close"], bars["open"], grid, commission_bps=BPS).final_value
+
+
+def ql_event_available() -> bool:
+    return importlib.util.find_spec("quantlab.backtest") is not None and importlib.util.find_spec("quantlab.strategies") is not None
+
+
+def ql_event_run(bars, fast=FAST, slow=SLOW):
+    from quantlab.strategies import event_backtest
+    return event_backtest("sma_cross", bars, dict(fast=fast, slow=slow), commission_bps=BPS, lot_size=0.0)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="10x smaller workloads")
+    ap.add_argument("--repeat", type=int, default=3, help="timed runs per measurement (best is kept)")
+    ap.add_argument("--bt-bars", type=int, default=50_000, help="bars for backtrader's single-asset run")
+    ap.add_argument("--bt-assets", type=int, default=10, help="assets for backtrader's panel run (2,500 bars each)")
+    ap.add_argument("--bt-pairs", type=int, default=3, help="pairs for backtrader's sweep (on --bt-bars/5 bars)")
+    ap.add_argument("--event-bars", type=int, default=1_000_000, help="bars for the quantlab event engine's single run")
+    ap.add_argument("--skip", default="", help="comma list of engines to skip: backtrader,vectorbt,event,vector")
+    a = ap.parse_args(argv)
+    k = 10 if a.quick else 1
+    skip = set(filter(None, a.skip.split(",")))
+    single_n, panel_n, panel_a, sweep_n = 1_000_000 // k, 2_500, 100 // k, 100_000 // k
+    single, panel, sweep_bars = make_bars(single_n, 1, 1), make_bars(panel_n, panel_a, 2), make_bars(sweep_n, 1, 3)
+    fasts, slows = np.arange(5, 55, 5), np.arange(60, 260, 20)
+    grid = pd.DataFrame([(f, s) for f in fasts for s in slows], columns=["fast", "slow"])
+    rows = []
+
+    def record(engine, workload, work, seconds, note=""):
+        rows.append(dict(engine=engine, workload=workload, work=work, seconds=seconds, per_second=work / seconds, note=note))
+        print(f"  {engine:<18} {workload:<8} {work:>12,d} in {seconds:8.3f} s = {work / seconds:>14,.0f} /s  {note}", flush=True)
+
+    print(f"python {sys.version.split()[0]}, numpy {np.__version__}, pandas {pd.__version__}")
+    if "backtrader" not in skip:
+        import backtrader as bt
+        print(f"backtrader {bt.__version__}")
+        b = make_bars(a.bt_bars // k, 1, 1)
+        s, _ = best_time(lambda: bt_run(b), 1); record("backtrader", "single", a.bt_bars // k, s, f"({a.bt_bars // k:,} bars)")
+        p = {f: v.iloc[:, :a.bt_assets] for f, v in panel.items()}
+        s, _ = best_time(lambda: bt_run(p), 1); record("backtrader", "panel", panel_n * a.bt_assets, s, f"({a.bt_assets} assets)")
+        sb = make_bars(a.bt_bars // 5 // k, 1, 3)
+        pairs = list(grid.itertuples(index=False))[:a.bt_pairs]
+        s, _ = best_time(lambda: bt_run(sb, pairs), 1); record("backtrader", "sweep", len(sb["close"]) * len(pairs), s, f"({len(pairs)} pairs)")
+    if "vectorbt" not in skip and vbt_available():
+        import vectorbt as vbt
+        print(f"vectorbt {vbt.__version__}")
+        warnings.filterwarnings("ignore")
+        s, _ = best_time(lambda: vbt_run(single), a.repeat); record("vectorbt", "single", single_n, s)
+        s, _ = best_time(lambda: vbt_run(panel), a.repeat); record("vectorbt", "panel", panel_n * panel_a, s)
+        s, _ = best_time(lambda: vbt_run(sweep_bars, grid["fast"].to_numpy(), grid["slow"].to_numpy()), a.repeat)
+        record("vectorbt", "sweep", sweep_n * len(grid), s, f"({len(grid)} pairs)")
+    elif "vectorbt" not in skip:
+        print("vectorbt not importable here: pip install vectorbt (see the report for the version that worked)")
+    if "event" not in skip and ql_event_available():
+        eb = make_bars(a.event_bars // k, 1, 1)
+        s, _ = best_time(lambda: ql_event_run(eb), 1); record("quantlab event", "single", len(eb["close"]), s)
+        s, _ = best_time(lambda: ql_event_run(panel), 1); record("quantlab event", "panel", panel_n * panel_a, s)
+    elif "event" not in skip:
+        print("quantlab.backtest / quantlab.strategies not importable: event engine skipped")
+    if "vector" not in skip:
+        s, _ = best_time(lambda: ql_vector_run(single), a.repeat); record("quantlab vector", "single", single_n, s)
+        s, _ = best_time(lambda: ql_vector_run(panel), a.repeat); record("quantlab vector", "panel", panel_n * panel_a, s)
+        s, _ = best_time(lambda: ql_sweep_run(sweep_bars, grid), a.repeat)
+        record("quantlab vector", "sweep", sweep_n * len(grid), s, f"({len(grid)} pairs)")
+
+    df = pd.DataFrame(rows)
+    if df.empty: return
+    rate = df.pivot_table(index="workload", columns="engine", values="per_second")
+    print("\nbars (or bar-combinations) per second:")
+    print(rate.map(lambda v: f"{v:,.0f}").to_string())
+    ratios = {}
+    for eng, ref in (("quantlab event", "backtrader"), ("quantlab vector", "vectorbt"), ("quantlab vector", "backtrader")):
+        if eng in rate and ref in rate: ratios[f"{eng} / {ref}"] = rate[eng] / rate[ref]
+    if ratios:
+        print("\nspeed ratios (goals: event / backtrader >= 100, vector sweep / vectorbt sweep >= 3):")
+        print(pd.DataFrame(ratios).map(lambda v: f"{v:,.1f}x").to_string())
+
+
+if __name__ == "__main__":
+    main()
