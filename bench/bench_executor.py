@@ -1,8 +1,9 @@
 """Throughput of a CPU-bound parameter sweep: in-process vs 2 local Dask workers (vs 2 local processes).
 
 Each task scores one moving-average crossover rule on the S&P 500 index shipped with arch, then
-bootstraps its returns 300 times and computes the full metrics summary of the 300 resampled histories
-(one vectorised call): about 0.1-0.3 s of numpy/pandas work per task.
+bootstraps its returns 100 times and computes the full metrics summary of the 100 resampled histories
+(one vectorised call): about 0.2 s of numpy/pandas work per task on an idle core.
+The machine's load average is printed too: on a shared 2-core box a busy neighbour erases any speedup.
 
     .venv/bin/python bench/bench_executor.py [--tasks 48] [--workers 2]
 
@@ -10,6 +11,7 @@ Prints tasks per second for each executor and the speedup over in-process. Resul
 identical across executors before any figure is printed.
 """
 import argparse
+import os
 import time
 
 import numpy as np
@@ -35,7 +37,7 @@ def score(params):
     close = _close()
     held = (close.rolling(fast).mean() > close.rolling(slow).mean()).shift(1, fill_value=False)
     r = close.pct_change().where(held, 0.0).iloc[slow:].to_numpy()
-    idx = np.random.default_rng(seed).integers(0, len(r), size=(len(r), 300))
+    idx = np.random.default_rng(seed).integers(0, len(r), size=(len(r), 100))
     table = metrics.summary(pd.DataFrame(r[idx]))
     return float(table["sharpe"].median()), float(table["max_drawdown"].quantile(0.05))
 
@@ -48,7 +50,7 @@ def timed(executor, tasks, label):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--tasks", type=int, default=48)
+    ap.add_argument("--tasks", type=int, default=24)
     ap.add_argument("--workers", type=int, default=2)
     args = ap.parse_args()
     from distributed import LocalCluster
@@ -56,6 +58,7 @@ def main():
     fasts, slows = [5, 10, 20, 30, 50, 75], [100, 150, 200, 250]
     tasks = [(f, s, i) for i, (f, s) in enumerate((f, s) for f in fasts for s in slows)]
     tasks = (tasks * (args.tasks // len(tasks) + 1))[:args.tasks]
+    load0 = os.getloadavg()[0]
     score(tasks[0])  # warm the data cache and imports in this process
 
     reference, t_in = timed(get_executor("inprocess"), tasks, "in-process")
@@ -72,7 +75,8 @@ def main():
         assert out == reference, "local-process results differ from in-process"
         rows.append((f"local:{args.workers} (ProcessPoolExecutor)", t))
 
-    print(f"\n{len(tasks)} tasks, results identical across executors")
+    print(f"\n{len(tasks)} tasks, results identical across executors; load average {os.getloadavg()[0]:.1f} "
+          f"(was {load0:.1f} at start) on {os.cpu_count()} cores")
     print(f"{'executor':40s} {'seconds':>8s} {'tasks/s':>8s} {'speedup':>8s}")
     for label, t in rows:
         print(f"{label:40s} {t:8.2f} {len(tasks) / t:8.2f} {t_in / t:8.2f}x")

@@ -114,18 +114,22 @@ def _print_table(df, max_rows: int = 40) -> None:
                            "display.width", 200, "display.max_columns", 30):
         print(df.to_string() if len(df) <= max_rows else repr(df))
 
-# %% ../nbs/13_cli.ipynb #ff6331b1
+# %% ../nbs/13_cli.ipynb #9028fbc5
 def _data_ingest(args) -> int:
     from quantlab.loaders import load_file
     path = Path(args.file)
     if not path.is_file(): raise DataError("file not found", file=path)
     loaded = load_file(path, preset=args.format, symbol=args.symbol, tz=args.tz, calendar=args.calendar)
-    result = _store(args).write_bars(loaded.bars, source=loaded.source, actions=loaded.actions)
+    result = _store(args).write_bars(loaded.bars, source=loaded.source, actions=loaded.actions, calendar=args.calendar)
     symbols = sorted(loaded.bars["symbol"].unique())
-    print(f"ingested {len(loaded.bars)} bars of {', '.join(symbols)} from {path}" +
-          (f" and {len(loaded.actions)} corporate actions" if loaded.actions is not None and len(loaded.actions) else ""))
+    n_actions = 0 if loaded.actions is None else len(loaded.actions)
+    print(f"ingested {path}: {len(loaded.bars)} bars of {', '.join(symbols)}"
+          f" ({result.rows_new} new, {result.rows_corrected} corrected, {result.rows_unchanged} unchanged)"
+          + (f", {n_actions} corporate actions" if n_actions else ""))
     if result.warnings:
         print(f"{result.warnings} validation warnings stored with the data (see: quantlab data validate SYMBOL)")
+    if loaded.adjusted:
+        print(f"note: the vendor already applied {loaded.adjusted!r} adjustment to these prices")
     return 0
 
 
@@ -167,7 +171,9 @@ def _data_validate(args) -> int:
     report = validate_bars(store.read_bars([args.symbol]), calendar=args.calendar)
     if args.json: _print_json(report.to_dict())
     else:
-        _print_table(report.summary())
+        summary = report.summary()
+        checks = [c for c in summary.columns[5:] if summary[c].sum() > 0]  # rows, start, end, errors, warnings, checks...
+        _print_table(summary[list(summary.columns[:5]) + checks])
         if len(report.findings): _print_table(report.findings)
         print(f"{len(report.errors)} errors, {len(report.warnings)} warnings")
     return 1 if len(report.errors) else 0
@@ -178,20 +184,25 @@ def _data_samples(args) -> int:
     table = samples.list_samples()
     if args.ingest:
         store = _store(args)
-        samples.ingest_samples(store)
-        print(f"ingested {len(table)} samples into {store.root}")
+        _print_table(samples.ingest_samples(store).set_index("name"))
+        print(f"ingested into {store.root}")
     elif args.json: _print_json(_records(table))
     else: _print_table(table)
     return 0
 
-# %% ../nbs/13_cli.ipynb #a4fe8788
-def _timestamp(option: str) -> Callable[[str], object]:
+# %% ../nbs/13_cli.ipynb #22591e94
+def _timestamp(option: str, # the option's name, for the error message
+               end_of_day: bool = False, # a bare date means the end of that day (for --end)
+              ) -> Callable[[str], object]:
     "An argparse `type=` that parses an ISO timestamp (naive = UTC) for `option`."
     def parse(text: str):
+        import pandas as pd
         from quantlab.core import as_utc_timestamp
-        try: return as_utc_timestamp(text)
+        try: ts = as_utc_timestamp(text)
         except (ValueError, TypeError) as exc:
             raise argparse.ArgumentTypeError(f"{option}: not a date or timestamp: {text!r}") from exc
+        if end_of_day and len(text.strip()) <= 10: ts = ts + pd.Timedelta("1D") - pd.Timedelta("1ns")
+        return ts
     parse.__name__ = "timestamp"
     return parse
 
@@ -223,7 +234,7 @@ def _build_data(parser: argparse.ArgumentParser) -> None:
     p = sub.add_parser("show", parents=store, help="print a symbol's bars (raw or adjusted, optionally as of a time)")
     p.add_argument("symbol")
     p.add_argument("--start", type=_timestamp("--start"), help="first bar end (ISO date/time, naive = UTC)")
-    p.add_argument("--end", type=_timestamp("--end"), help="last bar end (ISO date/time, naive = UTC)")
+    p.add_argument("--end", type=_timestamp("--end", end_of_day=True), help="last bar end (ISO date/time, naive = UTC; a date includes its whole day)")
     p.add_argument("--adjusted", choices=["split", "total"], help="adjust for splits, or splits and dividends")
     p.add_argument("--as-of", type=_timestamp("--as-of"), help="what was known at this time (point in time)")
     p.add_argument("--json", action="store_true", help="print JSON records")
@@ -241,7 +252,7 @@ def _build_data(parser: argparse.ArgumentParser) -> None:
 
 register(Command("data", "the local store: ingest, list, show, validate, samples", _build_data))
 
-# %% ../nbs/13_cli.ipynb #912a2c85
+# %% ../nbs/13_cli.ipynb #a383c487
 def _report(args) -> int:
     from quantlab import reports
     if args.list:
@@ -272,6 +283,6 @@ def _build_report(parser: argparse.ArgumentParser) -> None:
 
 register(Command("report", "run a report template with papermill into reports/<report>/<run-id>/", _build_report))
 
-# %% ../nbs/13_cli.ipynb #ac783240
+# %% ../nbs/13_cli.ipynb #52197c69
 if __name__ == "__main__" and "__file__" in globals():
     sys.exit(main())

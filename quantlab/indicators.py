@@ -18,24 +18,43 @@ __all__ = ['FIELDS', 'INDICATORS', 'to_panel', 'panels_from_bars', 'sma', 'ema',
            'stochastic', 'returns', 'volatility', 'rolling_beta', 'rolling_corr', 'relative_volume', 'dollar_volume',
            'market_returns']
 
-# %% ../nbs/02_indicators.ipynb #f6657479
+# %% ../nbs/02_indicators.ipynb #6785384e
 FIELDS = ("open", "high", "low", "close", "volume")
+
+
+def _grid(bars: pd.DataFrame) -> tuple[pd.DatetimeIndex, pd.Index, np.ndarray, np.ndarray]:
+    "Sorted unique timestamps and symbols of a long frame, and each row's position in that grid."
+    missing = [c for c in ("symbol", "ts") if c not in bars.columns]
+    if missing: raise DataError(f"bars frame lacks column(s) {missing}", column=missing[0])
+    t_codes, t_uniques = pd.factorize(bars["ts"], sort=True)
+    s_codes, s_uniques = pd.factorize(bars["symbol"].astype(str), sort=True)
+    if (t_codes < 0).any(): raise DataError("missing timestamp in bars", row=int(np.argmax(t_codes < 0)) + 1, column="ts")
+    if (s_codes < 0).any(): raise DataError("missing symbol in bars", row=int(np.argmax(s_codes < 0)) + 1, column="symbol")
+    key = t_codes.astype(np.int64) * len(s_uniques) + s_codes
+    seen = np.zeros(len(t_uniques) * len(s_uniques), dtype=np.int64)
+    np.add.at(seen, key, 1)
+    if (seen > 1).any():
+        row = int(np.flatnonzero(seen[key] > 1)[0]) + 1
+        raise DataError("duplicate (symbol, ts) in bars", row=row, column="ts", value=str(bars["ts"].iloc[row - 1]))
+    index = pd.DatetimeIndex(t_uniques, name="ts")
+    return index, pd.Index(s_uniques, name="symbol"), t_codes, s_codes
+
+
+def _spread(bars: pd.DataFrame, field: str, grid) -> pd.DataFrame:
+    "One field of a long frame as a panel on a precomputed grid."
+    index, columns, t_codes, s_codes = grid
+    if field not in bars.columns: raise DataError(f"bars frame lacks column {field!r}", column=field)
+    values = np.full((len(index), len(columns)), np.nan)
+    values[t_codes, s_codes] = bars[field].to_numpy(dtype="float64", na_value=np.nan)
+    return pd.DataFrame(values, index=index, columns=columns)
 
 
 def to_panel(bars: pd.DataFrame, # long bars: columns symbol, ts and `field`
              field: str = "close", # the value column to spread out
             ) -> pd.DataFrame:
-    "Pivot one field of a long bars frame into a panel (index `ts`, one column per symbol)."
-    missing = [c for c in ("symbol", "ts", field) if c not in bars.columns]
-    if missing: raise DataError(f"bars frame lacks column(s) {missing}", column=missing[0])
-    dup = bars.duplicated(["symbol", "ts"], keep=False)
-    if dup.any():
-        row = int(np.flatnonzero(dup.to_numpy())[0]) + 1
-        raise DataError("duplicate (symbol, ts) in bars", row=row, column="ts", value=str(bars["ts"].iloc[row - 1]))
-    panel = bars.pivot(index="ts", columns="symbol", values=field).sort_index().sort_index(axis=1)
-    panel.columns = pd.Index([str(c) for c in panel.columns], name="symbol")
-    panel.index.name = "ts"
-    return panel.astype("float64")
+    "Pivot one field of a long bars frame into a panel (index `ts`, one column per symbol, both sorted)."
+    if field not in bars.columns: raise DataError(f"bars frame lacks column {field!r}", column=field)
+    return _spread(bars, field, _grid(bars))
 
 
 def panels_from_bars(bars: pd.DataFrame, # long bars frame (symbol, ts, open, high, low, close, volume, ...)
@@ -44,7 +63,8 @@ def panels_from_bars(bars: pd.DataFrame, # long bars frame (symbol, ts, open, hi
     "A field set `{field: panel}` from a long bars frame; all panels share one index and one column order."
     fields = [f for f in FIELDS if f in bars.columns] if fields is None else list(fields)
     if not fields: raise DataError(f"bars frame has none of the fields {FIELDS}")
-    return {f: to_panel(bars, f) for f in fields}
+    grid = _grid(bars)
+    return {f: _spread(bars, f, grid) for f in fields}
 
 # %% ../nbs/02_indicators.ipynb #9292cd37
 def _as_frame(x, name: str = "x") -> tuple[pd.DataFrame, bool]:

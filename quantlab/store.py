@@ -175,12 +175,13 @@ class BarStore:
         "Symbols stored in `dataset` (sorted)."
         return sorted(self.manifest()["datasets"].get(dataset, {}))
 
-# %% ../nbs/01d_store.ipynb #fc903831
+# %% ../nbs/01d_store.ipynb #7033fefc
 def _entries(self, dataset: str, symbols=None) -> list[tuple[str, dict]]:
     "(symbol, manifest entry) pairs of `dataset` for `symbols` (all when None); unknown symbols: UsageError."
     parts = self.manifest()["datasets"].get(dataset, {})
     if symbols is None: return sorted(parts.items())
     symbols = [symbols] if isinstance(symbols, str) else list(symbols)
+    symbols = sorted(set(symbols))  # reads come back sorted by (symbol, ts) whatever the order asked
     unknown = [s for s in symbols if s not in parts]
     if unknown:
         raise UsageError(f"no {dataset} stored for {unknown} in {self.root} (stored: {sorted(parts)[:20]})")
@@ -708,7 +709,7 @@ def asof_join(self,
 
 BarStore.asof_join = asof_join
 
-# %% ../nbs/01d_store.ipynb #a1463a65
+# %% ../nbs/01d_store.ipynb #a87b9076
 def query(self,
           sql: str, # DuckDB SQL over the views bars, actions, quotes, trades, warnings, series_<name>
          ) -> pd.DataFrame:
@@ -731,8 +732,9 @@ def query(self,
             raise StateError(f"a partition file of {self.root} is unreadable: {exc}") from exc
     finally:
         con.close()
-    for c in df.columns:
+    for c in df.columns:  # nanosecond timestamps come back naive from DuckDB (TIMESTAMP_NS has no zone): all are UTC
         if isinstance(df[c].dtype, pd.DatetimeTZDtype): df[c] = df[c].dt.tz_convert("UTC")
+        elif pd.api.types.is_datetime64_dtype(df[c].dtype): df[c] = df[c].dt.tz_localize("UTC")
     return df
 
 

@@ -163,7 +163,7 @@ def infer_freq(ts: np.ndarray, # int64 ns timestamps, sorted within symbol
     if med < pd.Timedelta("20h"): return med
     return "daily" if med <= pd.Timedelta("4D") else None
 
-# %% ../nbs/01b_validate.ipynb #6f1c2da3
+# %% ../nbs/01b_validate.ipynb #f6715ff8
 _OHLC_SLACK = 1e-9
 
 
@@ -174,7 +174,7 @@ def _row_checks(b: pd.DataFrame, ts: np.ndarray, codes: np.ndarray, uniques: np.
     with np.errstate(invalid="ignore"):
         top, bottom = np.fmax(o, c), np.fmin(o, c)
         # one cheap pass finds candidates (NaN fails every comparison); the details run on candidates only
-        fine = (h >= top) & (l <= bottom) & (l > 0) & (h < np.inf) & (vol >= 0)
+        fine = (h >= top) & (l <= bottom) & (l > 0) & (h < np.inf) & (vol >= 0) & (o > 0) & (c > 0)
     cand = np.flatnonzero(~fine)
     out = []
     def add(check, mask, column, message, values):

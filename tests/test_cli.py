@@ -111,7 +111,7 @@ def test_unexpected_exception_exits_1_and_a_registered_command_runs(tmp_path):
 def test_list_json_counts_match_the_source_files(store, quandl, yhoo):
     code, out, err = run("--data-dir", store, "data", "list", "--json")
     assert code == 0, err
-    listed = {r["symbol"]: r for r in json.loads(out)}
+    listed = {r["symbol"]: r for r in json.loads(out) if r["symbol"] != "YHOOGAP"}  # another test adds YHOOGAP
     source = pd.read_csv(quandl)
     expected = source.groupby("ticker").size().to_dict()
     expected["YHOO"] = len(pd.read_csv(yhoo))
@@ -181,23 +181,32 @@ def test_as_of_returns_what_was_known_then(store, yhoo, tmp_path):
 
 # --- validate -------------------------------------------------------------------------------------------------
 
-def test_validate_json_gaps_match_the_exchange_calendar(store, yhoo):
+def test_validate_json_gaps_match_the_exchange_calendar(store, yhoo, tmp_path):
     code, out, err = run("--data-dir", store, "data", "validate", "MSFT", "--json")
     assert code == 0, err
     report = json.loads(out)
     assert report["rows"] == 252 and report["errors"] == 0
-    # independent reference: NYSE sessions (exchange_calendars) missing from the vendor file
+    # YHOO with sessions cut out (one run of 3 days, two single days); reference: exchange_calendars' NYSE
+    # sessions between the first and last date that the file lacks
     import exchange_calendars as xcals
     src = pd.read_csv(yhoo)
-    sessions = xcals.get_calendar("XNYS", start="1996-01-01", end="2016-12-31").sessions_in_range(src["Date"].iloc[0], src["Date"].iloc[-1])
-    missing = set(pd.DatetimeIndex(sessions).strftime("%Y-%m-%d")) - set(src["Date"])
-    code, out, err = run("--data-dir", store, "data", "validate", "YHOO", "--json")
+    thinned = src.drop(index=[100, 101, 102, 2000, 4000])
+    path = tmp_path / "yhoo-thinned.csv"
+    thinned.to_csv(path, index=False)
+    assert run("--data-dir", store, "data", "ingest", path, "--format", "yahoo", "--symbol", "YHOOGAP")[0] == 0
+    sessions = xcals.get_calendar("XNYS", start="1996-01-01", end="2016-12-31").sessions_in_range(
+        thinned["Date"].iloc[0], thinned["Date"].iloc[-1])
+    missing = set(pd.DatetimeIndex(sessions).strftime("%Y-%m-%d")) - set(thinned["Date"])
+    assert len(missing) >= 5
+    code, out, err = run("--data-dir", store, "data", "validate", "YHOOGAP", "--json")
     assert code == 0, err
     report = json.loads(out)
     assert not report["truncated"]
     gaps = [f for f in report["findings"] if f["check"] == "gap"]
-    assert report["counts"]["gap"] == len(gaps)
+    assert report["counts"]["gap"] == len(gaps) >= 3
     assert sum(f["value"] for f in gaps) == len(missing)  # each gap's value: sessions missing
+    first_missing = {new_york_dates(pd.Series([f["ts"]])).iloc[0] for f in gaps}
+    assert {src["Date"][100], src["Date"][2000], src["Date"][4000]} <= first_missing
 
 
 def test_validate_text_output(store):

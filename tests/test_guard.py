@@ -8,10 +8,8 @@ from quantlab.factors import FACTORS, demean, momentum, neutralize, market_beta
 from quantlab.guard import LookaheadError, check_no_lookahead, truncate
 from quantlab.indicators import INDICATORS, ema, macd, panels_from_bars
 
-try:
-    from quantlab.store import BarStore
-except ImportError:  # TEMPORARY while the store's own dependencies land
-    BarStore = None
+from quantlab.loaders import load_file
+from quantlab.store import BarStore
 
 REGISTRY = {**{f"indicator:{k}": v for k, v in INDICATORS.items()}, **{f"factor:{k}": v for k, v in FACTORS.items()}}
 BACKTRADER = {"YHOO": "backtrader/yhoo-1996-2015.txt", "ORCL": "backtrader/orcl-1995-2014.txt",
@@ -19,23 +17,17 @@ BACKTRADER = {"YHOO": "backtrader/yhoo-1996-2015.txt", "ORCL": "backtrader/orcl-
 CSVDIR = {s: f"zipline/csvdir_daily/{s}.csv.gz" for s in ("AAPL", "IBM", "KO", "MSFT")}
 
 
-def _read(shared_data, rel) -> pd.DataFrame:
-    raw = pd.read_csv(shared_data / rel).rename(columns=str.lower)
-    return pd.DataFrame({"ts": session_closes(pd.to_datetime(raw["date"])),
-                         **{c: raw[c].astype("float64") for c in ("open", "high", "low", "close", "volume")}})
-
-
 @pytest.fixture(scope="module")
 def bars7(shared_data, tmp_path_factory) -> pd.DataFrame:
-    "Real daily OHLCV of 7 stocks, 2012-2014 (backtrader + zipline csvdir files), through the store."
-    frames = [_read(shared_data, rel).assign(symbol=s) for s, rel in {**BACKTRADER, **CSVDIR}.items()]
-    bars = pd.concat(frames, ignore_index=True)
-    bars = bars[(bars["ts"] >= "2012-01-01") & (bars["ts"] <= "2014-12-31 23:59")]
-    bars = bars[["symbol", "ts", "open", "high", "low", "close", "volume"]].sort_values(["symbol", "ts"], ignore_index=True)
-    if BarStore is None: return bars
+    "Real daily OHLCV of 7 stocks, 2012-2014 (backtrader + zipline csvdir files), loaded into a store and read back."
     store = BarStore(tmp_path_factory.mktemp("store"))
-    store.write_bars(bars)
-    return store.read_bars()
+    for symbol, rel in BACKTRADER.items():
+        loaded = load_file(shared_data / rel, preset="backtrader", symbol=symbol)
+        store.write_bars(loaded.bars, source=loaded.source)
+    for symbol, rel in CSVDIR.items():        # bars only: these files' OHLC are already split-adjusted
+        loaded = load_file(shared_data / rel, preset="zipline_csvdir", symbol=symbol)
+        store.write_bars(loaded.bars, source=loaded.source)
+    return store.read_bars(start="2012-01-01", end="2014-12-31 23:59")
 
 
 @pytest.fixture(scope="module")

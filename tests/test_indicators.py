@@ -9,10 +9,8 @@ import pytest
 import statsmodels.api as sm
 import talib
 
-try:
-    from quantlab.store import BarStore
-except ImportError:  # TEMPORARY while the store's own dependencies land
-    BarStore = None
+from quantlab.loaders import load_file
+from quantlab.store import BarStore
 from quantlab.core import DataError, UsageError, session_closes
 from quantlab.indicators import (INDICATORS, atr, bollinger, dollar_volume, ema, macd, market_returns, obv,
                                  panels_from_bars, relative_volume, returns, rolling_beta, rolling_corr, rsi, sma,
@@ -45,17 +43,11 @@ def _raw_ohlcv(shared_data, symbol) -> pd.DataFrame:
 
 
 def backtrader_bars(shared_data, store_root) -> pd.DataFrame:
-    "Long bars of YHOO/ORCL/NVDA, written to a fresh store and read back (the path research data takes)."
-    frames = []
-    for symbol in BACKTRADER:
-        raw = _raw_ohlcv(shared_data, symbol)
-        frames.append(pd.DataFrame({"symbol": symbol, "ts": session_closes(raw["date"]),
-                                    **{c: raw[c].astype("float64") for c in ("open", "high", "low", "close", "volume")}}))
-    bars = pd.concat(frames, ignore_index=True)
-    if BarStore is None: return bars
+    "Long bars of YHOO/ORCL/NVDA, loaded, written to a fresh store and read back (the path research data takes)."
     store = BarStore(store_root)
-    for symbol, part in bars.groupby("symbol"):
-        store.write_bars(part, source=str(shared_data / "backtrader" / BACKTRADER[symbol]))
+    for symbol, name in BACKTRADER.items():
+        loaded = load_file(shared_data / "backtrader" / name, preset="backtrader", symbol=symbol)
+        store.write_bars(loaded.bars, source=loaded.source)
     return store.read_bars()
 
 
@@ -90,6 +82,18 @@ def test_panels_from_bars_pivots_the_long_frame(ohlcv, shared_data):
     assert close["NVDA"].notna().sum() == len(raw)
     assert close["NVDA"].loc[: session_closes(raw["date"].iloc[[0]])[0]].iloc[:-1].isna().all()  # listed later: leading NaN
     np.testing.assert_array_equal(close["NVDA"].dropna().to_numpy(), raw["close"].to_numpy())
+
+
+def test_store_in_data_dir_to_panels_to_atr(shared_data, data_dir):
+    # BarStore() with no root uses $QUANTLAB_DATA_DIR, which the data_dir fixture points at a fresh directory
+    loaded = load_file(shared_data / "backtrader" / BACKTRADER["NVDA"], preset="backtrader", symbol="NVDA")
+    BarStore().write_bars(loaded.bars, source=loaded.source)
+    assert (data_dir / "manifest.json").exists()
+    fields = panels_from_bars(BarStore(data_dir).read_bars(["NVDA"], start="2005-01-01", end="2009-12-31 23:59"))
+    raw = _raw_ohlcv(shared_data, "NVDA")
+    raw = raw[(raw["date"] >= "2005-01-01") & (raw["date"] <= "2009-12-31")]
+    ref = talib.ATR(*(raw[k].to_numpy(dtype="float64") for k in ("high", "low", "close")), 20)
+    np.testing.assert_allclose(atr(fields["high"], fields["low"], fields["close"], 20)["NVDA"].to_numpy(), ref, equal_nan=True)
 
 
 def test_to_panel_rejects_duplicates_and_missing_columns():
