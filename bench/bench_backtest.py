@@ -108,9 +108,10 @@ def vbt_run(bars: dict[str, pd.DataFrame], fast=FAST, slow=SLOW):
     The moving averages come from vbt.MA.run (each distinct window once) and the engine is
     Portfolio.from_signals; the cross detection is done in numpy, because vectorbt's own ma_above /
     fshift accessors fall back to slow paths under pandas 3 (2-3 s per 100k bars), which would not be
-    a fair measure of the engine."""
+    a fair measure of the engine. The index is made tz-naive for vectorbt for the same reason."""
     import vectorbt as vbt
     close, open_ = bars["close"], bars["open"]
+    close = close.set_axis(close.index.tz_localize(None))  # a tz-aware index makes vectorbt box every timestamp
     fast, slow = np.atleast_1d(fast), np.atleast_1d(slow)
     windows, inv = np.unique(np.r_[fast, slow], return_inverse=True)
     ma = vbt.MA.run(close, list(windows)).ma.to_numpy().reshape(len(close), len(windows), close.shape[1])
@@ -132,12 +133,12 @@ def ql_vector_run(bars, fast=FAST, slow=SLOW):
     from quantlab.vector import simulate, sma_cross_weights
     n = bars["close"].shape[1]
     w = sma_cross_weights(bars["close"], fast, slow, long=1.0 / n)
-    return simulate(w, bars["close"], bars["open"], commission_bps=BPS).final_value
+    return simulate(w, bars["close"], bars["open"], commission_bps=BPS, lot_size=0).final_value
 
 
 def ql_sweep_run(bars, grid):
     from quantlab.vector import sma_cross_sweep
-    return sma_cross_sweep(bars["close"], bars["open"], grid, commission_bps=BPS).final_value
+    return sma_cross_sweep(bars["close"], bars["open"], grid, commission_bps=BPS, lot_size=0).final_value
 
 
 def ql_event_available() -> bool:

@@ -120,7 +120,7 @@ def to_myst(nb: dict, # a processed notebook (nbformat dict)
         cells.insert(0, {"cell_type": "markdown", "metadata": {}, "source": f"# {fallback_title}"})
     return {**nb, "cells": cells}
 
-# %% ../nbs/14_docs.ipynb #a9c45351
+# %% ../nbs/14_docs.ipynb #c1619501
 _CONF = '''
 project = {title!r}
 author = {author!r}
@@ -168,6 +168,7 @@ def build_docs(out: str | os.PathLike = "_docs", # the site folder
                 rel = nb.relative_to(nbs)
                 execute_notebook(nb, work / rel)
         root = _project_root(nbs)
+        for nb in work.rglob("*.ipynb"): _freeze_for_proc(nb)
         proc = _proc(work, root)
         src = tmp / "site"
         src.mkdir()
@@ -193,6 +194,21 @@ def build_docs(out: str | os.PathLike = "_docs", # the site folder
         if out.exists(): shutil.rmtree(out)
         shutil.move(str(build), str(out))
     return out
+
+
+_EXPORT_DIRECTIVE = re.compile(r"^\s*#\|\s*(export|exports|exporti|exec_doc)\b", re.M)
+
+
+def _freeze_for_proc(path: Path):
+    "Mark every cell that is neither exported nor a show_doc call `eval: false`, so nbdev's docs step keeps its outputs instead of re-running it alone (a cell mixing imports and code would fail out of context)."
+    import json
+    nb = json.loads(path.read_text(encoding="utf-8"))
+    for cell in nb["cells"]:
+        if cell["cell_type"] != "code": continue
+        src = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+        if _EXPORT_DIRECTIVE.search(src) or re.search(r"^show_doc\(", src, re.M): continue
+        cell["source"] = "#| eval: false\n" + src
+    path.write_text(json.dumps(nb), encoding="utf-8")
 
 
 def _project_root(nbs: Path) -> Path:

@@ -20,7 +20,7 @@ from .labels import forward_returns
 __all__ = ['FF_COLUMNS', 'information_coefficient', 'nw_maxlags', 'newey_west', 'newey_west_many', 'ic_summary', 'ic_decay',
            'factor_quantiles', 'quantile_returns', 'quantile_turnover', 'rank_autocorrelation', 'plot_ic',
            'plot_ic_decay', 'plot_quantile_returns', 'synthetic_factor', 'fama_french', 'monthly_returns',
-           'RegressionResult', 'hac_regression', 'fama_french_regression']
+           'RegressionResult', 'hac_regression', 'fama_french_regression', 'store_fama_french']
 
 # %% ../nbs/03_factor_eval.ipynb #4cbb7129
 def _pairs(factor: pd.DataFrame, forward: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -309,3 +309,14 @@ def fama_french_regression(returns: pd.Series, # the strategy's or asset's simpl
     if not len(common): raise UsageError("the returns and the Fama-French factors share no months")
     y = monthly.loc[common] - (ff.loc[common, "rf"] if excess else 0.0)
     return hac_regression(y.rename("excess_return"), ff.loc[common, ["mkt_rf", "smb", "hml"]], maxlags)
+
+# %% ../nbs/03_factor_eval.ipynb #f70bb21e
+def store_fama_french(store, # a quantlab.store.BarStore
+                      name: str = "ff3", # series name in the store
+                      publication_lag: pd.Timedelta | str = "0D", # extra delay after month end (see fama_french)
+                     ):
+    "Write the Fama-French factors into `store` as a point-in-time series; returns the store's WriteResult."
+    ff = fama_french(publication_lag)
+    frame = ff.reset_index().rename(columns={"month": "ts"})
+    return store.write_series(name, frame, list(FF_COLUMNS), available_at="available_at",
+                              source={"file": "arch.data.frenchdata", "preset": "fama_french"})

@@ -139,7 +139,7 @@ def demean(panel: pd.DataFrame, # factor values, time x asset
     out[small] = np.nan
     return _keep_rows(pd.DataFrame(out, index=p.index, columns=p.columns), ok)
 
-# %% ../nbs/02a_factors.ipynb #35ba9579
+# %% ../nbs/02a_factors.ipynb #4c1beb77
 def neutralize(panel: pd.DataFrame, # factor values, time x asset
                exposures: Mapping[str, pd.DataFrame] | pd.DataFrame | None = None, # panels to regress on (e.g. {"beta": beta})
                groups=None, # Series symbol -> group, or panel of labels: adds group dummies
@@ -166,6 +166,8 @@ def neutralize(panel: pd.DataFrame, # factor values, time x asset
         n_params = X.shape[2]
     Xm = np.where(valid[..., None], X, 0.0)
     Ym = np.where(valid, Y, 0.0)
+    scale = np.sqrt((Xm * Xm).sum(axis=1, keepdims=True))           # per-date column norms: the residual is
+    Xm = Xm / np.where(scale > 0, scale, 1.0)                          # unchanged, the solve well-conditioned
     if Xm.shape[2]:
         xtx = np.einsum("tnk,tnl->tkl", Xm, Xm)
         xty = np.einsum("tnk,tn->tk", Xm, Ym)

@@ -18,7 +18,7 @@ __all__ = ['FIELDS', 'INDICATORS', 'to_panel', 'panels_from_bars', 'sma', 'ema',
            'stochastic', 'returns', 'volatility', 'rolling_beta', 'rolling_corr', 'relative_volume', 'dollar_volume',
            'market_returns']
 
-# %% ../nbs/02_indicators.ipynb #6785384e
+# %% ../nbs/02_indicators.ipynb #1e8825b9
 FIELDS = ("open", "high", "low", "close", "volume")
 
 
@@ -31,10 +31,10 @@ def _grid(bars: pd.DataFrame) -> tuple[pd.DatetimeIndex, pd.Index, np.ndarray, n
     if (t_codes < 0).any(): raise DataError("missing timestamp in bars", row=int(np.argmax(t_codes < 0)) + 1, column="ts")
     if (s_codes < 0).any(): raise DataError("missing symbol in bars", row=int(np.argmax(s_codes < 0)) + 1, column="symbol")
     key = t_codes.astype(np.int64) * len(s_uniques) + s_codes
-    seen = np.zeros(len(t_uniques) * len(s_uniques), dtype=np.int64)
-    np.add.at(seen, key, 1)
-    if (seen > 1).any():
-        row = int(np.flatnonzero(seen[key] > 1)[0]) + 1
+    order = np.argsort(key, kind="stable")
+    repeated = key[order][1:] == key[order][:-1]
+    if repeated.any():
+        row = int(min(order[:-1][repeated].min(), order[1:][repeated].min())) + 1
         raise DataError("duplicate (symbol, ts) in bars", row=row, column="ts", value=str(bars["ts"].iloc[row - 1]))
     index = pd.DatetimeIndex(t_uniques, name="ts")
     return index, pd.Index(s_uniques, name="symbol"), t_codes, s_codes

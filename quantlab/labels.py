@@ -13,7 +13,7 @@ from .core import DataError, UsageError
 from .indicators import returns
 
 # %% auto #0
-__all__ = ['FILLS', 'forward_returns', 'label_end', 'known_labels', 'ewm_volatility', 'triple_barrier', 'meta_labels']
+__all__ = ['FILLS', 'BARRIERS', 'forward_returns', 'label_end', 'known_labels', 'ewm_volatility', 'triple_barrier', 'meta_labels']
 
 # %% ../nbs/02c_labels.ipynb #6196bff3
 FILLS = ("close", "next_open")
@@ -79,7 +79,7 @@ def ewm_volatility(close: pd.DataFrame, # panel of prices
     close = _check_panel(close, "close")
     return returns(close).ewm(span=span, min_periods=min_periods).std()
 
-# %% ../nbs/02c_labels.ipynb #d3f8281c
+# %% ../nbs/02c_labels.ipynb #149923b3
 @njit(cache=True)
 def _barrier_kernel(close, rows, cols, target, side, pt, sl, max_hold):
     n = close.shape[0]
@@ -112,7 +112,7 @@ def _barrier_kernel(close, rows, cols, target, side, pt, sl, max_hold):
     return touch, ret, kind
 
 
-_BARRIER_NAMES = np.array(["profit_take", "stop_loss", "time"])
+BARRIERS = ("profit_take", "stop_loss", "time")
 
 
 def _as_like(x, panel: pd.DataFrame, name: str) -> np.ndarray:
@@ -151,10 +151,11 @@ def triple_barrier(close: pd.DataFrame, # panel of closes (index ts, columns sym
     rows, cols, touch, ret, kind = rows[done], cols[done], touch[done], ret[done], kind[done]
     label = np.sign(ret)
     if vertical == "zero": label = np.where(kind == 0, 0.0, label)
+    code = np.select([kind == 1, kind == -1], [0, 1], 2)
     return pd.DataFrame({
-        "ts": close.index[rows], "symbol": close.columns[cols].astype(str), "t_end": close.index[touch],
-        "ret": ret, "label": label.astype("int8"),
-        "barrier": pd.Series(_BARRIER_NAMES[np.select([kind == 1, kind == -1], [0, 1], 2)], dtype="str").to_numpy(),
+        "ts": close.index[rows], "symbol": pd.Categorical.from_codes(cols, categories=close.columns.astype(str)),
+        "t_end": close.index[touch], "ret": ret, "label": label.astype("int8"),
+        "barrier": pd.Categorical.from_codes(code, categories=BARRIERS),
         "target": trg[rows, cols], "side": sd[rows, cols].astype("int8")})
 
 # %% ../nbs/02c_labels.ipynb #295fe4f0

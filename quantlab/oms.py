@@ -49,7 +49,7 @@ class ManagedOrder:
         "Working at the broker (submitted or partially filled)."
         return self.status in OPEN
 
-# %% ../nbs/07_oms.ipynb #15d89496
+# %% ../nbs/07_oms.ipynb #c1257683
 class OrderManager:
     "Client order ids, the state machine, risk before the broker, brackets/OCO, cancel/replace."
 
@@ -199,11 +199,11 @@ class OrderManager:
             if sib.status in TERMINAL: continue
             if done: self.cancel(cid, f"OCO: {rec.client_id} filled")
             elif sib.is_open:
-                self.broker.replace(cid, sib.order.replace(quantity=sib.order.quantity + fill.quantity))
-                sib.order = sib.order.replace(quantity=sib.order.quantity + fill.quantity)
+                self.broker.replace(cid, sib.order.replace(quantity=sib.order.quantity - fill.quantity))
+                sib.order = sib.order.replace(quantity=sib.order.quantity - fill.quantity)
                 sib.history.append((self.now, sib.status, f"OCO: reduced by {rec.client_id} fill"))
             else:
-                sib.order = sib.order.replace(quantity=sib.order.quantity + fill.quantity)
+                sib.order = sib.order.replace(quantity=sib.order.quantity - fill.quantity)
 
     def _release_children(self, parent: ManagedOrder) -> None:
         kids = self._children.get(parent.client_id)

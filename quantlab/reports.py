@@ -234,7 +234,7 @@ def _keep_failure_note(tmp: Path, failed: Path, params: dict, exc: BaseException
                                                "failed_at": utc_now()})
     return failed
 
-# %% ../nbs/12_reports.ipynb #39fefa48
+# %% ../nbs/12_reports.ipynb #792b5d63
 def run_report(report: str | os.PathLike, # template name (see `list_reports`) or a notebook path
                params: dict | None = None, # parameter overrides (typed values)
                output_dir: str | os.PathLike | None = None, # reports root (default: $QUANTLAB_REPORTS_DIR or ./reports)
@@ -266,7 +266,7 @@ def run_report(report: str | os.PathLike, # template name (see `list_reports`) o
             papermill.execute_notebook(str(source), str(tmp / "report.ipynb"),
                                        parameters={**params, "metrics_path": str(metrics_path)},
                                        kernel_name=kernel_name, progress_bar=progress,
-                                       execution_timeout=timeout)
+                                       execution_timeout=timeout, request_save_on_cell_execute=False)
         metrics = json.loads(metrics_path.read_text(encoding="utf-8")) if metrics_path.exists() else {}
         metrics["run"] = {"report": name, "run_id": run_id, "started_at": started, "finished_at": utc_now(),
                           "seconds": round(time.perf_counter() - t0, 3), "template": str(source),

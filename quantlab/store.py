@@ -67,7 +67,7 @@ class WriteResult:
     @property
     def changed(self) -> bool: return bool(self.files)
 
-# %% ../nbs/01d_store.ipynb #d974974a
+# %% ../nbs/01d_store.ipynb #5a29ead3
 def _latest(df: pd.DataFrame, keys: list[str], as_of=None) -> pd.DataFrame:
     "Per key, the row with the greatest `available_at` (<= `as_of` when given); order by keys kept."
     if as_of is not None: df = df[df["available_at"] <= as_of]
@@ -113,7 +113,8 @@ def _merge_versioned(old: pd.DataFrame | None, # stored rows, all versions (with
               "rows_unchanged": int((matched & ~differs).sum())}
     if not (fresh.any() or corrected.any()): return None, counts
     add_new = new[fresh]
-    add_fix = new[corrected].assign(available_at=correction_at)
+    add_fix = new[corrected].assign(available_at=pd.Series(correction_at, index=new.index[corrected]))
+    add_fix["available_at"] = add_fix["available_at"].astype("datetime64[ns, UTC]")
     out = pd.concat([old, add_new, add_fix], ignore_index=True)
     return out.sort_values([*keys, "available_at"], kind="stable", ignore_index=True), counts
 
@@ -175,7 +176,7 @@ class BarStore:
         "Symbols stored in `dataset` (sorted)."
         return sorted(self.manifest()["datasets"].get(dataset, {}))
 
-# %% ../nbs/01d_store.ipynb #7033fefc
+# %% ../nbs/01d_store.ipynb #85208084
 def _entries(self, dataset: str, symbols=None) -> list[tuple[str, dict]]:
     "(symbol, manifest entry) pairs of `dataset` for `symbols` (all when None); unknown symbols: UsageError."
     parts = self.manifest()["datasets"].get(dataset, {})
@@ -188,8 +189,19 @@ def _entries(self, dataset: str, symbols=None) -> list[tuple[str, dict]]:
     return [(s, parts[s]) for s in symbols]
 
 
-def _read_tables(self, entries, columns=None, filter=None) -> pa.Table | None:
-    "One Arrow table from the partitions `entries`, filtered by a pyarrow expression; StateError on a bad file."
+def _arrow_latest(table: pa.Table, keys: list[str]) -> pa.Table:
+    "Rows of a partition table sorted by (keys, available_at) that are the last of their key."
+    n = table.num_rows
+    if n < 2: return table
+    last = np.zeros(n, bool); last[-1] = True
+    for k in keys:
+        col = table.column(k).to_numpy()
+        last[:-1] |= col[1:] != col[:-1]
+    return table.filter(pa.array(last))
+
+
+def _read_tables(self, entries, columns=None, filter=None, latest: list[str] | None = None) -> pa.Table | None:
+    "One Arrow table from the partitions `entries`, filtered by a pyarrow expression; StateError on a bad file.\n\n    With `latest` (the partition's key columns), partitions holding versions keep the last version per key."
     paths = []
     for sym, e in entries:
         p = self.root / e["file"]
@@ -199,8 +211,13 @@ def _read_tables(self, entries, columns=None, filter=None) -> pa.Table | None:
                              "truncated or overwritten")
         paths.append(str(p))
     if not paths: return None
+    versioned = latest is not None and any(e["rows"] != e["keys"] for _, e in entries)
     try:
-        return pads.dataset(paths, format="parquet").to_table(columns=columns, filter=filter)
+        if not versioned: return pads.dataset(paths, format="parquet").to_table(columns=columns, filter=filter)
+        return pa.concat_tables([  # file order is (keys, available_at): filtering keeps it, so dedupe per file
+            _arrow_latest(pads.dataset(p, format="parquet").to_table(columns=columns, filter=filter), latest)
+            if e["rows"] != e["keys"] else pads.dataset(p, format="parquet").to_table(columns=columns, filter=filter)
+            for p, (_, e) in zip(paths, entries)])
     except (OSError, pa.ArrowException) as exc:
         for p in paths:  # find the culprit for the message
             try: pq.ParquetFile(p).schema_arrow
@@ -222,7 +239,7 @@ def verify(self) -> dict:
 
 BarStore._entries, BarStore._read_tables, BarStore.verify = _entries, _read_tables, verify
 
-# %% ../nbs/01d_store.ipynb #75abed51
+# %% ../nbs/01d_store.ipynb #9fa7d0fd
 @contextlib.contextmanager
 def _locked(root: Path):
     "An exclusive advisory lock on `root/.lock` for the duration of a write."
@@ -231,6 +248,17 @@ def _locked(root: Path):
         fcntl.flock(f.fileno(), fcntl.LOCK_EX)
         try: yield
         finally: fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+def _count_keys(df: pd.DataFrame, keys: list[str] | None) -> int:
+    "Distinct keys of a partition sorted by its keys (adjacent comparison; `symbol` is constant in a partition)."
+    keys = [k for k in (keys or []) if k != "symbol"]
+    if not keys or len(df) < 2: return len(df)
+    change = np.zeros(len(df) - 1, bool)
+    for k in keys:
+        v = df[k].array.asi8 if isinstance(df[k].dtype, pd.DatetimeTZDtype) else df[k].to_numpy()
+        change |= v[1:] != v[:-1]
+    return int(change.sum()) + 1
 
 
 def _partition_dir(dataset: str, symbol: str) -> str:
@@ -242,11 +270,14 @@ def _span(df: pd.DataFrame, column: str = "ts") -> list:
     "[first, last] of a timestamp column as ISO strings."
     return [_iso(df[column].min()), _iso(df[column].max())] if len(df) else [None, None]
 
+_TIME_COLUMNS = ("ts", "available_at", "ex_date", "written_at")
+
+
 def _ns_utc(df: pd.DataFrame) -> pd.DataFrame:
     "Every timestamp column as datetime64[ns, UTC] (one dtype in and out of the store, whatever pandas inferred)."
     for c in df.columns:
-        if isinstance(df[c].dtype, pd.DatetimeTZDtype) and df[c].dtype != "datetime64[ns, UTC]":
-            df[c] = df[c].dt.tz_convert("UTC").astype("datetime64[ns, UTC]")
+        if isinstance(df[c].dtype, pd.DatetimeTZDtype) or (c in _TIME_COLUMNS and df[c].dtype == object):
+            df[c] = pd.to_datetime(df[c], utc=True).astype("datetime64[ns, UTC]")
     return df
 
 
@@ -272,7 +303,7 @@ def _commit(self,
                 rel = f"{rel_dir}/part-{uuid.uuid4().hex}.parquet"
                 table = pa.Table.from_pandas(_ns_utc(df.copy()), preserve_index=False)
                 with atomic_path(self.root / rel) as tmp:
-                    pq.write_table(table, tmp)
+                    pq.write_table(table, tmp, use_dictionary=["symbol"] if "symbol" in df.columns else False)
                     written.append(self.root / rel)
                 old = parts.get(symbol)
                 if old: superseded.append(self.root / old["file"])
@@ -283,7 +314,7 @@ def _commit(self,
                 ts_col = {"actions": "ex_date", "warnings": "written_at"}.get(dataset, "ts")
                 parts[symbol] = {"file": rel, "sha256": _sha256(self.root / rel),
                                  "bytes": (self.root / rel).stat().st_size, "rows": len(df),
-                                 "keys": int((~df.duplicated(keys)).sum()) if keys else len(df),
+                                 "keys": _count_keys(df, keys),
                                  "span": _span(df, ts_col), "written_at": now,
                                  "source": sources[-1] if sources else None, "sources": sources}
         new_man["schema_version"], new_man["updated_at"] = SCHEMA_VERSION, now
@@ -299,7 +330,7 @@ def _commit(self,
 
 BarStore._commit = _commit
 
-# %% ../nbs/01d_store.ipynb #120b3258
+# %% ../nbs/01d_store.ipynb #0ea1c106
 _BAR_VALUES = ["open", "high", "low", "close", "volume", "vwap", "trades"]
 
 
@@ -314,6 +345,32 @@ def _as_source(source) -> dict | None:
     if source is None: return None
     if not isinstance(source, dict): source = {"file": str(source)}
     return json.loads(json.dumps(source, default=str))
+
+
+def _sorted_unique(bars: pd.DataFrame, file) -> tuple[pd.DataFrame, dict]:
+    "Bars sorted by (symbol, ts) with exact duplicate rows dropped, and each symbol's (start, stop) row slice.\n\n    Two different rows for one (symbol, ts) raise DataError at the later one's input row (validation reports\n    them first; this guards `validate=False`). One factorize and a lexsort, skipped when already sorted."
+    codes, uniques = pd.factorize(bars["symbol"], sort=True)
+    ts = bars["ts"].array.asi8
+    dc, dt = np.diff(codes), np.diff(ts)
+    order = None
+    if len(bars) > 1 and not ((dc > 0) | ((dc == 0) & (dt >= 0))).all():
+        order = np.lexsort((ts, codes))   # stable: equal keys keep input order
+        bars, codes, ts = bars.iloc[order].reset_index(drop=True), codes[order], ts[order]
+    rows = order if order is not None else np.arange(len(bars))
+    dup = np.flatnonzero((codes[1:] == codes[:-1]) & (ts[1:] == ts[:-1])) + 1
+    if len(dup):
+        cols = [c for c in bars.columns if c not in ("symbol", "ts")]
+        same = np.ones(len(dup), bool)
+        for c in cols: same &= _same(bars[c].iloc[dup], bars[c].iloc[dup - 1])
+        if not same.all():
+            j = dup[~same][0]
+            raise DataError("duplicate (symbol, ts) with different values in one write", file=file,
+                            row=int(rows[j]) + 1, column="ts", value=str(bars["ts"].iloc[j]))
+        keep = np.ones(len(bars), bool); keep[dup] = False
+        bars, codes = bars[keep].reset_index(drop=True), codes[keep]
+    starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]]) if len(codes) else np.zeros(0, int)
+    stops = np.r_[starts[1:], len(codes)]
+    return bars, {str(uniques[codes[a]]): (int(a), int(b)) for a, b in zip(starts, stops)}
 
 
 def _new_available(ts: pd.Series, known_at) -> pd.Series:
@@ -341,22 +398,16 @@ def write_bars(self,
         report.raise_for_errors()
         result.report, findings = report, _warning_frame(report, file)
         result.warnings = len(findings)
-    bars = bars.drop(columns=["available_at"], errors="ignore").drop_duplicates()
-    dup = bars.duplicated(["symbol", "ts"], keep=False)
-    if dup.any():  # only reachable with validate=False: two different values for one key in one write
-        i = int(np.flatnonzero(dup.to_numpy())[0])
-        raise DataError("duplicate (symbol, ts) with different values in one write", file=file, row=i + 1, column="ts",
-                        value=str(bars["ts"].iloc[i]))
-    bars = bars.sort_values(["symbol", "ts"], kind="stable", ignore_index=True)
+    bars, bounds = _sorted_unique(bars.drop(columns=["available_at"], errors="ignore"), file)
     bars["available_at"] = _new_available(bars["ts"], known_at)
     correction_at = known_at if known_at is not None else utc_now()
     frames = {}
     with _locked(self.root):
         stored = dict(self._entries("bars")) if "bars" in self.manifest()["datasets"] else {}
-        for symbol, idx in bars.groupby("symbol", sort=True).indices.items():
-            new = bars.iloc[idx].reset_index(drop=True)
+        for symbol, (lo, hi) in bounds.items():
+            new = bars.iloc[lo:hi].reset_index(drop=True)
             old = self._read_tables([(symbol, stored[symbol])]).to_pandas() if symbol in stored else None
-            merged, counts = _merge_versioned(old, new, ["symbol", "ts"], [c for c in _BAR_VALUES if c in new.columns],
+            merged, counts = _merge_versioned(old, new, ["ts"], [c for c in _BAR_VALUES if c in new.columns],
                                               correction_at)
             for k, v in counts.items(): setattr(result, k, getattr(result, k) + v)
             if merged is not None: frames[symbol] = merged
@@ -370,7 +421,7 @@ def write_bars(self,
 
 BarStore.write_bars = write_bars
 
-# %% ../nbs/01d_store.ipynb #b4f0a682
+# %% ../nbs/01d_store.ipynb #0782db31
 def _ts_filter(start, end, as_of, column: str = "ts"):
     "A pyarrow filter expression for start <= ts <= end and available_at <= as_of."
     expr = None
@@ -398,10 +449,8 @@ def read_bars(self,
     "Bars sorted by (symbol, ts), one row per key: the latest version known at `as_of`."
     entries = self._entries("bars", symbols)
     as_of = None if as_of is None else as_utc_timestamp(as_of)
-    table = self._read_tables(entries, filter=_ts_filter(start, end, as_of))
+    table = self._read_tables(entries, filter=_ts_filter(start, end, as_of), latest=["ts"])
     df = _to_pandas(table, schema.empty_bars().assign(available_at=pd.Series([], dtype="datetime64[ns, UTC]")))
-    if any(e["rows"] != e["keys"] for _, e in entries):  # versions exist: keep the latest known
-        df = _latest(df, ["symbol", "ts"])
     if adjusted is not None:
         if adjusted not in ("split", "total"): raise UsageError(f"adjusted must be None, 'split' or 'total', got {adjusted!r}")
         actions = self.read_actions(sorted(df["symbol"].unique()) if len(df) else [], as_of=as_of, missing_ok=True)
@@ -458,7 +507,7 @@ def warnings(self,
 
 BarStore._warning_frames, BarStore.warnings = _warning_frames, warnings
 
-# %% ../nbs/01d_store.ipynb #6e6d4e0c
+# %% ../nbs/01d_store.ipynb #9d60eeb5
 _ACTION_KEYS = ["symbol", "ex_date", "kind"]
 
 
@@ -477,7 +526,7 @@ def _action_frames(self, actions: pd.DataFrame, file, known_at) -> dict:
     for symbol, idx in acts.groupby("symbol", sort=True).indices.items():
         new = acts.iloc[idx].sort_values(["ex_date", "kind"], ignore_index=True)
         old = self._read_tables([(symbol, stored[symbol])]).to_pandas() if symbol in stored else None
-        merged, _ = _merge_versioned(old, new, _ACTION_KEYS, ["value"], correction_at)
+        merged, _ = _merge_versioned(old, new, _ACTION_KEYS[1:], ["value"], correction_at)
         if merged is not None: out[symbol] = merged
     return out
 
@@ -577,7 +626,7 @@ def read_trades(self, symbols=None, start=None, end=None, as_of=None) -> pd.Data
  BarStore.read_quotes, BarStore.read_trades) = (_write_ticks, write_quotes, write_trades, _read_ticks,
                                                 read_quotes, read_trades)
 
-# %% ../nbs/01d_store.ipynb #a5e834ea
+# %% ../nbs/01d_store.ipynb #a58407e2
 def _series_dataset(name: str) -> str:
     "Dataset key of a series; names are restricted so they are safe as directory names."
     if not isinstance(name, str) or not _NAME.match(name):
@@ -631,7 +680,7 @@ def write_series(self,
         for symbol, idx in out.groupby("symbol", sort=True).indices.items():
             new = out.iloc[idx].sort_values("ts", ignore_index=True)
             old = self._read_tables([(symbol, stored[symbol])]).to_pandas() if symbol in stored else None
-            merged, counts = _merge_versioned(old, new, ["symbol", "ts"], value_columns, correction_at)
+            merged, counts = _merge_versioned(old, new, ["ts"], value_columns, correction_at)
             for k, v in counts.items(): setattr(result, k, getattr(result, k) + v)
             if merged is not None: frames[symbol] = merged
         result.files = self._commit([(dataset, frames, ["symbol", "ts"])], _as_source(source))

@@ -16,7 +16,7 @@ from .schema import BAR_COLUMNS, PRICE_COLUMNS, coerce_bars, column_names
 
 # %% auto #0
 __all__ = ['ERROR_CHECKS', 'WARNING_CHECKS', 'CHECKS', 'FINDING_COLUMNS', 'Finding', 'ValidationReport', 'infer_freq', 'robust_z',
-           'validate_bars']
+           'grouped_robust_z', 'validate_bars']
 
 # %% ../nbs/01b_validate.ipynb #dc340ff3
 ERROR_CHECKS = ("unparseable", "nan", "non_positive_price", "negative_volume", "ohlc_inconsistent",
@@ -275,7 +275,42 @@ def robust_z(values: np.ndarray, # e.g. log returns of one symbol, NaN allowed
     if scale == 0: return np.full(len(values), np.nan)
     return (values - med) / scale
 
-# %% ../nbs/01b_validate.ipynb #781be62c
+# %% ../nbs/01b_validate.ipynb #9bf27972
+def _group_medians(values: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    "Median of the finite values of each contiguous group [start, end) (NaN for an empty group)."
+    gid = np.repeat(np.arange(len(starts)), ends - starts)
+    ok = np.isfinite(values)
+    key = np.where(ok, values, np.inf)  # non-finite values sort to the end of their group
+    sv = key[np.lexsort((key, gid))]
+    cnt = np.add.reduceat(ok.astype(np.int64), starts) if len(starts) else np.zeros(0, np.int64)
+    lo = starts + np.maximum(cnt - 1, 0) // 2
+    hi = starts + cnt // 2  # lo == hi for an odd count; the two middle values for an even one
+    with np.errstate(invalid="ignore"): med = (sv[lo] + sv[np.minimum(hi, ends - 1)]) / 2
+    return np.where(cnt > 0, med, np.nan)
+
+
+def grouped_robust_z(values: np.ndarray, # values grouped contiguously by symbol, NaN allowed
+                     starts: np.ndarray, # first position of each group
+                     ends: np.ndarray, # one past the last position of each group
+                    ) -> np.ndarray:
+    "`robust_z` within each group, vectorised over groups."
+    if len(starts) <= 32:
+        out = np.full(len(values), np.nan)
+        for s, e in zip(starts, ends): out[s:e] = robust_z(values[s:e])
+        return out
+    values = np.where(np.isfinite(values), values, np.nan)
+    lens = ends - starts
+    med = np.repeat(_group_medians(values, starts, ends), lens)
+    dev = np.abs(values - med)
+    scale = 1.4826 * _group_medians(dev, starts, ends)
+    cnt = np.add.reduceat(np.isfinite(values).astype(np.int64), starts)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_dev = 1.2533 * np.add.reduceat(np.nan_to_num(dev), starts) / cnt
+        scale = np.where(scale > 0, scale, mean_dev)
+        scale = np.where((cnt >= 3) & (scale > 0), scale, np.nan)
+        return (values - med) / np.repeat(scale, lens)
+
+# %% ../nbs/01b_validate.ipynb #b9334cdb
 def _ns(values) -> np.ndarray:
     "Datetimes (aware or naive, NaT allowed) as int64 nanoseconds."
     return pd.DatetimeIndex(values).as_unit("ns").asi8
@@ -289,30 +324,38 @@ def _schedule(cal: str, start: int, end: int) -> pd.DataFrame:
     return sch[keep]
 
 
-def _daily_gaps(ts: np.ndarray, rows: np.ndarray, symbol: str, cal: str) -> list[pd.DataFrame]:
-    "Missing sessions and off-calendar dates of one symbol's daily bars (ts sorted, int64 ns)."
+def _daily_gaps(ts: np.ndarray, # sorted (by symbol, ts) bar ends, int64 ns, no duplicates
+                rows: np.ndarray, # input row (0-based) of each
+                codes: np.ndarray, # symbol code of each
+                starts: np.ndarray, # first position of each symbol
+                uniques: np.ndarray, # symbol names by code
+                cal: str, # calendar name
+               ) -> list[pd.DataFrame]:
+    "Missing sessions (one finding per run) and off-calendar dates, for all symbols at once."
     c = get_calendar(cal)
     local = pd.DatetimeIndex(ts.astype("datetime64[ns]")).tz_localize("UTC").tz_convert(c.tz).tz_localize(None).normalize()
-    sessions = pd.DatetimeIndex(c.sessions).tz_localize(None) if c.sessions.tz is not None else pd.DatetimeIndex(c.sessions)
+    sessions = pd.DatetimeIndex(c.sessions)
+    sessions = sessions.tz_localize(None) if sessions.tz is not None else sessions
     sd, ld = sessions.as_unit("ns").asi8, local.as_unit("ns").asi8
-    on = np.isin(ld, sd)
+    si = np.searchsorted(sd, ld)
+    on = (si < len(sd)) & (sd[np.minimum(si, len(sd) - 1)] == ld)
     out = []
-    if (~on).any():
+    if not on.all():
         k = np.flatnonzero(~on)
-        out.append(_block("off_calendar", symbol, rows[k], ts[k], "ts", f"date is not a session of {cal}"))
-    span = sd[(sd >= ld.min()) & (sd <= ld.max())]
-    missing = np.flatnonzero(~np.isin(span, ld))
-    if len(missing):
-        run_start = np.r_[True, np.diff(missing) > 1]
-        first, last = missing[run_start], missing[np.r_[run_start[1:], True]]
-        counts = last - first + 1
-        after = np.searchsorted(ld, span[first])  # the bar following the gap
-        closes = c.schedule["close"].reindex(pd.DatetimeIndex(span[first]).tz_localize(c.schedule.index.tz)
-                                             if c.schedule.index.tz else pd.DatetimeIndex(span[first]))
-        msgs = np.array([f"{n} session(s) missing from {pd.Timestamp(a).date()} to {pd.Timestamp(z).date()}"
-                         for n, a, z in zip(counts, span[first], span[last])], dtype=object)
-        out.append(_block("gap", symbol, rows[np.minimum(after, len(rows) - 1)],
-                          _ns(closes), None, msgs, counts))
+        out.append(_block("off_calendar", uniques[codes[k]], rows[k], ts[k], "ts", f"date is not a session of {cal}"))
+    # consecutive on-calendar bars of one symbol: every session index skipped between them is missing
+    j = np.flatnonzero(on)
+    if len(j) < 2: return out
+    sj, cj = si[j], codes[j]
+    skipped = np.r_[0, np.where(cj[1:] == cj[:-1], sj[1:] - sj[:-1] - 1, 0)]
+    g = np.flatnonzero(skipped > 0)
+    if len(g):
+        first = sj[g - 1] + 1
+        closes = _ns(c.schedule["close"].iloc[first])
+        msgs = np.array([f"{int(n)} session(s) missing from {pd.Timestamp(sd[a]).date()} to {pd.Timestamp(sd[a + n - 1]).date()}"
+                         for n, a in zip(skipped[g], first)], dtype=object)
+        k = j[g]
+        out.append(_block("gap", uniques[codes[k]], rows[k], closes, None, msgs, skipped[g]))
     return out
 
 
@@ -366,7 +409,7 @@ def _intraday_gaps(ts: np.ndarray, rows: np.ndarray, symbol: str, cal: str, freq
         out.append(_block("gap", symbol, rows[after], expected[first], None, msg, n_missing))
     return out
 
-# %% ../nbs/01b_validate.ipynb #f56d4909
+# %% ../nbs/01b_validate.ipynb #b73daddb
 def validate_bars(bars: pd.DataFrame, # bars, canonical or coercible (see schema.BAR_COLUMNS)
                   calendar: str | None = "XNYS", # exchange calendar for gap checks; None skips them
                   file: str | os.PathLike | None = None, # the source file, named in findings and errors
@@ -408,21 +451,21 @@ def validate_bars(bars: pd.DataFrame, # bars, canonical or coercible (see schema
     if len(first):
         k = rows_of(first)
         blocks.append(_block("stale", uniques[codes[k]], k, ts[k], "close", f"close unchanged for >= {min_run} bars", length))
-    for s, e in zip(starts, ends):  # one iteration per symbol, not per row
-        name = uniques[sc[s]]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            seg = close[s:e]
-            lr = np.r_[np.nan, np.log(seg[1:] / seg[:-1])]
-            z = robust_z(lr)
-            hit = np.flatnonzero(np.abs(z) > outlier_z)
-        if len(hit):
-            k = rows_of(s + hit)
-            blocks.append(_block("outlier", name, k, ts[k], "close",
-                                 f"log return has robust z-score above {outlier_z:g}", lr[hit]))
-        if calendar is not None and fr is not None:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        lr = np.r_[np.nan, np.log(close[1:] / close[:-1])] if len(close) else np.zeros(0)
+        lr[starts] = np.nan  # no return across symbols
+        z = grouped_robust_z(lr, starts, ends)
+        hit = np.flatnonzero(np.abs(z) > outlier_z)
+    if len(hit):
+        k = rows_of(hit)
+        blocks.append(_block("outlier", uniques[codes[k]], k, ts[k], "close",
+                             f"log return has robust z-score above {outlier_z:g}", lr[hit]))
+    if calendar is not None and fr == "daily" and len(sc):
+        blocks += _daily_gaps(sts, rows_of(np.arange(len(sc))), sc, starts, uniques, calendar)
+    elif calendar is not None and fr is not None:
+        for s, e in zip(starts, ends):  # one iteration per symbol, not per row
             seg_rows = np.arange(s, e) if pos is None else pos[s:e]
-            blocks += (_daily_gaps(sts[s:e], seg_rows, name, calendar) if fr == "daily" else
-                       _intraday_gaps(sts[s:e], seg_rows, name, calendar, fr))
+            blocks += _intraday_gaps(sts[s:e], seg_rows, uniques[sc[s]], calendar, fr)
     findings = pd.concat(blocks, ignore_index=True) if blocks else _block("nan", [], [], [], None, "")
     findings = findings.sort_values(["row", "severity"], kind="stable", ignore_index=True)
     counts = np.bincount(codes, minlength=len(uniques)) if n else np.zeros(0, np.int64)

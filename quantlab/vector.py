@@ -18,8 +18,8 @@ from .indicators import sma
 from .metrics import summary as metrics_summary
 
 # %% auto #0
-__all__ = ['VectorResult', 'simulate', 'param_grid', 'only_changes', 'sma_grid', 'sma_cross_weights', 'sma_cross_sweep',
-           'stop_exits']
+__all__ = ['VectorResult', 'simulate', 'param_grid', 'only_changes', 'book_decisions', 'sma_grid', 'sma_cross_weights',
+           'sma_cross_sweep', 'stop_exits']
 
 # %% ../nbs/10a_vector.ipynb #a23c9f24
 def _panel(x, name: str, like: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -141,14 +141,14 @@ class VectorResult:
         s = self.summary()
         return s.loc[s[metric].idxmax()]
 
-# %% ../nbs/10a_vector.ipynb #4778dac7
+# %% ../nbs/10a_vector.ipynb #86b8dcf7
 def simulate(weights, # target weights: panel (time x asset) or array (time, asset, parameter set); NaN = hold
              close: pd.DataFrame | pd.Series, # closes: marks and sizing prices
              open: pd.DataFrame | pd.Series | None = None, # next-bar fill prices; None = fill at the next close
              cash: float = 1_000_000.0, # starting cash
              commission_bps: float = 0.0, # proportional commission on traded notional, in basis points
              slippage_bps: float = 0.0, # fill price moved against the trade, in basis points
-             lot_size: float = 0.0, # 0 = fractional shares; 1 = whole shares (rounded towards zero)
+             lot_size: float = 1.0, # 1 = whole shares rounded towards zero (the engine's Instrument default); 0 = fractional
              min_trade_notional: float = 0.0, # skip smaller trades (at the decision close)
              params: pd.DataFrame | None = None, # one row per parameter set, for the result
              record_positions: bool = False, # keep (time, asset, set) positions (memory: T*N*P floats)
@@ -191,7 +191,24 @@ def only_changes(state, # state weights (time, ...) with NaN before they are kno
     same = (s == prev) | (np.isnan(s) & np.isnan(prev))
     return np.where(same, np.nan, s)
 
-# %% ../nbs/10a_vector.ipynb #b4f1ccfb
+# %% ../nbs/10a_vector.ipynb #c628fdc6
+def book_decisions(targets, # (time, asset) or (time, asset, set): rows of complete books, all-NaN rows = no decision
+                  ) -> np.ndarray:
+    "Keep the decision rows that differ from the previous decision (NaN -> 0 inside them); NaN elsewhere."
+    w = np.asarray(targets, dtype=np.float64)
+    two = w.ndim == 2
+    if two: w = w[:, :, None]
+    T, N, P = w.shape
+    dec = np.isfinite(w).any(axis=1)  # (T, P)
+    book = np.nan_to_num(w, nan=0.0)
+    rows = np.where(dec, np.arange(T)[:, None], -1)
+    prev = np.vstack([np.full((1, P), -1), np.maximum.accumulate(rows, axis=0)[:-1]])  # last decision before t
+    last = book[np.maximum(prev, 0)[:, None, :], np.arange(N)[None, :, None], np.arange(P)[None, None, :]]
+    same = (prev >= 0) & (book == last).all(axis=1)
+    out = np.where((dec & ~same)[:, None, :], book, np.nan)
+    return out[:, :, 0] if two else out
+
+# %% ../nbs/10a_vector.ipynb #7b93cc41
 def sma_grid(close: pd.DataFrame, # price panel
              windows, # distinct window lengths
             ) -> np.ndarray:
@@ -204,6 +221,7 @@ def sma_cross_weights(close: pd.DataFrame | pd.Series, # price panel
                       slow, # slow window per parameter set (same length as fast)
                       long: float = 1.0, # weight when fast > slow
                       short: float = 0.0, # weight when fast <= slow (0 = flat, -1 = short)
+                      book: bool = True, # True: re-size the whole book when any asset changes (the event engine); False: per asset
                      ) -> np.ndarray:
     "Weights (time, asset, pair) of a moving-average crossover, stated on the bars where the state changes."
     close = _panel(close, "close")
@@ -213,22 +231,23 @@ def sma_cross_weights(close: pd.DataFrame | pd.Series, # price panel
     cube = sma_grid(close, windows)
     f, s = cube[:, :, inv[:len(fast)]], cube[:, :, inv[len(fast):]]
     state = np.where(np.isnan(f) | np.isnan(s), np.nan, np.where(f > s, long, short))
-    return only_changes(state)
+    return book_decisions(np.nan_to_num(state, nan=0.0)) if book else only_changes(state)
 
-# %% ../nbs/10a_vector.ipynb #c6e5917f
+# %% ../nbs/10a_vector.ipynb #ca675b9d
 def sma_cross_sweep(close: pd.DataFrame | pd.Series, # price panel
                     open: pd.DataFrame | pd.Series | None = None, # fill prices (next open); None = next close
                     grid: pd.DataFrame | None = None, # columns fast, slow; default 10 fast x 10 slow windows
                     long: float = 1.0, # weight per asset when fast > slow
                     short: float = 0.0, # weight per asset otherwise
+                    book: bool = True, # re-size the whole book on any change (as the event engine) or per asset
                     **kwargs, # simulate's costs, cash, lot_size, ...
                    ) -> VectorResult:
     "Equity of a moving-average crossover for every (fast, slow) pair of `grid`."
     if grid is None: grid = param_grid(fast=range(5, 55, 5), slow=range(60, 260, 20))
-    w = sma_cross_weights(close, grid["fast"].to_numpy(), grid["slow"].to_numpy(), long, short)
+    w = sma_cross_weights(close, grid["fast"].to_numpy(), grid["slow"].to_numpy(), long, short, book)
     return simulate(w, close, open, params=grid, **kwargs)
 
-# %% ../nbs/10a_vector.ipynb #11443b8f
+# %% ../nbs/10a_vector.ipynb #29f7ddbb
 @njit(cache=True, nogil=True)
 def _stop_kernel(entries, exits, fill, close, stop_loss, take_profit, trailing, size):
     T, N = close.shape

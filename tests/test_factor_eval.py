@@ -6,7 +6,7 @@ import scipy.stats
 import statsmodels.api as sm
 
 from quantlab.core import UsageError, session_closes
-from quantlab.factor_eval import (fama_french, fama_french_regression, factor_quantiles, hac_regression, ic_decay,
+from quantlab.factor_eval import (fama_french, fama_french_regression, store_fama_french, factor_quantiles, hac_regression, ic_decay,
                                   ic_summary, information_coefficient, monthly_returns, newey_west, newey_west_many,
                                   nw_maxlags, plot_ic, plot_ic_decay, plot_quantile_returns, quantile_returns,
                                   quantile_turnover, rank_autocorrelation, synthetic_factor)
@@ -156,6 +156,24 @@ def test_fama_french_index_units_and_availability():
     assert (ff["available_at"] > ff.index + pd.offsets.MonthEnd(0)).all()
     lagged = fama_french(publication_lag="30D")
     assert (lagged["available_at"] - ff["available_at"] == pd.Timedelta("30D")).all()
+
+
+def test_store_asof_join_gives_only_months_already_over(data_dir, stocks):
+    from quantlab.store import BarStore
+    store = BarStore(data_dir)
+    store_fama_french(store, publication_lag="5D")
+    days = stocks.loc["2009-12-20":"2010-03-10"].index
+    bars = pd.DataFrame({"symbol": "AAPL", "ts": days})
+    joined = store.asof_join(bars, "ff3")
+    ff = fama_french(publication_lag="5D")
+    # reference: for each day, the latest month whose available_at is at or before the day
+    avail = ff["available_at"]
+    expected = [avail.index[avail <= t].max() for t in days]
+    assert list(joined["ff3_ts"]) == expected
+    assert (joined["ff3_ts"] + pd.offsets.MonthBegin(1) <= joined["ts"]).all()   # never the running month
+    np.testing.assert_allclose(joined["hml"], ff.loc[expected, "hml"].to_numpy())
+    # 2010-02-03 is within the 5-day lag: December 2009 is still the latest known month
+    assert joined.set_index("ts")["ff3_ts"].loc["2010-02-03"].iloc[0] == pd.Timestamp("2009-12-01", tz="UTC")
 
 
 def test_monthly_returns_compound_daily_returns(stocks):

@@ -2,8 +2,9 @@
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
 
-from quantlab.core import QuantlabError, session_closes
+from quantlab.core import QuantlabError, UsageError, session_closes
 from quantlab.factors import FACTORS, demean, momentum, neutralize, market_beta
 from quantlab.guard import LookaheadError, check_no_lookahead, truncate
 from quantlab.indicators import INDICATORS, ema, macd, panels_from_bars
@@ -157,3 +158,23 @@ def test_explicit_naive_dates_are_taken_as_utc_and_cuts_are_inclusive(fields7):
 def test_all_warmup_output_is_reported_as_vacuous(fields7):
     report = check_no_lookahead(lambda f: f["close"] * np.nan, fields7)
     assert report.ok and report.n_values == 0
+
+
+# ---------------------------------------------------------------- properties and misuse
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(lag=st.integers(-5, 5), window=st.integers(1, 30))
+def test_a_shift_passes_exactly_when_it_looks_backwards(fields7, lag, window):
+    fn = lambda f: f["close"].rolling(window).mean().shift(lag)
+    if lag >= 0:
+        assert check_no_lookahead(fn, fields7, n_dates=3).ok
+    else:
+        with pytest.raises(LookaheadError):
+            check_no_lookahead(fn, fields7, n_dates=3)
+
+
+def test_misuse_is_a_usage_error(fields7):
+    with pytest.raises(UsageError, match="expected Series, DataFrame"):
+        check_no_lookahead(lambda f: 1.0, fields7)
+    with pytest.raises(UsageError, match="no time axis"):
+        check_no_lookahead(lambda d: d, {"x": [1, 2, 3]})

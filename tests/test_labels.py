@@ -159,6 +159,19 @@ def test_events_and_min_target_filter_starts():
     assert triple_barrier(close, max_hold=2, target=target, min_target=0.01)["ts"].min() >= ix[4]
 
 
+def test_guard_flags_labels_but_not_the_volatility_target(stocks):
+    from quantlab.guard import check_no_lookahead
+    panel = stocks[["AAPL", "XOM", "GE"]].iloc[-1500:]
+    cuts = panel.index[[400, 900, 1200]]
+    fwd = check_no_lookahead(lambda c: forward_returns(c, 5), panel, dates=cuts, raise_on_leak=False)
+    assert not fwd.ok
+    # exactly the last 5 rows before each cut change (their labels reach past the cut)
+    assert set(fwd.checks["differ"]) == {5 * 3}
+    tb = check_no_lookahead(lambda c: triple_barrier(c, 1, 1, 10, span=50), panel, dates=cuts, raise_on_leak=False)
+    assert not tb.ok
+    assert check_no_lookahead(lambda c: ewm_volatility(c, 50), panel, dates=cuts).ok
+
+
 def test_bad_input_is_named():
     ix = pd.date_range("2024-01-01", periods=3, freq="D", tz="UTC")
     bad = pd.DataFrame({"A": [1.0, -2.0, 3.0]}, index=ix)

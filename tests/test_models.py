@@ -154,9 +154,10 @@ def test_walk_forward_predictions_are_out_of_sample_and_reproducible_by_hand(eve
     assert res.fits["n_train"].iloc[2] == train.sum()
     rolling = walk_forward_predict(model, X, y, t1, retrain_every=60, min_train=250, window=100, progress=False)
     # labels ending within the last 100 times only; a label spans at most max_hold=10 bars
-    pos = np.searchsorted(times, rolling.fits["time"].to_numpy().astype("datetime64[ns]"))
-    earliest = times[pos - 110]
-    assert (rolling.fits["train_start"].to_numpy().astype("datetime64[ns]") >= earliest).all()
+    ns = lambda col: pd.DatetimeIndex(rolling.fits[col]).as_unit("ns").asi8
+    times_ns = pd.DatetimeIndex(times).as_unit("ns").asi8
+    earliest = times_ns[np.searchsorted(times_ns, ns("time")) - 110]
+    assert (ns("train_start") >= earliest).all()
     assert (rolling.fits["n_train"] < res.fits["n_train"]).iloc[1:].all()
 
 
@@ -172,7 +173,9 @@ def _pipeline_predictions(close, honest=True):
 
 def test_guard_flags_forward_returns_but_not_walk_forward_predictions(stocks):
     close = stocks[["AAPL", "JPM", "XOM", "WMT", "PFE", "GE"]].loc["2012":"2015"]
-    cuts = close.index[[300, 500, 800]]
+    # cut exactly at refit times (features start at bar 21; refits every 42 times after 126): the most
+    # sensitive place, where the newest labels are unknown in the truncated data
+    cuts = close.index[[21 + 126 + 42 * 4, 21 + 126 + 42 * 9, 21 + 126 + 42 * 16]]
     assert not check_no_lookahead(lambda c: forward_returns(c, 5), close, dates=cuts, raise_on_leak=False).ok
     report = check_no_lookahead(_pipeline_predictions, close, dates=cuts)
     assert report.ok and report.n_values > 2000

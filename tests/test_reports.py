@@ -48,6 +48,13 @@ def test_html_is_standalone_with_plotly_inline(cli_run):
     assert not re.search(r"<link\b[^>]*href=['\"]https?://", html)
     assert "Plotly.newPlot" in html and html.count("Plotly.newPlot") >= 1
     assert re.search(r"plotly\.js v\d+\.\d+\.\d+", html)  # the library itself is inlined
+    # apart from the inlined plotly.js (whose text names its CDN and map-tile servers), nothing points at a CDN:
+    # no dynamic loaders (e.g. a BokehJS loader that `import backtesting` displays in a kernel)
+    banner = re.search(r"plotly\.js v\d+\.\d+\.\d+", html).start()
+    start, end = html.rfind("<script", 0, banner), html.find("</script>", banner)
+    rest = html[:start] + html[end:]
+    assert len(rest) < len(html) / 2
+    assert re.findall(r"https?://cdn[^\s\"'<>]*", rest) == []
     assert re.search(r'<img [^>]*src="data:image/png;base64,', html)  # matplotlib as inline PNG
     assert "bar_samples = [n for n in names" not in html  # template code hidden; report.ipynb keeps it
 
@@ -76,16 +83,6 @@ def test_metrics_agree_with_validating_the_same_store(cli_run):
     assert metrics["run"]["report"] == "data_quality" and metrics["run"]["run_id"] == run_dir.name
 
 
-def test_bad_parameter_value_is_a_usage_error_with_a_failure_note(tmp_path):
-    with pytest.raises(UsageError, match=r"parameter max_findings: expected an integer >= 1, got 0"):
-        reports.run_report("data_quality", {"samples": ["goog"], "max_findings": 0}, output_dir=tmp_path, progress=False)
-    root = tmp_path / "data_quality"
-    assert reports.list_runs("data_quality", tmp_path) == []
-    notes = list((root / "_failed").iterdir())
-    assert len(notes) == 1 and json.loads((notes[0] / "error.json").read_text())["type"] == "UsageError"
-    assert not [p for p in root.iterdir() if p.name.startswith(".")]  # no temporary directory left
-
-
 def test_unknown_sample_and_unknown_parameter_name(tmp_path):
     with pytest.raises(UsageError, match=r"unknown sample\(s\) \['nope'\]; available: \["):
         reports.run_report("data_quality", {"samples": ["nope"]}, output_dir=tmp_path, progress=False)
@@ -93,13 +90,20 @@ def test_unknown_sample_and_unknown_parameter_name(tmp_path):
         reports.run_report("data_quality", {"sample": "goog"}, output_dir=tmp_path, progress=False)
 
 
-def test_cli_bad_parameter_exits_2_with_one_line(tmp_path):
+def test_bad_parameter_value_exits_2_with_one_line_and_keeps_a_failure_note(tmp_path):
     p = subprocess.run([sys.executable, "-m", "quantlab.cli", "report", "data_quality", "-p", "max_findings", "many",
                         "--output-dir", str(tmp_path), "--no-progress"], capture_output=True, text=True, timeout=300)
     assert p.returncode == 2, p.stderr
     last = p.stderr.strip().splitlines()[-1]
     assert last == "quantlab: error: parameter max_findings: expected an integer >= 1, got 'many'"
-    assert "Traceback" not in p.stderr
+    assert "Traceback" not in p.stderr and p.stdout == ""
+    root = tmp_path / "data_quality"
+    assert reports.list_runs("data_quality", tmp_path) == []  # no run directory
+    notes = list((root / "_failed").iterdir())
+    assert len(notes) == 1 and json.loads((notes[0] / "error.json").read_text())["type"] == "UsageError"
+    assert json.loads((notes[0] / "params.json").read_text())["max_findings"] == "many"
+    assert (notes[0] / "report.ipynb").exists()
+    assert not [q for q in root.iterdir() if q.name.startswith(".")]  # no temporary directory left
 
 
 def test_templates_are_clean_notebooks():

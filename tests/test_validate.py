@@ -205,7 +205,7 @@ def _reference_errors(o, h, l, c, v):
 price = st.one_of(st.floats(min_value=-10, max_value=1e6), st.just(np.nan), st.just(np.inf))
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(st.lists(st.tuples(price, price, price, price, st.floats(min_value=-5, max_value=1e9)), min_size=1, max_size=25))
 def test_validate_never_crashes_and_agrees_with_a_row_by_row_reference(rows):
     o, h, l, c, v = (np.array(x, dtype=float) for x in zip(*rows))

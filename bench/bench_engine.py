@@ -1,0 +1,127 @@
+"""Bars per second of quantlab's event-driven engine (full pipeline) against backtrader, on the same work.
+
+Work: an SMA(10/50) crossover, long while the fast average is above the slow one, market orders filled at
+the next bar's open, no commission, (a) one asset x 1,000,000 bars, (b) 100 assets x 2,500 bars (1% of
+equity each). Prices are seeded geometric random walks (daily-like volatility 1.5%), so the runs are
+reproducible; the engine's behaviour on real data is covered by tests/test_engine.py.
+
+    .venv/bin/python bench/bench_engine.py            # full sizes (backtrader on a 200,000-bar slice for case a)
+    .venv/bin/python bench/bench_engine.py --quick    # smaller sizes
+"""
+import argparse
+import collections
+import collections.abc
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+
+from quantlab.backtest import run_backtest
+from quantlab.brokers import SimBroker
+from quantlab.engine import Engine
+from quantlab.strategy import Strategy
+
+
+class SmaCross(Strategy):
+    defaults = {"fast": 10, "slow": 50, "weight": 1.0}
+
+    def features(self, data):
+        c = data["close"]
+        fast, slow = c.rolling(self.params["fast"]).mean(), c.rolling(self.params["slow"]).mean()
+        return {"signal": (fast > slow).astype(float).where(slow.notna())}
+
+    def events(self, data, features):
+        s = features["signal"]
+        return s.ne(s.shift()) & s.notna()
+
+    def on_bar(self, ctx):
+        return np.nan_to_num(ctx.row("signal")) * self.params["weight"]
+
+
+def random_walk(n_bars, n_assets, seed=1):
+    rng = np.random.default_rng(seed)
+    r = rng.normal(0.0002, 0.015, size=(n_bars, n_assets))
+    close = 100 * np.exp(np.cumsum(r, axis=0))
+    gap = rng.normal(0, 0.003, size=(n_bars, n_assets))
+    open_ = np.vstack([close[:1], close[:-1]]) * np.exp(gap)
+    hi = np.maximum(open_, close) * (1 + np.abs(rng.normal(0, 0.005, size=close.shape)))
+    lo = np.minimum(open_, close) * (1 - np.abs(rng.normal(0, 0.005, size=close.shape)))
+    vol = rng.integers(100_000, 1_000_000, size=close.shape).astype(float)
+    idx = pd.date_range("1990-01-01 21:00", periods=n_bars, freq="min" if n_bars > 10_000 else "D", tz="UTC")
+    cols = [f"S{j:03d}" for j in range(n_assets)]
+    return {k: pd.DataFrame(v, index=idx, columns=cols) for k, v in
+            {"open": open_, "high": hi, "low": lo, "close": close, "volume": vol}.items()}
+
+
+def bench_quantlab(panels, weight, mode="events"):
+    t = time.perf_counter()
+    run = Engine(SmaCross(weight=weight), panels, broker=SimBroker(commission=0), cash=1e7, mode=mode).run()
+    t_engine = time.perf_counter() - t
+    t = time.perf_counter()
+    res = run_backtest(SmaCross(weight=weight), panels, cash=1e7, broker=SimBroker(commission=0), mode=mode)
+    t_full = time.perf_counter() - t
+    bars = panels["close"].size
+    return {"bars": bars, "event_bars": run.events, "fills": len(res.fills), "engine_s": t_engine,
+            "engine_bars_per_s": bars / t_engine, "run_backtest_s": t_full, "run_backtest_bars_per_s": bars / t_full,
+            "final_equity": float(run.equity.iloc[-1])}
+
+
+def bench_backtrader(panels, weight):
+    collections.Iterable = collections.abc.Iterable   # backtrader 1.9.78 on Python 3.10+
+    import backtrader as bt
+
+    class BtSma(bt.Strategy):
+        def __init__(self):
+            self.sig = {d: bt.ind.SMA(d.close, period=10) > bt.ind.SMA(d.close, period=50) for d in self.datas}
+        def next(self):
+            for d in self.datas:
+                want = weight if self.sig[d][0] else 0.0
+                if want != getattr(d, "_last", None):
+                    d._last = want
+                    self.order_target_percent(d, target=want)
+
+    cerebro = bt.Cerebro(stdstats=False)
+    cerebro.broker.setcash(1e7)
+    for s in panels["close"].columns:
+        df = pd.DataFrame({k: panels[k][s] for k in ("open", "high", "low", "close", "volume")})
+        df.index = df.index.tz_convert(None)
+        cerebro.adddata(bt.feeds.PandasData(dataname=df), name=s)
+    cerebro.addstrategy(BtSma)
+    t = time.perf_counter()
+    cerebro.run(runonce=True, preload=True)
+    dt = time.perf_counter() - t
+    bars = panels["close"].size
+    return {"bars": bars, "seconds": dt, "bars_per_s": bars / dt, "final_value": cerebro.broker.getvalue()}
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--no-backtrader", action="store_true")
+    a = p.parse_args()
+    n1, bt1 = (100_000, 50_000) if a.quick else (1_000_000, 200_000)
+    cases = {"one_asset": (random_walk(n1, 1), 1.0, bt1), "hundred_assets": (random_walk(2_500, 100, seed=2), 0.01, None)}
+    rows = []
+    for name, (panels, w, bt_bars) in cases.items():
+        q = bench_quantlab(panels, w)
+        print(f"[{name}] quantlab events: {q['bars']:,} bars, {q['event_bars']:,} event bars, {q['fills']:,} fills; "
+              f"Engine.run {q['engine_s']:.2f}s = {q['engine_bars_per_s']:,.0f} bars/s; "
+              f"run_backtest (+ result tables) {q['run_backtest_s']:.2f}s = {q['run_backtest_bars_per_s']:,.0f} bars/s", flush=True)
+        small = {k: v.iloc[:min(len(v), 100_000)] for k, v in panels.items()}
+        qn = bench_quantlab(small, w, mode="every_bar")
+        print(f"[{name}] quantlab every_bar (naive reference, {qn['bars']:,} bars): {qn['engine_bars_per_s']:,.0f} bars/s", flush=True)
+        row = {"case": name, "quantlab_bars_per_s": q["engine_bars_per_s"], "quantlab_run_backtest_bars_per_s": q["run_backtest_bars_per_s"],
+               "quantlab_every_bar_bars_per_s": qn["engine_bars_per_s"]}
+        if not a.no_backtrader:
+            sub = {k: v.iloc[:bt_bars] for k, v in panels.items()} if bt_bars else panels
+            b = bench_backtrader(sub, w)
+            print(f"[{name}] backtrader: {b['bars']:,} bars in {b['seconds']:.1f}s = {b['bars_per_s']:,.0f} bars/s", flush=True)
+            row.update(backtrader_bars_per_s=b["bars_per_s"], ratio=q["engine_bars_per_s"] / b["bars_per_s"],
+                       ratio_run_backtest=q["run_backtest_bars_per_s"] / b["bars_per_s"])
+        rows.append(row)
+    print(pd.DataFrame(rows).set_index("case").round(1).to_string())
+
+
+if __name__ == "__main__":
+    sys.exit(main())
