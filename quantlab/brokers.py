@@ -238,7 +238,7 @@ class SquareRootImpact:
         if not (s == s and v == v and v > 0): return 0.0
         return self.coefficient * s * math.sqrt(abs(quantity) / v) * price
 
-# %% ../nbs/08_brokers.ipynb #63725f58
+# %% ../nbs/08_brokers.ipynb #ccd9b895
 class _Working:
     __slots__ = ("order", "col", "active_from", "expires", "filled", "notional", "triggered", "touch", "lot", "mult")
 
@@ -423,7 +423,7 @@ class SimBroker:
             total = abs(price - ref); half = min(half, total); slip = total - half
         comm = self.commission.calculate(qty, price, w.mult, abs(w.filled), w.notional) if self.commission else 0.0
         self._nfill += 1
-        fill = Fill(o.client_id, o.symbol, sign * qty, price, self.bars.index[i], comm, half * qty * w.mult,
+        fill = Fill(o.client_id, o.symbol, sign * qty, price, int(self.bars.ts[i]), comm, half * qty * w.mult,
                     slip * qty * w.mult, ref, f"{self._prefix}{self._nfill}", self._kind_note(o, ref, op, taker), i)
         self._fills.append(fill)
         w.filled += sign * qty; w.notional += qty * price * w.mult

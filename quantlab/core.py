@@ -138,7 +138,7 @@ def as_utc_timestamp(ts, # a timestamp-like; naive means UTC
     ts = pd.Timestamp(ts)
     return ts.tz_localize("UTC") if ts.tz is None else ts.tz_convert("UTC")
 
-# %% ../nbs/00_core.ipynb #9680d647
+# %% ../nbs/00_core.ipynb #5aff9597
 @lru_cache(maxsize=32)
 def calendar(name: str = "XNYS"): # exchange_calendars code, e.g. XNYS, XNAS, XLON, XETR, 24/7, 24/5
     "An `exchange_calendars` calendar covering 1960 to 2035 (cached)."
@@ -157,8 +157,8 @@ def session_closes(dates, # session dates (naive or midnight-UTC)
     days = pd.DatetimeIndex(pd.to_datetime(dates)).tz_localize(None).normalize()
     closes = c.schedule["close"]
     closes.index = pd.DatetimeIndex(closes.index).tz_localize(None).normalize()
-    out = closes.reindex(days)
-    return pd.DatetimeIndex(out.values).tz_localize("UTC") if out.dt.tz is None else pd.DatetimeIndex(out).tz_convert("UTC")
+    idx = pd.DatetimeIndex(closes.reindex(days).array)
+    return idx.tz_localize("UTC") if idx.tz is None else idx.tz_convert("UTC")
 
 
 def sessions_between(start, end, cal: str = "XNYS") -> pd.DatetimeIndex:

@@ -14,7 +14,7 @@ from .core import DataError, UsageError
 from .schema import coerce_actions, empty_actions
 
 # %% auto #0
-__all__ = ['actions_from_columns', 'adjustment_factors', 'adjust_bars']
+__all__ = ['actions_from_columns', 'adjustment_factors', 'adjust_bars', 'unadjust_splits']
 
 # %% ../nbs/01c_corporate.ipynb #83c3c4bc
 def actions_from_columns(frame: pd.DataFrame, # one row per bar, with a date and the event columns
@@ -110,3 +110,28 @@ def adjust_bars(bars: pd.DataFrame, # canonical bars with raw prices
         if c in out.columns: out[c] = out[c].to_numpy(dtype=np.float64) * f
     if "volume" in out.columns: out["volume"] = out["volume"].to_numpy(dtype=np.float64) / fs
     return out
+
+# %% ../nbs/01c_corporate.ipynb #917a4e7b
+def unadjust_splits(bars: pd.DataFrame, # split-adjusted bars whose split events are known
+                    actions: pd.DataFrame, # corporate actions (splits, and dividends rescaled like the prices)
+                   ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    "Raw bars and actions from split-adjusted ones: the inverse of `adjust_bars(bars, actions, 'split')`."
+    if not len(actions) or not len(bars): return bars, actions
+    actions = coerce_actions(actions)
+    splits = actions[actions["kind"] == "split"]
+    if not len(splits): return bars, actions
+    f = adjustment_factors(bars, splits, "split").to_numpy()
+    bars = bars.copy()
+    for c in ("open", "high", "low", "close", "vwap"):
+        if c in bars.columns: bars[c] = bars[c].to_numpy(dtype=np.float64) / f
+    bars["volume"] = bars["volume"].to_numpy(dtype=np.float64) * f
+    divs = actions["kind"].to_numpy() == "dividend"
+    if divs.any():  # the factor of the dividend's ex-date bar
+        day = bars["ts"].dt.tz_convert("UTC").dt.tz_localize(None).dt.normalize()
+        fac = pd.Series(f, index=pd.MultiIndex.from_arrays([bars["symbol"], day]))
+        fac = fac[~fac.index.duplicated()]
+        key = pd.MultiIndex.from_arrays([actions["symbol"], actions["ex_date"].dt.tz_localize(None)])
+        af = np.nan_to_num(fac.reindex(key).to_numpy(), nan=1.0)
+        actions = actions.copy()
+        actions.loc[divs, "value"] = actions["value"].to_numpy()[divs] / af[divs]
+    return bars, actions

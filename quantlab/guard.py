@@ -34,7 +34,7 @@ class LookaheadError(QuantlabError):
         self.full, self.truncated = full, truncated
         super().__init__(message)
 
-# %% ../nbs/02b_guard.ipynb #0a7f02a5
+# %% ../nbs/02b_guard.ipynb #8bd106d3
 def _times(obj) -> pd.DatetimeIndex | None:
     "The timestamps of a data object, or None when it has no time axis."
     if isinstance(obj, dict):
@@ -48,6 +48,12 @@ def _times(obj) -> pd.DatetimeIndex | None:
     if isinstance(obj, (pd.DataFrame, pd.Series)) and isinstance(obj.index, pd.DatetimeIndex):
         return obj.index.unique().sort_values()
     return None
+
+
+def _shallow(data):
+    "A shallow copy (copy-on-write keeps the original safe if the feature writes into its input)."
+    if isinstance(data, dict): return {k: _shallow(v) for k, v in data.items()}
+    return data.copy(deep=False) if isinstance(data, (pd.DataFrame, pd.Series)) else data
 
 
 def truncate(data, # panel, Series, long frame with a `ts` column, or a dict of them
@@ -110,7 +116,7 @@ def _mismatches(full: pd.DataFrame, trunc: pd.DataFrame, cut, rtol: float, atol:
             differ[:, j] = (na_a != na_b) | (~na_a & ~na_b & (a.astype(object).to_numpy() != b.astype(object).to_numpy()))
     return full, trunc, differ
 
-# %% ../nbs/02b_guard.ipynb #09df970f
+# %% ../nbs/02b_guard.ipynb #4263e231
 @dataclass
 class LookaheadReport:
     "What `check_no_lookahead` compared and found."
@@ -178,7 +184,7 @@ def check_no_lookahead(fn: Callable, # the feature: fn(data) -> Series | DataFra
     times = _times(data)
     if times is None or not len(times): raise UsageError("data has no time axis (DatetimeIndex or a 'ts' column)")
     cuts = _cut_dates(times, dates, n_dates)
-    full = _flatten(fn(data))
+    full = _flatten(fn(_shallow(data)))
     checks, leaks = [], []
     for cut in cuts:
         trunc = _flatten(fn(truncate(data, cut)))

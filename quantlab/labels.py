@@ -79,7 +79,7 @@ def ewm_volatility(close: pd.DataFrame, # panel of prices
     close = _check_panel(close, "close")
     return returns(close).ewm(span=span, min_periods=min_periods).std()
 
-# %% ../nbs/02c_labels.ipynb #149923b3
+# %% ../nbs/02c_labels.ipynb #c5f22bd0
 @njit(cache=True)
 def _barrier_kernel(close, rows, cols, target, side, pt, sl, max_hold):
     n = close.shape[0]
@@ -108,7 +108,8 @@ def _barrier_kernel(close, rows, cols, target, side, pt, sl, max_hold):
                 touch[e], ret[e], kind[e] = i, r, -1
                 break
         if kind[e] == 2 and last <= n - 1 and last_valid >= 0:
-            touch[e], ret[e], kind[e] = last_valid, (close[last_valid, c] / p0 - 1.0) * side[e], 0
+            # known at the vertical barrier; valued at the last close at or before it
+            touch[e], ret[e], kind[e] = last, (close[last_valid, c] / p0 - 1.0) * side[e], 0
     return touch, ret, kind
 
 

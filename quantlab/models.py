@@ -26,7 +26,7 @@ from .core import (StateError, UsageError, atomic_path, atomic_write_json, finge
 __all__ = ['PurgedKFold', 'WalkForwardSplit', 'WalkForwardResult', 'walk_forward_predict', 'PCAResult', 'return_pca',
            'ModelRecord', 'save_model', 'load_model', 'stack_panels']
 
-# %% ../nbs/03a_models.ipynb #b7273e33
+# %% ../nbs/03a_models.ipynb #9064ac13
 def _times(t1: pd.Series, n: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     "Sample start and label end times as int64 nanoseconds; checks order, length and completeness."
     if not isinstance(t1, pd.Series) or not isinstance(t1.index, pd.DatetimeIndex):
@@ -38,6 +38,12 @@ def _times(t1: pd.Series, n: int | None = None) -> tuple[np.ndarray, np.ndarray]
     end = end_idx.as_unit("ns").asi8
     if np.any(np.diff(start) < 0): raise UsageError("samples must be sorted by time (t1's index increasing)")
     return start, end
+
+
+def _describe(t1) -> str:
+    "A one-line summary of a t1 Series for reprs."
+    if not isinstance(t1, pd.Series) or not len(t1): return repr(t1)
+    return f"<{len(t1)} samples {t1.index[0]:%Y-%m-%d}..{t1.index[-1]:%Y-%m-%d}>"
 
 
 class PurgedKFold(BaseCrossValidator):
@@ -52,11 +58,21 @@ class PurgedKFold(BaseCrossValidator):
         if embargo < 0: raise UsageError(f"embargo must be >= 0 bars, got {embargo}")
         self.n_splits, self.t1, self.embargo = int(n_splits), t1, int(embargo)
 
-    def get_n_splits(self, X=None, y=None, groups=None) -> int:
+    def __repr__(self): return f"PurgedKFold(n_splits={self.n_splits}, embargo={self.embargo}, t1={_describe(self.t1)})"
+
+    def get_n_splits(self,
+                     X=None, # ignored (scikit-learn's signature)
+                     y=None, # ignored
+                     groups=None, # ignored
+                    ) -> int:
         "Number of folds."
         return self.n_splits
 
-    def split(self, X, y=None, groups=None):
+    def split(self,
+              X, # features, one row per sample, aligned with t1
+              y=None, # ignored (scikit-learn's signature)
+              groups=None, # ignored: the label intervals in t1 define the groups
+             ):
         "Yield (train, test) integer positions for each fold."
         if self.t1 is None: raise UsageError("PurgedKFold needs t1 (the label end time of every sample)")
         start, end = _times(self.t1, len(X))
@@ -75,7 +91,7 @@ class PurgedKFold(BaseCrossValidator):
     def _iter_test_indices(self, X=None, y=None, groups=None):
         for _, test in self.split(X, y, groups): yield test
 
-# %% ../nbs/03a_models.ipynb #9346a4f4
+# %% ../nbs/03a_models.ipynb #d9b3a8d8
 class WalkForwardSplit(BaseCrossValidator):
     "Expanding (or rolling) train-then-test splits over time blocks, with purging and an embargo."
 
@@ -90,11 +106,23 @@ class WalkForwardSplit(BaseCrossValidator):
         if embargo < 0: raise UsageError(f"embargo must be >= 0 bars, got {embargo}")
         self.n_splits, self.t1, self.test_size, self.train_size, self.embargo = int(n_splits), t1, test_size, train_size, int(embargo)
 
-    def get_n_splits(self, X=None, y=None, groups=None) -> int:
+    def __repr__(self):
+        return (f"WalkForwardSplit(n_splits={self.n_splits}, test_size={self.test_size}, train_size={self.train_size}, "
+                f"embargo={self.embargo}, t1={_describe(self.t1)})")
+
+    def get_n_splits(self,
+                     X=None, # ignored (scikit-learn's signature)
+                     y=None, # ignored
+                     groups=None, # ignored
+                    ) -> int:
         "Number of test blocks."
         return self.n_splits
 
-    def split(self, X, y=None, groups=None):
+    def split(self,
+              X, # features, one row per sample, aligned with t1
+              y=None, # ignored (scikit-learn's signature)
+              groups=None, # ignored: the label intervals in t1 define the groups
+             ):
         "Yield (train, test) integer positions, oldest test block first."
         if self.t1 is None: raise UsageError("WalkForwardSplit needs t1 (the label end time of every sample)")
         start, end = _times(self.t1, len(X))

@@ -18,7 +18,7 @@ from .portfolio import Portfolio
 from .risk import Decision, RiskEngine
 
 # %% auto #0
-__all__ = ['OPEN', 'ManagedOrder', 'OrderManager']
+__all__ = ['OPEN', 'ManagedOrder', 'OrderManager', 'as_time']
 
 # %% ../nbs/07_oms.ipynb #d3309692
 OPEN = frozenset({OrderStatus.SUBMITTED, OrderStatus.PARTIALLY_FILLED})
@@ -49,7 +49,7 @@ class ManagedOrder:
         "Working at the broker (submitted or partially filled)."
         return self.status in OPEN
 
-# %% ../nbs/07_oms.ipynb #c1257683
+# %% ../nbs/07_oms.ipynb #7b53b394
 class OrderManager:
     "Client order ids, the state machine, risk before the broker, brackets/OCO, cancel/replace."
 
@@ -70,7 +70,7 @@ class OrderManager:
         self._open: dict[str, ManagedOrder] = {}
         self._seen_fills: set[str] = set()
         self._fill_cursor = self._update_cursor = 0
-        self.now = None  # the current time; the engine (or the live clock) sets it
+        self.now = None  # the current time (a UTC Timestamp, or int ns in backtests); the engine or live clock sets it
 
     def next_id(self) -> str:
         "A new client order id (never reused within this manager)."
@@ -91,7 +91,9 @@ class OrderManager:
                price: float | None = None, # last price for the risk check; default the portfolio's mark
               ) -> ManagedOrder:
         "Accept `order` (idempotent on client id), check risk, send it unless denied or waiting for a parent."
-        if order.client_id is None: order = order.replace(client_id=self.next_id())
+        if order.client_id is None:
+            o = order  # a direct constructor call: dataclasses.replace is slow in the hot loop
+            order = Order(o.symbol, o.quantity, o.kind, o.limit_price, o.stop_price, o.tif, self.next_id(), o.parent_id, o.oco, o.reason)
         cid = order.client_id
         old = self.orders.get(cid)
         if old is not None:
@@ -244,7 +246,17 @@ class OrderManager:
                  "approved": None if r.decision is None else r.decision.approved,
                  "risk_reason": None if r.decision is None else r.decision.reason, "last_reason": r.reason}
                 for r in self.orders.values()]
-        return pd.DataFrame(rows)
+        df = pd.DataFrame(rows, columns=["client_id", "symbol", "quantity", "kind", "limit_price", "stop_price", "tif",
+                                         "parent_id", "oco", "reason", "created", "status", "filled", "avg_price",
+                                         "approved", "risk_reason", "last_reason"])
+        df["created"] = as_time(df["created"])
+        return df
+
+
+def as_time(values: pd.Series) -> pd.Series:
+    "Timestamps as UTC datetimes; integers are nanoseconds since the epoch (the engine's hot-loop clock)."
+    if pd.api.types.is_numeric_dtype(values): return pd.to_datetime(values, unit="ns", utc=True)
+    return pd.to_datetime(values, utc=True)
 
 
 def _same_intent(a: Order, b: Order) -> bool:

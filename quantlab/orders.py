@@ -66,7 +66,7 @@ def check_transition(old: OrderStatus, # current state
         raise StateError(f"order {client_id}: illegal transition {old.value} -> {new.value}")
     return new
 
-# %% ../nbs/04_orders.ipynb #1ad2c235
+# %% ../nbs/04_orders.ipynb #32f70cda
 @dataclass(frozen=True, slots=True)
 class Order:
     "An immutable order intent; quantity is signed (+ buy, - sell)."
@@ -82,8 +82,8 @@ class Order:
     reason: str = ""  # why (goes to the audit trail; "take_profit", "stop_loss", "rebalance", ...)
 
     def __post_init__(self):
-        object.__setattr__(self, "kind", OrderKind(self.kind))
-        object.__setattr__(self, "tif", TimeInForce(self.tif))
+        if type(self.kind) is not OrderKind: object.__setattr__(self, "kind", OrderKind(self.kind))
+        if type(self.tif) is not TimeInForce: object.__setattr__(self, "tif", TimeInForce(self.tif))
         if self.kind in (OrderKind.LIMIT, OrderKind.STOP_LIMIT) and self.limit_price is None:
             raise UsageError(f"{self.kind.value} order on {self.symbol} needs limit_price")
         if self.kind in (OrderKind.STOP, OrderKind.STOP_LIMIT) and self.stop_price is None:
@@ -125,7 +125,7 @@ def bracket(symbol: str, # instrument
                parent_id=cid, oco=cid, reason="stop_loss")
     return [entry, tp, sl]
 
-# %% ../nbs/04_orders.ipynb #b4d6f4e2
+# %% ../nbs/04_orders.ipynb #48fa5ff3
 @dataclass(frozen=True, slots=True)
 class Fill:
     "One execution: signed quantity at an all-in price, with costs by kind."
@@ -133,7 +133,7 @@ class Fill:
     symbol: str  # instrument
     quantity: float  # signed: + bought, - sold
     price: float  # all-in price per unit (spread and slippage included)
-    ts: object  # when (tz-aware UTC Timestamp, or the bar's int64 ns in hot loops)
+    ts: object  # when: a tz-aware UTC Timestamp (live) or int ns since the epoch (simulation)
     commission: float = 0.0  # charged to cash on top of quantity * price
     spread: float = 0.0  # cost of crossing half the spread, in currency (inside price)
     slippage: float = 0.0  # market-impact / slippage cost in currency (inside price)

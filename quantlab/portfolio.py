@@ -45,7 +45,7 @@ class Position:
         elif (q1 > 0) != (q0 > 0): self.avg_cost = price  # flipped: the rest opens at the fill price
         return pnl
 
-# %% ../nbs/05_portfolio.ipynb #0fe37bd5
+# %% ../nbs/05_portfolio.ipynb #bc36d4ff
 COST_KINDS = ("commission", "spread", "slippage", "borrow")
 
 
@@ -171,9 +171,16 @@ class Portfolio:
 
     def check(self, tolerance: float = 1e-9) -> None:
         "Raise `StateError` unless cash + positions value equals initial cash + P&L - charges."
-        by_cash = self.equity
-        by_pnl = self.initial_cash + self.realised + self.unrealised - self._charged
-        scale = abs(self.initial_cash) + abs(self.cash) + self.gross_exposure() + 1.0
+        value = unrealised = realised = gross = 0.0
+        for s, p in self.positions.items():  # one pass: value, P&L and gross exposure
+            realised += p.realised
+            if p.quantity:
+                price = self._price(s)
+                v = p.quantity * price * p.multiplier
+                value += v; gross += abs(v); unrealised += (price - p.avg_cost) * p.quantity * p.multiplier
+        by_cash = self.cash + value
+        by_pnl = self.initial_cash + realised + unrealised - self._charged
+        scale = abs(self.initial_cash) + abs(self.cash) + gross + 1.0
         if abs(by_cash - by_pnl) > tolerance * scale:
             raise StateError(f"accounting invariant broken: cash + positions = {by_cash!r} but initial + P&L - costs = {by_pnl!r}")
 
@@ -222,7 +229,7 @@ class FixedQuantity:
         "Units to hold for `weight`."
         return weight * self.quantity_per_weight
 
-# %% ../nbs/05_portfolio.ipynb #2673f396
+# %% ../nbs/05_portfolio.ipynb #74901849
 def orders_for_targets(portfolio: Portfolio, # the account (positions, equity at its marks)
                        targets: Mapping[str, float], # complete book: symbol -> weight of equity; missing held symbols go to 0
                        prices: Mapping[str, float] | None = None, # prices to size at; default the portfolio's marks
@@ -231,6 +238,7 @@ def orders_for_targets(portfolio: Portfolio, # the account (positions, equity at
                        pending: Mapping[str, float] | None = None, # signed quantity of working orders per symbol
                        min_trade_notional: float = 0.0, # skip smaller trades
                        reason: str = "rebalance", # recorded on the orders
+                       only=None, # trade only these symbols (e.g. those whose target changed); None = all
                       ) -> list[Order]:
     "Market orders that move `portfolio` to `targets`, sized, lot-rounded and filtered."
     sizer = sizer or _DEFAULT_SIZER
@@ -238,6 +246,7 @@ def orders_for_targets(portfolio: Portfolio, # the account (positions, equity at
     equity = portfolio.equity
     orders = []
     symbols = list(targets) + [s for s, p in portfolio.positions.items() if p.quantity and s not in targets]
+    if only is not None: symbols = [s for s in symbols if s in only]
     for s in symbols:
         w = float(targets.get(s, 0.0))
         price = prices.get(s, math.nan)

@@ -234,7 +234,22 @@ def _keep_failure_note(tmp: Path, failed: Path, params: dict, exc: BaseException
                                                "failed_at": utc_now()})
     return failed
 
-# %% ../nbs/12_reports.ipynb #792b5d63
+# %% ../nbs/12_reports.ipynb #c3e50a25
+def _reserve(root: Path, # reports/<report>
+             base: str, # the run id from make_run_id
+            ) -> tuple[str, Path, Path]:
+    "A free run id (base, base-2, ...), its final directory, and its temporary directory, created atomically."
+    root.mkdir(parents=True, exist_ok=True)
+    for n in range(1, 1000):
+        run_id = base if n == 1 else f"{base}-{n}"
+        final, tmp = root / run_id, root / f".{run_id}.tmp"
+        if final.exists(): continue
+        try: tmp.mkdir()  # mkdir is atomic: two runs racing for one id cannot both get it
+        except FileExistsError: continue
+        return run_id, final, tmp
+    raise UsageError(f"no free run id for {base} under {root}")
+
+# %% ../nbs/12_reports.ipynb #cbe72645
 def run_report(report: str | os.PathLike, # template name (see `list_reports`) or a notebook path
                params: dict | None = None, # parameter overrides (typed values)
                output_dir: str | os.PathLike | None = None, # reports root (default: $QUANTLAB_REPORTS_DIR or ./reports)
@@ -252,21 +267,15 @@ def run_report(report: str | os.PathLike, # template name (see `list_reports`) o
     effective = check_parameter_names(source, params)
     started, t0 = utc_now(), time.perf_counter()
     root = reports_dir(output_dir) / name
-    run_id = make_run_id(effective, started)
-    final = root / run_id
-    n = 1
-    while final.exists() or (root / f".{final.name}.tmp").exists():
-        n += 1; final = root / f"{run_id}-{n}"
-    run_id = final.name
-    tmp = root / f".{run_id}.tmp"
-    tmp.mkdir(parents=True)
+    run_id, final, tmp = _reserve(root, make_run_id(effective, started))
     try:
         metrics_path = (tmp / "metrics.json").resolve()
         with _environ(PLOTLY_RENDERER="plotly_mimetype+notebook"):
             papermill.execute_notebook(str(source), str(tmp / "report.ipynb"),
                                        parameters={**params, "metrics_path": str(metrics_path)},
                                        kernel_name=kernel_name, progress_bar=progress,
-                                       execution_timeout=timeout, request_save_on_cell_execute=False)
+                                       execution_timeout=timeout, request_save_on_cell_execute=False,
+                                       extra_arguments=["--log-level=ERROR"])  # no kernel-log noise on stderr
         metrics = json.loads(metrics_path.read_text(encoding="utf-8")) if metrics_path.exists() else {}
         metrics["run"] = {"report": name, "run_id": run_id, "started_at": started, "finished_at": utc_now(),
                           "seconds": round(time.perf_counter() - t0, 3), "template": str(source),
@@ -286,7 +295,7 @@ def run_report(report: str | os.PathLike, # template name (see `list_reports`) o
         raise
     return ReportRun(name, run_id, final, effective, metrics)
 
-# %% ../nbs/12_reports.ipynb #79dfd09a
+# %% ../nbs/12_reports.ipynb #c8627be4
 def list_runs(report: str, # template name
               output_dir: str | os.PathLike | None = None, # reports root
              ) -> list[str]:

@@ -28,13 +28,10 @@ from . import corporate, schema, validate
 from .core import DataError, StateError, UsageError, as_utc_timestamp, atomic_path, atomic_write_json, data_dir, utc_now
 
 # %% auto #0
-__all__ = ['SCHEMA_VERSION', 'TICK_DATASETS', 'WriteResult', 'BarStore', 'verify', 'write_bars', 'read_bars', 'warnings',
-           'write_actions', 'read_actions', 'write_quotes', 'write_trades', 'read_quotes', 'read_trades',
-           'write_series', 'read_series', 'series_names', 'asof_join', 'query']
+__all__ = ['SCHEMA_VERSION', 'WriteResult', 'BarStore']
 
-# %% ../nbs/01d_store.ipynb #a06a4e22
+# %% ../nbs/01d_store.ipynb #6d028f39
 SCHEMA_VERSION = 1
-TICK_DATASETS = ("quotes", "trades")
 _NAME = re.compile(r"^[A-Za-z0-9_\-]+$")
 
 
@@ -67,7 +64,7 @@ class WriteResult:
     @property
     def changed(self) -> bool: return bool(self.files)
 
-# %% ../nbs/01d_store.ipynb #5a29ead3
+# %% ../nbs/01d_store.ipynb #5296b63f
 def _latest(df: pd.DataFrame, keys: list[str], as_of=None) -> pd.DataFrame:
     "Per key, the row with the greatest `available_at` (<= `as_of` when given); order by keys kept."
     if as_of is not None: df = df[df["available_at"] <= as_of]
@@ -76,39 +73,57 @@ def _latest(df: pd.DataFrame, keys: list[str], as_of=None) -> pd.DataFrame:
     return df[~df.duplicated(keys, keep="last")].reset_index(drop=True)
 
 
-def _same(a: pd.Series, b: pd.Series) -> np.ndarray:
+def _same(a, b) -> np.ndarray:
     "Element-wise equality where NaN equals NaN."
-    a, b = a.to_numpy(), b.to_numpy()
+    a, b = np.asarray(a), np.asarray(b)
     with np.errstate(invalid="ignore"):
         eq = a == b
     return eq | (pd.isna(a) & pd.isna(b))
 
 
-def _merge_versioned(old: pd.DataFrame | None, # stored rows, all versions (with available_at)
+def _i8(s: pd.Series) -> np.ndarray:
+    "UTC timestamps as int64 nanoseconds."
+    return s.astype("datetime64[ns, UTC]").array.asi8
+
+
+def _match(latest: pd.DataFrame, new: pd.DataFrame, keys: list[str]) -> np.ndarray:
+    "For each row of `new`, the position of its key in `latest` (unique and sorted by keys), or -1."
+    if len(keys) == 1 and isinstance(new[keys[0]].dtype, pd.DatetimeTZDtype):  # bars, series: binary search
+        a, b = _i8(latest[keys[0]]), _i8(new[keys[0]])
+        pos = np.minimum(np.searchsorted(a, b), max(len(a) - 1, 0))
+        return np.where((len(a) > 0) & (a[pos] == b), pos, -1)
+    m = new[keys].merge(latest[keys].assign(_pos=np.arange(len(latest))), on=keys, how="left")
+    return m["_pos"].fillna(-1).to_numpy().astype("int64")
+
+
+def _merge_versioned(old: pd.DataFrame | None, # stored rows of one partition, all versions (with available_at)
                      new: pd.DataFrame, # incoming rows, unique on keys, with available_at for new keys
-                     keys: list[str], # the row identity
+                     keys: list[str], # the row identity inside the partition
                      values: list[str], # the columns compared for a correction
                      correction_at: pd.Timestamp, # available_at given to corrections
                     ) -> tuple[pd.DataFrame | None, dict]:
     "All versions after adding `new`: (frame or None when nothing changed, counts)."
     if old is None or not len(old):
         return new, {"rows_new": len(new), "rows_corrected": 0, "rows_unchanged": 0}
-    latest = _latest(old, keys)
-    m = new.merge(latest[[*keys, *[v for v in values if v in latest.columns], "available_at"]], on=keys,
-                  how="left", suffixes=("", "_old"), indicator=True)
-    matched = (m["_merge"] == "both").to_numpy()
-    differs = np.zeros(len(m), bool)
+    one_ts = len(keys) == 1 and len(old) > 1 and isinstance(old[keys[0]].dtype, pd.DatetimeTZDtype)
+    latest = old if one_ts and (np.diff(_i8(old[keys[0]])) > 0).all() else _latest(old, keys)  # no versions: as is
+    pos = _match(latest, new, keys)
+    matched = pos >= 0
+    take = np.where(matched, pos, 0)
+    differs = np.zeros(len(new), bool)
     for v in values:
-        other = m[f"{v}_old"] if f"{v}_old" in m.columns else pd.Series(np.nan, index=m.index)
-        differs |= ~_same(m[v], other)
+        other = latest[v].to_numpy()[take] if v in latest.columns else np.full(len(new), np.nan)
+        differs |= ~_same(new[v].to_numpy(), other)
     corrected = matched & differs
     fresh = ~matched
     if corrected.any():
-        prev = m.loc[corrected, "available_at_old"]
-        if (prev >= correction_at).any():
-            i = int(np.flatnonzero(corrected)[int(np.argmax((prev >= correction_at).to_numpy()))])
+        prev = latest["available_at"].iloc[take[corrected]]
+        late = (prev >= correction_at).to_numpy()
+        if late.any():
+            i = int(np.flatnonzero(corrected)[int(np.argmax(late))])
             raise UsageError(f"a correction must be known later than the version it replaces: key "
-                             f"{dict(m.loc[i, keys])} stored with available_at {prev.max()}, known_at {correction_at}")
+                             f"{dict(new.loc[new.index[i], keys])} stored with available_at {prev.max()}, "
+                             f"known_at {correction_at}")
     counts = {"rows_new": int(fresh.sum()), "rows_corrected": int(corrected.sum()),
               "rows_unchanged": int((matched & ~differs).sum())}
     if not (fresh.any() or corrected.any()): return None, counts
@@ -176,7 +191,7 @@ class BarStore:
         "Symbols stored in `dataset` (sorted)."
         return sorted(self.manifest()["datasets"].get(dataset, {}))
 
-# %% ../nbs/01d_store.ipynb #85208084
+# %% ../nbs/01d_store.ipynb #e2c8c5f7
 def _entries(self, dataset: str, symbols=None) -> list[tuple[str, dict]]:
     "(symbol, manifest entry) pairs of `dataset` for `symbols` (all when None); unknown symbols: UsageError."
     parts = self.manifest()["datasets"].get(dataset, {})
@@ -239,7 +254,7 @@ def verify(self) -> dict:
 
 BarStore._entries, BarStore._read_tables, BarStore.verify = _entries, _read_tables, verify
 
-# %% ../nbs/01d_store.ipynb #9fa7d0fd
+# %% ../nbs/01d_store.ipynb #a86552b8
 @contextlib.contextmanager
 def _locked(root: Path):
     "An exclusive advisory lock on `root/.lock` for the duration of a write."
@@ -271,11 +286,13 @@ def _span(df: pd.DataFrame, column: str = "ts") -> list:
     return [_iso(df[column].min()), _iso(df[column].max())] if len(df) else [None, None]
 
 _TIME_COLUMNS = ("ts", "available_at", "ex_date", "written_at")
+_ROW_GROUP = 131_072  # rows per Parquet row group: small enough that a date-range read skips most of a file
 
 
 def _ns_utc(df: pd.DataFrame) -> pd.DataFrame:
     "Every timestamp column as datetime64[ns, UTC] (one dtype in and out of the store, whatever pandas inferred)."
     for c in df.columns:
+        if str(df[c].dtype) == "datetime64[ns, UTC]": continue
         if isinstance(df[c].dtype, pd.DatetimeTZDtype) or (c in _TIME_COLUMNS and df[c].dtype == object):
             df[c] = pd.to_datetime(df[c], utc=True).astype("datetime64[ns, UTC]")
     return df
@@ -303,7 +320,8 @@ def _commit(self,
                 rel = f"{rel_dir}/part-{uuid.uuid4().hex}.parquet"
                 table = pa.Table.from_pandas(_ns_utc(df.copy()), preserve_index=False)
                 with atomic_path(self.root / rel) as tmp:
-                    pq.write_table(table, tmp, use_dictionary=["symbol"] if "symbol" in df.columns else False)
+                    pq.write_table(table, tmp, row_group_size=_ROW_GROUP,
+                                   use_dictionary=["symbol"] if "symbol" in df.columns else False)
                     written.append(self.root / rel)
                 old = parts.get(symbol)
                 if old: superseded.append(self.root / old["file"])
@@ -330,7 +348,7 @@ def _commit(self,
 
 BarStore._commit = _commit
 
-# %% ../nbs/01d_store.ipynb #0ea1c106
+# %% ../nbs/01d_store.ipynb #ceb2656b
 _BAR_VALUES = ["open", "high", "low", "close", "volume", "vwap", "trades"]
 
 
@@ -421,7 +439,7 @@ def write_bars(self,
 
 BarStore.write_bars = write_bars
 
-# %% ../nbs/01d_store.ipynb #0782db31
+# %% ../nbs/01d_store.ipynb #219995ed
 def _ts_filter(start, end, as_of, column: str = "ts"):
     "A pyarrow filter expression for start <= ts <= end and available_at <= as_of."
     expr = None
@@ -460,7 +478,7 @@ def read_bars(self,
 
 BarStore.read_bars = read_bars
 
-# %% ../nbs/01d_store.ipynb #2acd2884
+# %% ../nbs/01d_store.ipynb #33d742b0
 _WARNING_COLUMNS = ["symbol", "check", "row", "ts", "column", "message", "value", "file", "written_at"]
 
 
@@ -507,7 +525,7 @@ def warnings(self,
 
 BarStore._warning_frames, BarStore.warnings = _warning_frames, warnings
 
-# %% ../nbs/01d_store.ipynb #9d60eeb5
+# %% ../nbs/01d_store.ipynb #c55a47fb
 _ACTION_KEYS = ["symbol", "ex_date", "kind"]
 
 
@@ -561,7 +579,7 @@ def read_actions(self,
 
 BarStore._action_frames, BarStore.write_actions, BarStore.read_actions = _action_frames, write_actions, read_actions
 
-# %% ../nbs/01d_store.ipynb #caf4835f
+# %% ../nbs/01d_store.ipynb #4c76fc52
 def _write_ticks(self, dataset: str, df: pd.DataFrame, source, known_at) -> WriteResult:
     "Shared body of write_quotes / write_trades."
     file = _source_file(source)
@@ -626,7 +644,7 @@ def read_trades(self, symbols=None, start=None, end=None, as_of=None) -> pd.Data
  BarStore.read_quotes, BarStore.read_trades) = (_write_ticks, write_quotes, write_trades, _read_ticks,
                                                 read_quotes, read_trades)
 
-# %% ../nbs/01d_store.ipynb #a58407e2
+# %% ../nbs/01d_store.ipynb #5699e2da
 def _series_dataset(name: str) -> str:
     "Dataset key of a series; names are restricted so they are safe as directory names."
     if not isinstance(name, str) or not _NAME.match(name):
@@ -710,7 +728,7 @@ def series_names(self) -> list[str]:
 
 BarStore.write_series, BarStore.read_series, BarStore.series_names = write_series, read_series, series_names
 
-# %% ../nbs/01d_store.ipynb #14cc81f9
+# %% ../nbs/01d_store.ipynb #26da8894
 def _timeline(versions: pd.DataFrame) -> pd.DataFrame:
     "Versions that were the latest-period value when they appeared (per symbol), ordered by available_at."
     v = versions.sort_values(["symbol", "available_at", "ts"], kind="stable", ignore_index=True)
@@ -758,7 +776,7 @@ def asof_join(self,
 
 BarStore.asof_join = asof_join
 
-# %% ../nbs/01d_store.ipynb #a87b9076
+# %% ../nbs/01d_store.ipynb #5ff841fd
 def query(self,
           sql: str, # DuckDB SQL over the views bars, actions, quotes, trades, warnings, series_<name>
          ) -> pd.DataFrame:

@@ -19,13 +19,13 @@ from .portfolio import Portfolio
 # %% auto #0
 __all__ = ['Strategy', 'Context', 'as_targets', 'event_mask', 'rebalance_schedule', 'check_no_lookahead']
 
-# %% ../nbs/06_strategy.ipynb #fe0aef7b
+# %% ../nbs/06_strategy.ipynb #e54da227
 class Strategy:
     "Base class: override `on_bar`; optionally `features`, `events`, `on_start`, `on_fill`."
     defaults: dict = {}  # parameter defaults
     sizer = None  # portfolio sizer for target weights; None = FixedFraction(1.0)
     min_trade_notional: float = 0.0  # skip smaller rebalancing trades
-    rebalance: str = "on_change"  # "on_change": act on targets when they change; "always": on every call
+    rebalance: str = "on_change"  # "on_change": trade symbols whose target changed; "always": re-size the whole book on every call
 
     def __init__(self, **params):
         unknown = set(params) - set(self.defaults) if self.defaults else set()
@@ -188,14 +188,13 @@ class Context:
         out, self.intents = self.intents, []
         return out
 
-# %% ../nbs/06_strategy.ipynb #a2d686d3
+# %% ../nbs/06_strategy.ipynb #2ee303d0
 def as_targets(result, # what on_bar returned
                symbols: list[str], # ctx.symbols, for arrays
               ) -> dict[str, float] | None:
     "Normalise an `on_bar` return value to a {symbol: weight} dict, or None for no change."
     if result is None: return None
-    if isinstance(result, pd.Series): items = result.items()
-    elif isinstance(result, Mapping): items = result.items()
+    if isinstance(result, (dict, pd.Series)) or isinstance(result, Mapping): items = result.items()
     else:
         arr = np.asarray(result, dtype=float).reshape(-1)
         if len(arr) != len(symbols): raise UsageError(f"target array has {len(arr)} weights for {len(symbols)} symbols")

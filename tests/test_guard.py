@@ -5,7 +5,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from quantlab.core import QuantlabError, UsageError, session_closes
-from quantlab.factors import FACTORS, demean, momentum, neutralize, market_beta
+from quantlab.factors import FACTORS, FEATURES, demean, momentum, neutralize, market_beta
 from quantlab.guard import LookaheadError, check_no_lookahead, truncate
 from quantlab.indicators import INDICATORS, ema, macd, panels_from_bars
 
@@ -13,6 +13,7 @@ from quantlab.loaders import load_file
 from quantlab.store import BarStore
 
 REGISTRY = {**{f"indicator:{k}": v for k, v in INDICATORS.items()}, **{f"factor:{k}": v for k, v in FACTORS.items()}}
+assert len(REGISTRY) == len(FEATURES) and set(FEATURES.values()) == set(REGISTRY.values())
 BACKTRADER = {"YHOO": "backtrader/yhoo-1996-2015.txt", "ORCL": "backtrader/orcl-1995-2014.txt",
               "NVDA": "backtrader/nvda-1999-2014.txt"}
 CSVDIR = {s: f"zipline/csvdir_daily/{s}.csv.gz" for s in ("AAPL", "IBM", "KO", "MSFT")}

@@ -40,7 +40,7 @@ def _brute_barrier(close, t0, target, side, pt, sl, max_hold):
     if last > n - 1: return None
     i = last
     while np.isnan(close[i]): i -= 1
-    return i, (close[i] / p0 - 1) * side, "time"
+    return last, (close[i] / p0 - 1) * side, "time"
 
 
 def test_forward_returns_match_a_loop_over_dates(stocks):
@@ -100,7 +100,7 @@ def test_triple_barrier_matches_brute_force_on_real_prices(stocks, pt, sl, max_h
             i, r, kind = res
             expected.append((panel.index[t0], sym, panel.index[i], r, kind))
     ref = pd.DataFrame(expected, columns=["ts", "symbol", "t_end", "ret", "barrier"]).sort_values(["ts", "symbol"])
-    got = out.sort_values(["ts", "symbol"]).reset_index(drop=True)
+    got = out.astype({"symbol": str, "barrier": str}).sort_values(["ts", "symbol"]).reset_index(drop=True)
     ref = ref.reset_index(drop=True)
     assert len(got) == len(ref) > 5000
     assert (got["ts"] == ref["ts"]).all() and (got["symbol"] == ref["symbol"]).all()
@@ -137,7 +137,7 @@ def test_meta_labels_match_brute_force_with_random_sides(stocks):
             if res is None: continue
             rows.append((panel.index[t0], sym, int(res[1] > 0), res[2], int(sd[t0])))
     ref = pd.DataFrame(rows, columns=["ts", "symbol", "meta", "barrier", "side"]).sort_values(["ts", "symbol"]).reset_index(drop=True)
-    got = out.sort_values(["ts", "symbol"]).reset_index(drop=True)
+    got = out.astype({"symbol": str, "barrier": str}).sort_values(["ts", "symbol"]).reset_index(drop=True)
     assert len(got) == len(ref) > 1000
     np.testing.assert_array_equal(got["meta"], ref["meta"])
     np.testing.assert_array_equal(got["side"], ref["side"])
@@ -170,6 +170,34 @@ def test_guard_flags_labels_but_not_the_volatility_target(stocks):
     tb = check_no_lookahead(lambda c: triple_barrier(c, 1, 1, 10, span=50), panel, dates=cuts, raise_on_leak=False)
     assert not tb.ok
     assert check_no_lookahead(lambda c: ewm_volatility(c, 50), panel, dates=cuts).ok
+
+
+def test_a_label_known_by_a_cut_is_the_same_on_data_truncated_there(stocks):
+    "t_end is honest: every event with t_end <= cut comes out identical when the data stops at the cut."
+    panel = stocks[["AAPL", "XOM", "GE", "BAC"]].iloc[-1200:].copy()
+    holes = np.random.default_rng(1).random(panel.shape) < 0.05   # missing prices inside paths
+    panel = panel.mask(holes)
+    full = triple_barrier(panel, pt=1, sl=1.5, max_hold=12, span=40).astype({"symbol": str, "barrier": str})
+    for cut in panel.index[[300, 700, 1100]]:
+        trunc = triple_barrier(panel.loc[:cut], pt=1, sl=1.5, max_hold=12, span=40).astype({"symbol": str, "barrier": str})
+        known = full[full["t_end"] <= cut].reset_index(drop=True)
+        pd.testing.assert_frame_equal(trunc[trunc["t_end"] <= cut].reset_index(drop=True), known)
+        assert (trunc["t_end"] <= cut).all()   # truncated data resolves nothing beyond its end
+        fwd_full, fwd_trunc = forward_returns(panel, 5), forward_returns(panel.loc[:cut], 5)
+        ends = label_end(panel.index, 5)
+        rows = ends[ends <= cut].index
+        pd.testing.assert_frame_equal(fwd_trunc.loc[rows], fwd_full.loc[rows])
+
+
+def test_a_missing_price_inside_a_path_is_skipped():
+    ix = pd.date_range("2024-01-01 21:00", periods=6, freq="D", tz="UTC")
+    close = pd.DataFrame({"A": [100, 100.5, np.nan, 100.8, np.nan, 103.0]}, index=ix)
+    out = triple_barrier(close, pt=1, sl=1, max_hold=4, target=0.05).set_index("ts")
+    # from ix[0]: no barrier within 4 bars; the close at the vertical (ix[4]) is missing, so the event is valued
+    # at the last valid close before it (ix[3], 100.8) but known only at the vertical barrier itself
+    assert out.loc[ix[0], "barrier"] == "time" and out.loc[ix[0], "t_end"] == ix[4]
+    assert out.loc[ix[0], "ret"] == pytest.approx(0.008)
+    assert ix[2] not in out.index   # no event where the price is missing
 
 
 def test_bad_input_is_named():

@@ -258,3 +258,12 @@ def test_generic_preset_finds_columns_and_takes_a_mapping(shared_data, tmp_path)
 
 def test_presets_are_the_contracted_names():
     assert set(PRESETS) == {"yahoo", "zipline_csvdir", "quandl_wiki", "backtrader", "backtrader_intraday", "generic"}
+
+
+def test_bad_time_of_day_in_intraday_file(shared_data, tmp_path):
+    lines = (shared_data / "backtrader" / "2006-min-005.txt").read_text().splitlines()
+    lines[500] = lines[500].replace(lines[500].split(",")[1], "12:6x:00", 1)
+    path = _write_lines(tmp_path / "m5.txt", lines)
+    with pytest.raises(DataError) as err:
+        load_file(path, "backtrader_intraday", symbol="SX5E")
+    assert (err.value.row, err.value.column, err.value.value) == (500, "Time", "12:6x:00")

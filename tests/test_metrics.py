@@ -274,3 +274,10 @@ def test_summary_with_benchmark_trades_and_weights_has_one_row(spx):
     assert table.iloc[0]["trades"] == 3 and table.iloc[0]["time_in_market"] == 1.0
     with pytest.raises(UsageError, match="Series"):
         m.summary(pd.DataFrame({"a": spx, "b": spx}), trades=trades)
+
+
+def test_a_text_column_is_a_data_error_naming_row_and_column(shared_data):
+    from quantlab.core import DataError
+    prices = pd.read_csv(shared_data / "pypfopt" / "spy_prices.csv")  # the date stays a text column
+    with pytest.raises(DataError, match="row 1, column 'date'"):
+        m.summary(prices)

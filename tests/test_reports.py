@@ -124,3 +124,23 @@ def test_run_ids_sort_by_time_and_differ_by_parameters():
     assert reports.make_run_id({"x": 1}, t + pd.Timedelta("1s")) > max(a, b)
     assert reports.parse_params([("a", "1"), ("b", "1.5"), ("c", "false"), ("d", '["x"]'), ("e", "x")]) == \
         {"a": 1, "b": 1.5, "c": False, "d": ["x"], "e": "x"}
+
+
+def test_a_template_crash_exits_1_with_a_failure_note(tmp_path):
+    import nbformat
+    from quantlab import cli
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell("metrics_path = None", metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell("{}['missing']")])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "python3", "language": "python"}
+    path = tmp_path / "crash.ipynb"
+    nbformat.write(nb, path)
+    import contextlib, io
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        code = cli.main(["report", str(path), "--output-dir", str(tmp_path / "reports"), "--no-progress"])
+    last = err.getvalue().strip().splitlines()[-1]
+    assert code == 1 and last.startswith("quantlab: error: ReportFailed: KeyError: 'missing' (failure note: "), last
+    note = Path(last.split("(failure note: ")[1].rstrip(")"))
+    assert note.parent == tmp_path / "reports" / "crash" / "_failed" and (note / "report.ipynb").exists()
+    assert reports.list_runs("crash", tmp_path / "reports") == []

@@ -220,3 +220,13 @@ def test_validate_never_crashes_and_agrees_with_a_row_by_row_reference(rows):
     assert {x for x in got if x[0] != "ohlc_inconsistent"} == {x for x in ref if x[0] != "ohlc_inconsistent"}
     assert {x for x in ref if x[0] == "ohlc_inconsistent"} <= {x for x in got if x[0] == "ohlc_inconsistent"}
     assert rep.ok == (len(got) == 0)
+
+
+def test_empty_and_single_row_inputs():
+    from quantlab.schema import empty_bars
+    rep = validate_bars(empty_bars())
+    assert rep.ok and len(rep.findings) == 0 and len(rep.summary()) == 0 and rep.to_dict()["rows"] == 0
+    one = pd.DataFrame({"symbol": ["A"], "ts": [pd.Timestamp("2024-01-02 21:00", tz="UTC")], "open": [1.0],
+                        "high": [1.0], "low": [1.0], "close": [1.0], "volume": [10.0]})
+    rep = validate_bars(one)
+    assert rep.ok and len(rep.findings) == 0 and rep.summary().loc["A", "rows"] == 1

@@ -1,0 +1,226 @@
+"""The event loop on real data: event-skipping equals the naive every-bar loop exactly, point-in-time views, reconciliation."""
+import importlib.util
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from quantlab.brokers import (BarLatency, FixedSlippage, FixedSpread, PerShare, SimBroker, SquareRootImpact,
+                              VolatilitySpread, VolumeShare)
+from quantlab.core import UsageError
+from quantlab.engine import Engine, panels_from_bars
+from quantlab.portfolio import VolatilityTarget
+from quantlab.risk import RiskLimits
+from quantlab.strategy import Strategy, check_no_lookahead, rebalance_schedule
+
+
+def load_sp500() -> pd.DataFrame:
+    "arch.data.sp500.load() without importing arch (slow): the same CSV inside the installed package."
+    path = Path(importlib.util.find_spec("arch").submodule_search_locations[0]) / "data" / "sp500" / "sp500.csv.gz"
+    return pd.read_csv(path, index_col="Date", parse_dates=True, date_format="%m/%d/%Y")
+
+
+def ohlcv_panels(frames: dict) -> dict:
+    "Wide panels from {symbol: frame with Open, High, Low, Close, Volume}, stamped 21:00 UTC."
+    out = {}
+    for f in ("Open", "High", "Low", "Close", "Volume"):
+        wide = pd.DataFrame({s: df[f] for s, df in frames.items()})
+        wide.index = pd.DatetimeIndex(wide.index).tz_localize("UTC") + pd.Timedelta(hours=21)
+        out[f.lower()] = wide.astype(float)
+    return out
+
+
+@pytest.fixture(scope="module")
+def spx():
+    return ohlcv_panels({"SPX": load_sp500()})
+
+
+@pytest.fixture(scope="module")
+def stocks(shared_data):
+    frames = {s: pd.read_csv(shared_data / f"backtrader/{s.lower()}-{y}.txt", parse_dates=["Date"], index_col="Date")
+              for s, y in (("YHOO", "1996-2015"), ("ORCL", "1995-2014"), ("NVDA", "1999-2014"))}
+    return ohlcv_panels(frames)
+
+
+@pytest.fixture(scope="module")
+def closes20(shared_data):
+    p = pd.read_csv(shared_data / "pypfopt/stock_prices.csv", parse_dates=["date"], index_col="date").loc["2008":]
+    p.index = p.index.tz_localize("UTC") + pd.Timedelta(hours=21)
+    return {"close": p}
+
+
+class LongShortSma(Strategy):
+    "Long 90% when SMA fast > slow, short 50% otherwise."
+    defaults = {"fast": 10, "slow": 50}
+
+    def features(self, data):
+        c = data["close"]
+        f, s = c.rolling(self.params["fast"]).mean(), c.rolling(self.params["slow"]).mean()
+        return {"signal": np.sign(f - s).where(s.notna()), "vol": np.log(c).diff().rolling(20).std() * np.sqrt(252)}
+
+    def events(self, data, features):
+        s = features["signal"]
+        return (s.ne(s.shift()) & s.notna())
+
+    def on_bar(self, ctx):
+        s = ctx.row("signal")
+        return np.where(s > 0, 0.9, np.where(s < 0, -0.5, 0.0))
+
+
+class VolTargeted(LongShortSma):
+    sizer = VolatilityTarget(0.15, max_leverage=1.5)
+    def volatility(self, ctx): return dict(zip(ctx.symbols, ctx.row("vol").tolist()))
+
+
+class Brackets(Strategy):
+    "Every 15 bars per symbol: a bracketed limit entry a little below the close; also a stop entry and cancels."
+    def features(self, data):
+        c = data["close"]
+        return {"atr": (data["high"] - data["low"]).rolling(14).mean(), "up": (c > c.rolling(30).mean()).astype(float)}
+
+    def events(self, data, features):
+        n = len(data["close"])
+        return pd.Series(np.arange(n) % 15 == 0, index=data["close"].index)
+
+    def on_bar(self, ctx):
+        for s in ctx.symbols:
+            atr, px = ctx.value("atr", s), ctx.price(s)
+            if not (atr > 0 and px > 0) or ctx.position(s) != 0 or ctx.open_orders(s): continue
+            q = max(1.0, math.floor(50_000 / px))
+            if ctx.value("up", s) > 0:
+                ctx.bracket(s, q, take_profit=round(px + 2 * atr, 2), stop_loss=round(px - 1.5 * atr, 2),
+                            entry_limit=round(px - 0.3 * atr, 2), tif="GTC")
+            else:
+                oid = ctx.order(s, -q, stop=round(px - 0.5 * atr, 2), tif="DAY", reason="breakdown")
+        return None
+
+    def on_fill(self, ctx, fill):
+        if fill.quantity < 0 and ctx.position(fill.symbol) < 0:   # a short from the stop entry: exit with a GTC stop
+            ctx.order(fill.symbol, -ctx.position(fill.symbol), stop=round(fill.price * 1.05, 2), tif="GTC", reason="short_stop")
+
+
+def both(strategy_cls, data, **kw):
+    fast = Engine(strategy_cls(), data, **kw).run()
+    kw = {k: (v() if callable(v) else v) for k, v in kw.items()}
+    slow = Engine(strategy_cls(), data, mode="every_bar", **kw).run()
+    return fast, slow
+
+
+def costly_broker():
+    return SimBroker(commission=PerShare.ib_fixed(), spread=VolatilitySpread(0.3), slippage=SquareRootImpact(0.5))
+
+
+def test_event_mode_equals_every_bar_mode_on_sp500_long_short_with_costs_and_borrow(spx):
+    fast = Engine(LongShortSma(), spx, broker=costly_broker(), borrow_rate=0.03).run()
+    slow = Engine(LongShortSma(), spx, broker=costly_broker(), borrow_rate=0.03, mode="every_bar").run()
+    assert fast.events < len(fast.equity) / 5 and slow.events == len(slow.equity)
+    np.testing.assert_array_equal(fast.equity.to_numpy(), slow.equity.to_numpy())
+    np.testing.assert_array_equal(fast.positions.to_numpy(), slow.positions.to_numpy())
+    assert fast.portfolio.costs == slow.portfolio.costs and fast.portfolio.costs["borrow"] > 0
+    assert (fast.positions["SPX"] < 0).any() and (fast.positions["SPX"] > 0).any()
+
+
+def test_event_mode_equals_every_bar_mode_with_volatility_sizing(spx):
+    fast = Engine(VolTargeted(), spx, broker=SimBroker(commission=PerShare.ib_tiered())).run()
+    slow = Engine(VolTargeted(), spx, broker=SimBroker(commission=PerShare.ib_tiered()), mode="every_bar").run()
+    np.testing.assert_array_equal(fast.equity.to_numpy(), slow.equity.to_numpy())
+
+
+def test_event_mode_equals_every_bar_mode_with_brackets_stops_partials_and_latency(stocks):
+    def broker(): return SimBroker(commission=PerShare.ib_fixed(), spread=FixedSpread(5), slippage=FixedSlippage(2),
+                                   partial=VolumeShare(0.001), latency=BarLatency(1))
+    fast = Engine(Brackets(), stocks, broker=broker(), borrow_rate=0.02).run()
+    slow = Engine(Brackets(), stocks, broker=broker(), borrow_rate=0.02, mode="every_bar").run()
+    np.testing.assert_array_equal(fast.equity.to_numpy(), slow.equity.to_numpy())
+    orders = fast.oms.frame()
+    assert (orders.reason == "take_profit").any() and (orders.reason == "stop_loss").any()
+    assert (orders.status == "expired").any() and (orders.status == "cancelled").any()
+    fills = fast.audit["fills"]
+    assert fills.groupby("client_id").size().max() > 1                      # partial fills across bars
+    assert fast.events < 0.8 * len(fast.equity) * 1                          # resting orders do not force every bar
+    closes = fast.audit["closes"]
+    assert set(closes.reason) >= {"take_profit", "stop_loss"}
+
+
+def test_event_mode_equals_every_bar_mode_on_twenty_stocks_monthly(closes20):
+    class Monthly(Strategy):
+        rebalance = "always"
+        def features(self, data):
+            c = data["close"]
+            return {"mom": c.pct_change(126).where(c.notna())}
+        def events(self, data, features): return rebalance_schedule(data["close"].index, "M")
+        def on_bar(self, ctx):
+            if not ctx.is_event: return None
+            m = pd.Series(ctx.row("mom"), index=ctx.symbols).dropna()
+            if len(m) < 6: return None
+            return {**{s: 0.3 for s in m.nlargest(3).index}, **{s: -0.1 for s in m.nsmallest(3).index}}
+    fast = Engine(Monthly(), closes20, broker=SimBroker(spread=FixedSpread(3)), borrow_rate=0.01).run()
+    slow = Engine(Monthly(), closes20, broker=SimBroker(spread=FixedSpread(3)), borrow_rate=0.01, mode="every_bar").run()
+    np.testing.assert_array_equal(fast.equity.to_numpy(), slow.equity.to_numpy())
+    assert fast.portfolio.costs["borrow"] > 0 and fast.events < 250
+
+
+def test_naive_mode_catches_a_strategy_whose_events_miss_decisions(spx):
+    class Inconsistent(LongShortSma):
+        def events(self, data, features): return super().events(data, features) & (np.arange(len(data["close"])) % 2 == 0)[:, None]
+    fast = Engine(Inconsistent(), spx, broker=SimBroker(commission=0)).run()
+    slow = Engine(Inconsistent(), spx, broker=SimBroker(commission=0), mode="every_bar").run()
+    assert not np.array_equal(fast.equity.to_numpy(), slow.equity.to_numpy())
+
+
+def test_equity_is_cash_plus_positions_at_the_close_and_matches_the_broker_ledger(stocks):
+    run = Engine(Brackets(), stocks, broker=SimBroker(commission=PerShare.ib_fixed())).run()
+    close = stocks["close"].ffill().fillna(0.0)
+    np.testing.assert_allclose(run.equity, run.cash + (run.positions * close).sum(axis=1), rtol=1e-12)
+    assert run.broker.positions() == {s: q for s, q in run.positions.iloc[-1].items() if q}
+    assert math.isclose(run.broker.cash(), run.portfolio.cash, rel_tol=1e-12)
+
+
+def test_context_never_shows_data_after_now(spx):
+    seen = []
+    class Peek(Strategy):
+        def events(self, data, features): return np.arange(len(data["close"])) % 97 == 0
+        def on_bar(self, ctx):
+            h = ctx.history("close")
+            seen.append((ctx.now, h.index[-1], len(h), ctx.i))
+            with pytest.raises(ValueError): ctx.row("close")[0] = 0.0
+    Engine(Peek(), spx).run()
+    assert seen and all(now == last and n == i + 1 for now, last, n, i in seen)
+
+
+def test_strategies_features_are_point_in_time(spx, stocks):
+    check_no_lookahead(LongShortSma(), spx)
+    check_no_lookahead(Brackets(), stocks)
+
+
+def test_a_decision_fills_no_earlier_than_the_next_bar(spx):
+    run = Engine(LongShortSma(), spx).run()
+    q = run.audit.query("select d.bar as decided, min(f.bar) as first_fill from decisions d join orders o using (decision_id) "
+                        "join fills f using (client_id) group by d.bar")
+    assert len(q) > 50 and (q.first_fill == q.decided + 1).all()
+
+
+def test_long_store_frame_and_wide_panels_give_the_same_run(stocks):
+    long = pd.concat([pd.DataFrame({"symbol": s, "ts": stocks["close"].index, **{k: stocks[k][s].to_numpy() for k in stocks}})
+                      for s in stocks["close"].columns]).dropna(subset=["close"])
+    a = Engine(Brackets(), stocks).run(); b = Engine(Brackets(), long).run()
+    np.testing.assert_array_equal(a.equity.to_numpy(), b.equity.to_numpy())
+
+
+def test_daily_loss_limit_halts_trading(spx):
+    run = Engine(LongShortSma(), spx, risk=RiskLimits(max_daily_loss=0.03)).run()
+    assert run.oms.frame().risk_reason.str.contains("HALTED").any()
+
+
+def test_bad_inputs_are_refused(spx):
+    with pytest.raises(UsageError, match="mode"): Engine(LongShortSma(), spx, mode="fast")
+    naive = {k: v.tz_localize(None) if False else v.set_axis(v.index.tz_localize(None)) for k, v in spx.items()}
+    with pytest.raises(UsageError, match="UTC"): Engine(LongShortSma(), naive)
+    class Misaligned(Strategy):
+        def features(self, data): return {"x": data["close"].iloc[1:]}
+    with pytest.raises(UsageError, match="not indexed like the bars"): Engine(Misaligned(), spx).run()
+    dup = pd.DataFrame({"symbol": ["A", "A"], "ts": pd.to_datetime(["2024-01-02", "2024-01-02"], utc=True),
+                        "open": 1.0, "high": 1.0, "low": 1.0, "close": 1.0})
+    with pytest.raises(UsageError, match="row 2"): panels_from_bars(dup)

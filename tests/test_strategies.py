@@ -1,0 +1,97 @@
+"""The example strategies: registry, parameters, no look-ahead, and their signals against references computed
+here from TA-Lib and plain pandas on real data."""
+import numpy as np
+import pandas as pd
+import pytest
+import talib
+
+from quantlab.core import UsageError
+from quantlab.strategies import (STRATEGIES, RsiReversion, SmaCross, XsMomentum, default_params, get_strategy, sweep,
+                                 vector_backtest)
+from quantlab.strategy import check_no_lookahead
+from quantlab.vector import param_grid
+
+
+@pytest.fixture(scope="module")
+def spx():
+    from arch.data import sp500
+    df = sp500.load()
+    df.index = df.index.tz_localize("UTC")
+    return {k.lower(): df[[k]].set_axis(["SPX"], axis=1) for k in ["Open", "High", "Low", "Close", "Volume"]}
+
+
+@pytest.fixture(scope="module")
+def prices(shared_data):
+    px = pd.read_csv(shared_data / "pypfopt" / "stock_prices.csv", index_col=0, parse_dates=True)
+    px.index = pd.DatetimeIndex(px.index).tz_localize("UTC")
+    return px.loc["2003":"2010"].astype(float)
+
+
+def test_registry_names_defaults_and_errors():
+    assert set(STRATEGIES) == {"sma_cross", "rsi_reversion", "xs_momentum"}
+    for name in STRATEGIES:
+        d = default_params(name)
+        assert d == get_strategy(name).params and d is not get_strategy(name).params
+    with pytest.raises(UsageError, match="unknown strategy"):
+        get_strategy("buy_the_dip")
+    with pytest.raises(UsageError, match="unknown parameters"):
+        get_strategy("sma_cross", fastest=3)
+    with pytest.raises(UsageError, match="unknown parameters"):
+        sweep("sma_cross", {"close": pd.DataFrame()}, pd.DataFrame({"speed": [1]}))
+
+
+@pytest.mark.parametrize("name", ["sma_cross", "rsi_reversion"])
+def test_features_do_not_look_ahead_on_sp500(spx, name):
+    check_no_lookahead(get_strategy(name), {k: v.iloc[:1500] for k, v in spx.items()}, cuts=4)
+
+
+def test_xs_momentum_features_do_not_look_ahead(prices):
+    check_no_lookahead(XsMomentum(top=3), {"close": prices}, cuts=3)
+
+
+def test_sma_cross_target_is_talib_crossover(spx):
+    c = spx["close"]["SPX"].to_numpy()
+    tgt = SmaCross(fast=15, slow=80, long=0.5).features(spx)["target"]["SPX"].to_numpy()
+    f, s = talib.SMA(c, 15), talib.SMA(c, 80)
+    np.testing.assert_array_equal(tgt, np.where(np.isnan(s), 0.0, np.where(f > s, 0.5, 0.0)))
+
+
+def test_rsi_reversion_entries_are_talib_rsi(spx):
+    feats = RsiReversion(window=5, lower=25, upper=75).features(spx)
+    r = talib.RSI(spx["close"]["SPX"].to_numpy(), 5)
+    np.testing.assert_array_equal(feats["entry"]["SPX"].to_numpy(), (r < 25).astype(float))
+    np.testing.assert_array_equal(feats["exit"]["SPX"].to_numpy(), (r > 75).astype(float))
+
+
+def test_xs_momentum_picks_the_top_by_12_1_return_each_month_start(prices):
+    st = XsMomentum(top=3, lookback=252, skip=21, vol_window=63, target_vol=0.15)
+    t = st.features({"close": prices})["target"]
+    months = prices.index.tz_convert(None).to_period("M")
+    firsts = prices.index[np.r_[False, months[1:] != months[:-1]]]  # first bar of each month but the first
+    assert t.dropna(how="all").index.equals(firsts)
+    for ts in firsts[-24:]:
+        i = prices.index.get_loc(ts)
+        mom = prices.iloc[i - 21] / prices.iloc[i - 252] - 1
+        vol = prices.iloc[i - 63:i + 1].pct_change().iloc[1:].std() * np.sqrt(252)
+        ok = mom.notna() & vol.notna()
+        top = mom[ok].sort_values(ascending=False).index[:3]
+        expect = pd.Series(0.0, index=prices.columns)
+        expect[top] = np.minimum(0.15 / vol[top], 1.0) / 3
+        np.testing.assert_allclose(t.loc[ts].to_numpy(), expect.to_numpy(), rtol=1e-9)
+
+
+def test_rsi_sweep_equals_single_runs(spx):
+    grid = param_grid(window=[2, 5], stop_loss=[0.02, None], lower=[15.0])
+    sw = sweep("rsi_reversion", spx, grid, commission_bps=5)
+    for k, row in enumerate(grid.to_dict("records")):
+        row = {kk: (None if isinstance(v, float) and np.isnan(v) else v) for kk, v in row.items()}
+        one = vector_backtest("rsi_reversion", spx, row, commission_bps=5)
+        np.testing.assert_allclose(sw.equity.iloc[:, k].to_numpy(), one.equity.iloc[:, 0].to_numpy(), rtol=1e-12)
+    assert sw.final_value.nunique() == 4
+
+
+def test_xs_momentum_sweep_runs_each_set(prices):
+    grid = param_grid(top=[2, 4], target_vol=[0.1])
+    sw = sweep("xs_momentum", {"close": prices}, grid, commission_bps=10)
+    one = vector_backtest("xs_momentum", {"close": prices}, {"top": 4, "target_vol": 0.1}, commission_bps=10)
+    np.testing.assert_allclose(sw.equity.iloc[:, 1].to_numpy(), one.equity.iloc[:, 0].to_numpy(), rtol=1e-12)
