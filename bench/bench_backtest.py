@@ -147,7 +147,7 @@ def ql_event_available() -> bool:
 
 def ql_event_run(bars, fast=FAST, slow=SLOW):
     from quantlab.strategies import event_backtest
-    return event_backtest("sma_cross", bars, dict(fast=fast, slow=slow), commission_bps=BPS, lot_size=0.0)
+    return event_backtest("sma_cross", bars, dict(fast=fast, slow=slow), commission_bps=BPS).equity.iloc[-1]
 
 
 def main(argv=None):

@@ -57,14 +57,14 @@ def random_walk(n_bars, n_assets, seed=1):
 
 
 def bench_quantlab(panels, weight, mode="events"):
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     run = Engine(SmaCross(weight=weight), panels, broker=SimBroker(commission=0), cash=1e7, mode=mode).run()
-    t_engine = time.perf_counter() - t
+    t_engine, c_engine = time.perf_counter() - t, time.process_time() - c
     t = time.perf_counter()
     res = run_backtest(SmaCross(weight=weight), panels, cash=1e7, broker=SimBroker(commission=0), mode=mode)
     t_full = time.perf_counter() - t
     bars = panels["close"].size
-    return {"bars": bars, "event_bars": run.events, "fills": len(res.fills), "engine_s": t_engine,
+    return {"bars": bars, "event_bars": run.events, "fills": len(res.fills), "engine_s": t_engine, "engine_cpu_s": c_engine,
             "engine_bars_per_s": bars / t_engine, "run_backtest_s": t_full, "run_backtest_bars_per_s": bars / t_full,
             "final_equity": float(run.equity.iloc[-1])}
 
@@ -90,11 +90,12 @@ def bench_backtrader(panels, weight):
         df.index = df.index.tz_convert(None)
         cerebro.adddata(bt.feeds.PandasData(dataname=df), name=s)
     cerebro.addstrategy(BtSma)
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     cerebro.run(runonce=True, preload=True)
-    dt = time.perf_counter() - t
+    dt, dc = time.perf_counter() - t, time.process_time() - c
     bars = panels["close"].size
-    return {"bars": bars, "seconds": dt, "bars_per_s": bars / dt, "final_value": cerebro.broker.getvalue()}
+    return {"bars": bars, "seconds": dt, "cpu_seconds": dc, "bars_per_s": bars / dt, "cpu_bars_per_s": bars / dc,
+            "final_value": cerebro.broker.getvalue()}
 
 
 def main():
@@ -108,18 +109,21 @@ def main():
     for name, (panels, w, bt_bars) in cases.items():
         q = bench_quantlab(panels, w)
         print(f"[{name}] quantlab events: {q['bars']:,} bars, {q['event_bars']:,} event bars, {q['fills']:,} fills; "
-              f"Engine.run {q['engine_s']:.2f}s = {q['engine_bars_per_s']:,.0f} bars/s; "
+              f"Engine.run {q['engine_s']:.2f}s wall = {q['engine_bars_per_s']:,.0f} bars/s ({q['engine_cpu_s']:.2f}s CPU = {q['bars'] / q['engine_cpu_s']:,.0f} bars/s); "
               f"run_backtest (+ result tables) {q['run_backtest_s']:.2f}s = {q['run_backtest_bars_per_s']:,.0f} bars/s", flush=True)
         small = {k: v.iloc[:min(len(v), 100_000)] for k, v in panels.items()}
         qn = bench_quantlab(small, w, mode="every_bar")
         print(f"[{name}] quantlab every_bar (naive reference, {qn['bars']:,} bars): {qn['engine_bars_per_s']:,.0f} bars/s", flush=True)
-        row = {"case": name, "quantlab_bars_per_s": q["engine_bars_per_s"], "quantlab_run_backtest_bars_per_s": q["run_backtest_bars_per_s"],
+        row = {"case": name, "quantlab_bars_per_s": q["engine_bars_per_s"], "quantlab_cpu_bars_per_s": q["bars"] / q["engine_cpu_s"],
+               "quantlab_run_backtest_bars_per_s": q["run_backtest_bars_per_s"],
                "quantlab_every_bar_bars_per_s": qn["engine_bars_per_s"]}
         if not a.no_backtrader:
             sub = {k: v.iloc[:bt_bars] for k, v in panels.items()} if bt_bars else panels
             b = bench_backtrader(sub, w)
-            print(f"[{name}] backtrader: {b['bars']:,} bars in {b['seconds']:.1f}s = {b['bars_per_s']:,.0f} bars/s", flush=True)
-            row.update(backtrader_bars_per_s=b["bars_per_s"], ratio=q["engine_bars_per_s"] / b["bars_per_s"],
+            print(f"[{name}] backtrader: {b['bars']:,} bars in {b['seconds']:.1f}s wall = {b['bars_per_s']:,.0f} bars/s "
+                  f"({b['cpu_seconds']:.1f}s CPU = {b['cpu_bars_per_s']:,.0f} bars/s)", flush=True)
+            row.update(backtrader_bars_per_s=b["bars_per_s"], backtrader_cpu_bars_per_s=b["cpu_bars_per_s"],
+                       ratio=q["engine_bars_per_s"] / b["bars_per_s"], ratio_cpu=q["bars"] / q["engine_cpu_s"] / b["cpu_bars_per_s"],
                        ratio_run_backtest=q["run_backtest_bars_per_s"] / b["bars_per_s"])
         rows.append(row)
     print(pd.DataFrame(rows).set_index("case").round(1).to_string())

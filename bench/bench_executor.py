@@ -43,9 +43,11 @@ def score(params):
 
 
 def timed(executor, tasks, label):
+    "Values, wall seconds, and the summed seconds spent inside the tasks (their own wall clocks)."
     start = time.perf_counter()
-    out = values(executor.map(score, tasks, desc=label))
-    return out, time.perf_counter() - start
+    results = executor.map(score, tasks, desc=label)
+    wall = time.perf_counter() - start
+    return values(results), wall, sum(r.seconds for r in results)
 
 
 def main():
@@ -61,25 +63,26 @@ def main():
     load0 = os.getloadavg()[0]
     score(tasks[0])  # warm the data cache and imports in this process
 
-    reference, t_in = timed(get_executor("inprocess"), tasks, "in-process")
-    rows = [("in-process", t_in)]
+    reference, t_in, busy = timed(get_executor("inprocess"), tasks, "in-process")
+    rows = [("in-process", t_in, busy)]
     with LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True, protocol="tcp",
                       host="127.0.0.1", dashboard_address=None) as cluster, \
          get_executor(cluster.scheduler_address.replace("tcp://", "dask://")) as ex:
         ex.map(score, tasks[:args.workers * 2], progress=False)  # warm the workers (imports, data)
-        out, t = timed(ex, tasks, f"dask {args.workers} workers")
+        out, t, busy = timed(ex, tasks, f"dask {args.workers} workers")
         assert out == reference, "Dask results differ from in-process"
-        rows.append((f"dask ({args.workers} worker processes)", t))
+        rows.append((f"dask ({args.workers} worker processes)", t, busy))
     with get_executor(f"local:{args.workers}") as ex:
-        out, t = timed(ex, tasks, f"local:{args.workers}")
+        out, t, busy = timed(ex, tasks, f"local:{args.workers}")
         assert out == reference, "local-process results differ from in-process"
-        rows.append((f"local:{args.workers} (ProcessPoolExecutor)", t))
+        rows.append((f"local:{args.workers} (ProcessPoolExecutor)", t, busy))
 
     print(f"\n{len(tasks)} tasks, results identical across executors; load average {os.getloadavg()[0]:.1f} "
           f"(was {load0:.1f} at start) on {os.cpu_count()} cores")
-    print(f"{'executor':40s} {'seconds':>8s} {'tasks/s':>8s} {'speedup':>8s}")
-    for label, t in rows:
-        print(f"{label:40s} {t:8.2f} {len(tasks) / t:8.2f} {t_in / t:8.2f}x")
+    print("(task-s: seconds spent inside tasks, summed; task-s / wall = tasks running at once on average)")
+    print(f"{'executor':40s} {'wall s':>8s} {'tasks/s':>8s} {'speedup':>8s} {'task-s':>8s} {'overlap':>8s}")
+    for label, t, busy in rows:
+        print(f"{label:40s} {t:8.2f} {len(tasks) / t:8.2f} {t_in / t:7.2f}x {busy:8.2f} {busy / t:8.2f}")
 
 
 if __name__ == "__main__":

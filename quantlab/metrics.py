@@ -18,7 +18,7 @@ __all__ = ['PERIODS_PER_YEAR', 'total_return', 'annual_return', 'annual_volatili
            'conditional_value_at_risk', 'alpha_beta', 'up_capture', 'down_capture', 'stability', 'trade_metrics',
            'exposure', 'turnover', 'cost_drag', 'summary']
 
-# %% ../nbs/11_metrics.ipynb #1dfc1639
+# %% ../nbs/11_metrics.ipynb #14c8e3b3
 PERIODS_PER_YEAR = 252
 
 
@@ -53,7 +53,7 @@ def _out(values: np.ndarray, columns: pd.Index | None, name=None):
     return pd.Series(values, index=columns, name=name)
 
 
-def _align(returns, other, what: str = "benchmark"):
+def _align(returns, other):
     "Align `other` (a Series or a scalar) with the rows of `returns`; returns a (T, 1) or scalar array."
     if isinstance(other, (pd.Series, pd.DataFrame)):
         if isinstance(returns, (pd.Series, pd.DataFrame)):
@@ -118,14 +118,14 @@ def annual_volatility(returns,  # simple returns
     x, cols, name = _as_2d(returns)
     return _out(_std(x) * np.sqrt(periods), cols, name)
 
-# %% ../nbs/11_metrics.ipynb #333eec79
+# %% ../nbs/11_metrics.ipynb #f7d85249
 def sharpe_ratio(returns,  # simple returns
                  risk_free=0.0,  # per-period risk-free rate: a float or a Series aligned with returns
                  periods: int = PERIODS_PER_YEAR,  # periods per year
                 ):
     "Annualised Sharpe ratio: mean excess return over its sample standard deviation, times sqrt(periods)."
     x, cols, name = _as_2d(returns)
-    ex = x - _align(returns, risk_free, "risk_free")
+    ex = x - _align(returns, risk_free)
     return _out(_div(_mean(ex), _std(ex)) * np.sqrt(periods), cols, name)
 
 
@@ -142,7 +142,7 @@ def probabilistic_sharpe(sr,  # estimated Sharpe ratio, per period (not annualis
         z = (sr - sr_benchmark) * np.sqrt(n_obs - 1.0) / denom
     return stats.norm.cdf(z)
 
-# %% ../nbs/11_metrics.ipynb #cb766a0c
+# %% ../nbs/11_metrics.ipynb #3172aac0
 def _moments(x):
     "Population central moments m2, m3, m4 per column, NaN skipped."
     dev = x - _mean(x)
@@ -172,20 +172,20 @@ def probabilistic_sharpe_ratio(returns,  # simple returns
                               ):
     "Probabilistic Sharpe ratio of each column against an annualised benchmark Sharpe ratio."
     x, cols, name = _as_2d(returns)
-    ex = x - _align(returns, risk_free, "risk_free")
+    ex = x - _align(returns, risk_free)
     sr = _div(_mean(ex), _std(ex))
     m2, m3, m4 = _moments(ex)
     psr = probabilistic_sharpe(sr, _count(ex), _div(m3, m2 ** 1.5), _div(m4, m2 ** 2), sr_benchmark / np.sqrt(periods))
     return _out(psr, cols, name)
 
-# %% ../nbs/11_metrics.ipynb #b7b2af45
+# %% ../nbs/11_metrics.ipynb #abcd10ae
 def downside_risk(returns,  # simple returns
                   required_return=0.0,  # per-period target return (float or aligned Series)
                   periods: int = PERIODS_PER_YEAR,  # periods per year
                  ):
     "Annualised root-mean-square of the shortfalls below `required_return`."
     x, cols, name = _as_2d(returns)
-    short = np.minimum(x - _align(returns, required_return, "required_return"), 0.0)
+    short = np.minimum(x - _align(returns, required_return), 0.0)
     return _out(np.sqrt(_mean(short ** 2)) * np.sqrt(periods), cols, name)
 
 
@@ -195,7 +195,7 @@ def sortino_ratio(returns,  # simple returns
                  ):
     "Annualised mean excess return over annualised downside risk."
     x, cols, name = _as_2d(returns)
-    ex = x - _align(returns, required_return, "required_return")
+    ex = x - _align(returns, required_return)
     dr = np.sqrt(_mean(np.minimum(ex, 0.0) ** 2)) * np.sqrt(periods)
     return _out(_div(_mean(ex) * periods, dr), cols, name)
 
@@ -252,7 +252,7 @@ def calmar_ratio(returns,  # simple returns
     ar = np.asarray(annual_return(x, periods), dtype=float).reshape(-1)
     return _out(np.where(mdd < 0, _div(ar, -mdd), np.nan), cols, name)
 
-# %% ../nbs/11_metrics.ipynb #7f997ff0
+# %% ../nbs/11_metrics.ipynb #4583e555
 def _sorted(x):
     "Columns sorted ascending (NaN last) and the per-column observation counts."
     return np.sort(x, axis=0), _count(x)
@@ -279,7 +279,7 @@ def omega_ratio(returns,  # simple returns
     x, cols, name = _as_2d(returns)
     if required_return <= -1: return _out(np.full(x.shape[1], np.nan), cols, name)
     thr = required_return if periods == 1 else (1 + required_return) ** (1.0 / periods) - 1
-    ex = x - _align(returns, risk_free, "risk_free") - thr
+    ex = x - _align(returns, risk_free) - thr
     gains = np.nansum(np.where(ex > 0, ex, 0.0), axis=0)
     losses = -np.nansum(np.where(ex < 0, ex, 0.0), axis=0)
     return _out(np.where((losses > 0) & (_count(x) > 1), _div(gains, losses), np.nan), cols, name)
@@ -324,7 +324,7 @@ def conditional_value_at_risk(returns,  # simple returns
         return _out(_mean(x) - _std(x) * stats.norm.pdf(z) / cutoff, cols, name)
     raise UsageError(f"method must be 'historical' or 'gaussian', got {method!r}")
 
-# %% ../nbs/11_metrics.ipynb #0a0d8ccf
+# %% ../nbs/11_metrics.ipynb #a4556641
 def _paired(returns, benchmark):
     "Strategy and benchmark arrays with NaN wherever either side is missing."
     x, cols, name = _as_2d(returns)
@@ -344,7 +344,7 @@ def alpha_beta(returns,  # simple returns
               ):
     "Annualised alpha and beta against `benchmark`: a (alpha, beta) tuple for a Series, a DataFrame for many."
     x, b, cols, name = _paired(returns, benchmark)
-    rf = _align(returns, risk_free, "risk_free")
+    rf = _align(returns, risk_free)
     x, b = x - rf, b - rf
     bdev = b - _mean(b)
     var = _mean(bdev ** 2)

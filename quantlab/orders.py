@@ -43,7 +43,7 @@ class OrderStatus(str, Enum):
     DENIED = "denied"
     EXPIRED = "expired"
 
-# %% ../nbs/04_orders.ipynb #e56a375b
+# %% ../nbs/04_orders.ipynb #d1e6c812
 S = OrderStatus
 TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
     S.NEW: frozenset({S.SUBMITTED, S.DENIED, S.REJECTED, S.CANCELLED}),
@@ -61,7 +61,7 @@ def check_transition(old: OrderStatus, # current state
                      client_id: str = "?", # the order, for the message
                     ) -> OrderStatus:
     "Return `new` if `old -> new` is legal, else raise `StateError`."
-    old, new = OrderStatus(old), OrderStatus(new)
+    if type(old) is not OrderStatus or type(new) is not OrderStatus: old, new = OrderStatus(old), OrderStatus(new)
     if new not in TRANSITIONS[old]:
         raise StateError(f"order {client_id}: illegal transition {old.value} -> {new.value}")
     return new

@@ -45,7 +45,7 @@ class Position:
         elif (q1 > 0) != (q0 > 0): self.avg_cost = price  # flipped: the rest opens at the fill price
         return pnl
 
-# %% ../nbs/05_portfolio.ipynb #bc36d4ff
+# %% ../nbs/05_portfolio.ipynb #6ae70228
 COST_KINDS = ("commission", "spread", "slippage", "borrow")
 
 
@@ -90,7 +90,13 @@ class Portfolio:
         if symbol is not None:
             pos = self.positions.get(symbol)
             return 0.0 if pos is None or pos.quantity == 0 else pos.quantity * self._price(symbol) * pos.multiplier
-        return sum(pos.quantity * self._price(s) * pos.multiplier for s, pos in self.positions.items() if pos.quantity)
+        total, prices = 0.0, self.prices
+        for s, pos in self.positions.items():
+            if pos.quantity:
+                p = prices.get(s)
+                if p is None: raise StateError(f"no mark for {s}: call Portfolio.mark first")
+                total += pos.quantity * p * pos.multiplier
+        return total
 
     def _price(self, symbol: str) -> float:
         p = self.prices.get(symbol)
@@ -154,10 +160,10 @@ class Portfolio:
         amounts = np.asarray(amounts, dtype=float)
         if not np.isfinite(amounts).all(): raise StateError(f"{kind} charges contain non-finite values")
         path = np.subtract.accumulate(np.r_[self.cash, amounts])[1:]
-        if len(path):
-            total = float(amounts.sum())
-            self.cash = float(path[-1]); self._charged += total
-            self.costs[kind] = self.costs.get(kind, 0.0) + total
+        if len(path):  # totals accumulated in order too, so they match one `charge` per amount to the bit
+            self.cash = float(path[-1])
+            self._charged = float(np.add.accumulate(np.r_[self._charged, amounts])[-1])
+            self.costs[kind] = float(np.add.accumulate(np.r_[self.costs.get(kind, 0.0), amounts])[-1])
         return path
 
     def borrow_fee(self, days: float = 1.0) -> float:

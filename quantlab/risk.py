@@ -52,7 +52,10 @@ class Decision:
     reason: str = "ok"  # why (in words)
     check: str = ""  # which check decided ("" when approved)
 
-# %% ../nbs/06a_risk.ipynb #25ebefaf
+# %% ../nbs/06a_risk.ipynb #ae6a46f7
+_APPROVED = Decision(True)
+
+
 def _bad(v) -> bool:
     return v is None or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0
 
@@ -65,9 +68,10 @@ class RiskEngine:
                  state: TradingState | str = TradingState.ACTIVE, # starting state
                 ):
         self.limits = limits or RiskLimits()
+        self._unlimited = self.limits == RiskLimits()  # fast path: only fields and state to check
         self.state = TradingState(state)
         self.state_reason = ""
-        self._day, self._day_open_equity = None, None
+        self._day, self._day_open_equity, self._last_equity = None, None, None
 
     def halt(self, reason: str) -> None:
         "Deny all new orders until `resume`."
@@ -84,8 +88,11 @@ class RiskEngine:
     def update_equity(self, day, # the trading day (any hashable, e.g. a date)
                       equity: float, # current equity
                      ) -> TradingState:
-        "Track the day's opening equity; halt when the daily loss limit is breached."
-        if day != self._day: self._day, self._day_open_equity = day, equity
+        "Track the day's opening equity (the last equity seen before the day began); halt when the daily loss limit is breached."
+        if day != self._day:
+            self._day = day
+            self._day_open_equity = equity if self._last_equity is None else self._last_equity
+        self._last_equity = equity
         lim = self.limits.max_daily_loss
         if lim < math.inf and self.state != TradingState.HALTED and equity < self._day_open_equity * (1 - lim):
             self.halt(f"daily loss {1 - equity / self._day_open_equity:.2%} breached max_daily_loss {lim:.2%}")
@@ -110,6 +117,7 @@ class RiskEngine:
             return Decision(False, f"field 'last price' of {s} is {price!r}: must be finite and positive", "fields")
         if self.state == TradingState.HALTED:
             return Decision(False, f"trading HALTED: {self.state_reason}", "state")
+        if self._unlimited and self.state == TradingState.ACTIVE: return _APPROVED
         inst = portfolio.instrument(s)
         mult = inst.multiplier
         held = portfolio.quantity(s) + (working.get(s, 0.0) if working else 0.0)

@@ -18,8 +18,8 @@ from .indicators import sma
 from .metrics import summary as metrics_summary
 
 # %% auto #0
-__all__ = ['VectorResult', 'simulate', 'param_grid', 'only_changes', 'book_decisions', 'sma_grid', 'sma_cross_weights',
-           'sma_cross_sweep', 'stop_exits']
+__all__ = ['VectorResult', 'simulate', 'param_grid', 'target_changes', 'sma_grid', 'sma_cross_weights', 'sma_cross_sweep',
+           'stop_exits']
 
 # %% ../nbs/10a_vector.ipynb #a23c9f24
 def _panel(x, name: str, like: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -182,33 +182,28 @@ def param_grid(where=None, # optional filter: a function of the grid frame retur
     grid.index.name = "set"
     return grid
 
-# %% ../nbs/10a_vector.ipynb #e1a1b76e
-def only_changes(state, # state weights (time, ...) with NaN before they are known
-                ) -> np.ndarray:
-    "NaN where the state equals the previous bar's state; the value where it changes."
-    s = np.asarray(state, dtype=np.float64)
-    prev = np.empty_like(s); prev[0] = np.nan; prev[1:] = s[:-1]
-    same = (s == prev) | (np.isnan(s) & np.isnan(prev))
-    return np.where(same, np.nan, s)
+# %% ../nbs/10a_vector.ipynb #09f376eb
+@njit(cache=True, nogil=True)
+def _changes_kernel(flat):
+    T, M = flat.shape
+    out = np.full((T, M), np.nan)
+    prev = np.zeros(M)
+    for t in range(T):
+        for m in range(M):
+            v = flat[t, m]
+            if math.isfinite(v):
+                if v != prev[m]: out[t, m] = v
+                prev[m] = v
+    return out
 
-# %% ../nbs/10a_vector.ipynb #c628fdc6
-def book_decisions(targets, # (time, asset) or (time, asset, set): rows of complete books, all-NaN rows = no decision
+
+def target_changes(targets, # (time, ...) targets; NaN = none stated at that bar
                   ) -> np.ndarray:
-    "Keep the decision rows that differ from the previous decision (NaN -> 0 inside them); NaN elsewhere."
+    "Targets only where they differ from the asset's previous stated target (initially 0); NaN elsewhere."
     w = np.asarray(targets, dtype=np.float64)
-    two = w.ndim == 2
-    if two: w = w[:, :, None]
-    T, N, P = w.shape
-    dec = np.isfinite(w).any(axis=1)  # (T, P)
-    book = np.nan_to_num(w, nan=0.0)
-    rows = np.where(dec, np.arange(T)[:, None], -1)
-    prev = np.vstack([np.full((1, P), -1), np.maximum.accumulate(rows, axis=0)[:-1]])  # last decision before t
-    last = book[np.maximum(prev, 0)[:, None, :], np.arange(N)[None, :, None], np.arange(P)[None, None, :]]
-    same = (prev >= 0) & (book == last).all(axis=1)
-    out = np.where((dec & ~same)[:, None, :], book, np.nan)
-    return out[:, :, 0] if two else out
+    return _changes_kernel(np.ascontiguousarray(w.reshape(len(w), -1))).reshape(w.shape)
 
-# %% ../nbs/10a_vector.ipynb #7b93cc41
+# %% ../nbs/10a_vector.ipynb #32dcf683
 def sma_grid(close: pd.DataFrame, # price panel
              windows, # distinct window lengths
             ) -> np.ndarray:
@@ -221,7 +216,6 @@ def sma_cross_weights(close: pd.DataFrame | pd.Series, # price panel
                       slow, # slow window per parameter set (same length as fast)
                       long: float = 1.0, # weight when fast > slow
                       short: float = 0.0, # weight when fast <= slow (0 = flat, -1 = short)
-                      book: bool = True, # True: re-size the whole book when any asset changes (the event engine); False: per asset
                      ) -> np.ndarray:
     "Weights (time, asset, pair) of a moving-average crossover, stated on the bars where the state changes."
     close = _panel(close, "close")
@@ -231,23 +225,22 @@ def sma_cross_weights(close: pd.DataFrame | pd.Series, # price panel
     cube = sma_grid(close, windows)
     f, s = cube[:, :, inv[:len(fast)]], cube[:, :, inv[len(fast):]]
     state = np.where(np.isnan(f) | np.isnan(s), np.nan, np.where(f > s, long, short))
-    return book_decisions(np.nan_to_num(state, nan=0.0)) if book else only_changes(state)
+    return target_changes(np.nan_to_num(state, nan=0.0))
 
-# %% ../nbs/10a_vector.ipynb #ca675b9d
+# %% ../nbs/10a_vector.ipynb #c6e5917f
 def sma_cross_sweep(close: pd.DataFrame | pd.Series, # price panel
                     open: pd.DataFrame | pd.Series | None = None, # fill prices (next open); None = next close
                     grid: pd.DataFrame | None = None, # columns fast, slow; default 10 fast x 10 slow windows
                     long: float = 1.0, # weight per asset when fast > slow
                     short: float = 0.0, # weight per asset otherwise
-                    book: bool = True, # re-size the whole book on any change (as the event engine) or per asset
                     **kwargs, # simulate's costs, cash, lot_size, ...
                    ) -> VectorResult:
     "Equity of a moving-average crossover for every (fast, slow) pair of `grid`."
     if grid is None: grid = param_grid(fast=range(5, 55, 5), slow=range(60, 260, 20))
-    w = sma_cross_weights(close, grid["fast"].to_numpy(), grid["slow"].to_numpy(), long, short, book)
+    w = sma_cross_weights(close, grid["fast"].to_numpy(), grid["slow"].to_numpy(), long, short)
     return simulate(w, close, open, params=grid, **kwargs)
 
-# %% ../nbs/10a_vector.ipynb #29f7ddbb
+# %% ../nbs/10a_vector.ipynb #11443b8f
 @njit(cache=True, nogil=True)
 def _stop_kernel(entries, exits, fill, close, stop_loss, take_profit, trailing, size):
     T, N = close.shape

@@ -24,7 +24,7 @@ LAYERS = {
     # backtesting
     "backtest": 7, "vector": 7, "btbridge": 8, "strategies": 8,
     # evaluation
-    "metrics": 7, "executor": 7, "walkforward": 9, "robustness": 9, "overfit": 9,
+    "metrics": 7, "executor": 7, "walkforward": 9, "robustness": 9, "overfit": 9, "sweep": 10,
     # outputs and entry points
     "plots": 10, "reports": 11, "live": 11, "ibbroker": 7, "docs": 12, "cli": 12,
 }

@@ -85,6 +85,7 @@ class Brackets(Strategy):
         return pd.Series(np.arange(n) % 15 == 0, index=data["close"].index)
 
     def on_bar(self, ctx):
+        if not ctx.is_event: return None   # consistent with events(): the every-bar mode calls on every bar
         for s in ctx.symbols:
             atr, px = ctx.value("atr", s), ctx.price(s)
             if not (atr > 0 and px > 0) or ctx.position(s) != 0 or ctx.open_orders(s): continue

@@ -42,6 +42,16 @@ def test_rank_ic_equals_scipy_spearmanr_on_every_date(momentum):
     assert checked > 200
 
 
+def test_rank_ic_handles_ties_like_scipy(momentum):
+    factor, fwd = momentum
+    coarse = (factor * 20).round()   # a factor with many ties per date
+    ic = information_coefficient(coarse, fwd)
+    for t in coarse.index[100::301]:
+        ok = coarse.loc[t].notna() & fwd.loc[t].notna()
+        assert coarse.loc[t, ok].duplicated().any()
+        assert ic[t] == pytest.approx(scipy.stats.spearmanr(coarse.loc[t, ok], fwd.loc[t, ok]).statistic, abs=1e-12)
+
+
 def test_pearson_ic_equals_scipy_pearsonr(momentum):
     factor, fwd = momentum
     ic = information_coefficient(factor, fwd, method="pearson")

@@ -281,3 +281,22 @@ def test_a_text_column_is_a_data_error_naming_row_and_column(shared_data):
     prices = pd.read_csv(shared_data / "pypfopt" / "spy_prices.csv")  # the date stays a text column
     with pytest.raises(DataError, match="row 1, column 'date'"):
         m.summary(prices)
+
+
+def test_a_daily_risk_free_series_from_real_treasury_yields_matches_empyrical(shared_data, spx, paired):
+    curves = pd.read_csv(shared_data / "zipline" / "treasury_curves.csv", index_col=0)
+    curves.index = pd.to_datetime(curves.index, utc=True).tz_localize(None).normalize()
+    stocks, spy = paired
+    rf_annual = curves["3month"].reindex(spy.index, method="ffill")
+    rf = (1 + rf_annual) ** (1 / 252) - 1  # per-period rate, as quantlab and empyrical expect
+    aapl = stocks["AAPL"]
+    assert m.sharpe_ratio(aapl, risk_free=rf) == pytest.approx(empyrical.sharpe_ratio(aapl, risk_free=rf), rel=TOL)
+    assert m.sharpe_ratio(aapl, risk_free=rf) < m.sharpe_ratio(aapl)  # the 1990s paid ~5% on cash
+    # quantlab regresses excess on excess returns (CAPM); empyrical's beta ignores risk_free, which only
+    # matters when the rate varies: check the documented relation against statsmodels OLS instead
+    import statsmodels.api as sm
+    alpha, beta = m.alpha_beta(aapl, spy, risk_free=rf)
+    fit = sm.OLS((aapl - rf).to_numpy(), sm.add_constant((spy - rf).to_numpy())).fit()
+    assert beta == pytest.approx(fit.params[1], rel=1e-9)
+    assert alpha == pytest.approx((1 + fit.params[0]) ** 252 - 1, rel=1e-9)
+    assert beta != pytest.approx(empyrical.beta(aapl, spy, risk_free=rf), rel=1e-6)

@@ -8,6 +8,8 @@ import threading
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.model_selection import GridSearchCV, KFold, TimeSeriesSplit, cross_val_score, cross_validate
 from sklearn.neighbors import KNeighborsRegressor
@@ -75,6 +77,22 @@ def test_purged_kfold_matches_its_definition_on_real_events(events, n_splits, em
     fold_of = np.empty(len(X), int)
     for k, (_, t) in enumerate(got): fold_of[t] = k
     assert pd.Series(fold_of).groupby(t1.index.to_numpy()).nunique().max() == 1
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 3), st.integers(0, 15)), min_size=12, max_size=60),
+       st.integers(2, 5), st.integers(0, 4))
+def test_purged_kfold_matches_its_definition_on_random_intervals(samples, n_splits, embargo):
+    "Random sample times (with repeats, as in a stacked panel) and label lengths."
+    steps = np.cumsum([a for a, _ in samples])
+    day = pd.Timestamp("2024-01-01", tz="UTC")
+    start = [day + pd.Timedelta(days=int(s)) for s in steps]
+    end = [t + pd.Timedelta(days=int(h)) for t, (_, h) in zip(start, samples)]
+    t1 = pd.Series(end, index=pd.DatetimeIndex(start))
+    if t1.index.nunique() < n_splits: return
+    got = list(PurgedKFold(n_splits, t1, embargo).split(np.zeros(len(t1))))
+    ref = _brute_purged(start, end, n_splits, embargo)
+    assert [(list(a), list(b)) for a, b in got] == ref
 
 
 def test_purging_removes_every_overlap(events):

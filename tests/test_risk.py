@@ -92,8 +92,9 @@ def test_daily_loss_halts_until_resumed(account):
     risk = RiskEngine(RiskLimits(max_daily_loss=0.05))
     assert risk.update_equity("2024-01-02", 100_000) == TradingState.ACTIVE
     assert risk.update_equity("2024-01-02", 96_000) == TradingState.ACTIVE
-    assert risk.update_equity("2024-01-02", 94_000) == TradingState.HALTED
-    assert risk.update_equity("2024-01-03", 94_000) == TradingState.HALTED   # a new day does not clear it
+    assert risk.update_equity("2024-01-03", 92_000) == TradingState.ACTIVE    # 4.2% below the previous day's 96,000
+    assert risk.update_equity("2024-01-04", 87_000) == TradingState.HALTED    # 5.4% below 92,000
+    assert risk.update_equity("2024-01-05", 90_000) == TradingState.HALTED   # a new day does not clear it
     assert not risk.check(Order("A", -1), account).approved
 
 

@@ -9,8 +9,8 @@ import pytest
 import talib
 
 from quantlab.core import UsageError
-from quantlab.vector import (book_decisions, only_changes, param_grid, simulate, sma_cross_sweep, sma_cross_weights,
-                             sma_grid, stop_exits)
+from quantlab.vector import (param_grid, simulate, sma_cross_sweep, sma_cross_weights,
+                             sma_grid, stop_exits, target_changes)
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +98,7 @@ def test_sma_cross_weights_broadcast_matches_per_pair(spx):
     for k, (f, s) in enumerate(grid.itertuples(index=False)):
         a, b = talib.SMA(close["SPX"].to_numpy(), f), talib.SMA(close["SPX"].to_numpy(), s)
         state = np.where(np.isnan(a) | np.isnan(b), 0.0, (a > b).astype(float))
-        prev = np.r_[np.nan, state[:-1]]
+        prev = np.r_[0.0, state[:-1]]  # flat before the first bar
         expect = np.where(state == prev, np.nan, state)
         np.testing.assert_array_equal(cube[:, 0, k], expect)
 
@@ -144,10 +144,10 @@ def test_stop_exits_match_plain_python_on_sp500(spx):
     assert counts.loc[2, "stop_loss"] == 0 and counts.loc[0, "take_profit"] == 0
 
 
-def test_only_changes_and_book_decisions():
-    np.testing.assert_array_equal(only_changes(np.array([0.0, 0.0, 1.0, 1.0, 0.0])), [0.0, np.nan, 1.0, np.nan, 0.0])
-    b = book_decisions(np.array([[1.0, 0.0], [np.nan, np.nan], [1.0, 0.0], [1.0, np.nan]]))
-    np.testing.assert_array_equal(b, [[1.0, 0.0], [np.nan, np.nan], [np.nan, np.nan], [np.nan, np.nan]])
+def test_target_changes_is_per_asset_on_change():
+    np.testing.assert_array_equal(target_changes(np.array([0.0, 0.0, 1.0, 1.0, 0.0])), [np.nan, np.nan, 1.0, np.nan, 0.0])
+    b = target_changes(np.array([[1.0, 0.0], [np.nan, np.nan], [1.0, 0.3], [0.5, np.nan], [0.5, 0.3]]))
+    np.testing.assert_array_equal(b, [[1.0, np.nan], [np.nan, np.nan], [np.nan, 0.3], [0.5, np.nan], [np.nan, np.nan]])
 
 
 def test_bad_inputs_are_refused(spx):

@@ -1,0 +1,124 @@
+"""run_backtest against backtrader on real OHLCV, round trips, costs by kind, run card, audit trail on Parquet."""
+import collections
+import collections.abc
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from quantlab.backtest import BacktestResult, round_trips, run_backtest
+from quantlab.brokers import BasisPoints, FixedSpread, PerShare, SimBroker
+from quantlab.orders import bracket
+from quantlab.strategy import Strategy
+
+collections.Iterable = collections.abc.Iterable   # backtrader 1.9.78 on Python 3.10+ (see TOOLCHAIN.md)
+bt = pytest.importorskip("backtrader")
+
+
+@pytest.fixture(scope="module")
+def yhoo(shared_data):
+    df = pd.read_csv(shared_data / "backtrader/yhoo-1996-2015.txt", parse_dates=["Date"], index_col="Date")
+    return df[["Open", "High", "Low", "Close", "Volume"]].astype(float)
+
+
+def panels(df, symbol="YHOO"):
+    idx = pd.DatetimeIndex(df.index).tz_localize("UTC") + pd.Timedelta(hours=21)
+    return {c.lower(): pd.DataFrame({symbol: df[c].to_numpy()}, index=idx) for c in df.columns}
+
+
+class CrossOrders(Strategy):
+    "Buy `size` shares when SMA(10) crosses above SMA(50), sell them when it crosses below (explicit orders)."
+    defaults = {"size": 100}
+    def features(self, data):
+        c = data["close"]; f, s = c.rolling(10).mean(), c.rolling(50).mean()
+        up, down = (f > s) & (f.shift() <= s.shift()), (f < s) & (f.shift() >= s.shift())
+        return {"cross": up.astype(float) - down.astype(float)}
+    def events(self, data, features): return features["cross"] != 0
+    def on_bar(self, ctx):
+        x, held = ctx.value("cross"), ctx.position()
+        if x > 0 and held == 0: ctx.buy(ctx.symbols[0], self.params["size"], reason="cross_up")
+        elif x < 0 and held > 0: ctx.sell(ctx.symbols[0], held, reason="cross_down")
+
+
+def backtrader_equity(df, commission=0.0):
+    class BtCross(bt.Strategy):
+        def __init__(self):
+            self.x = bt.ind.CrossOver(bt.ind.SMA(self.data.close, period=10), bt.ind.SMA(self.data.close, period=50))
+            self.values = []
+        def next(self):
+            if not self.position and self.x[0] > 0: self.buy(size=100)
+            elif self.position and self.x[0] < 0: self.close()
+            self.values.append((self.data.datetime.date(0), self.broker.getvalue()))
+    cerebro = bt.Cerebro(stdstats=False)
+    cerebro.broker.setcash(100_000.0)
+    if commission: cerebro.broker.setcommission(commission=commission)
+    cerebro.adddata(bt.feeds.PandasData(dataname=df))
+    cerebro.addstrategy(BtCross)
+    strat = cerebro.run()[0]
+    return pd.Series(dict(strat.values))
+
+
+@pytest.mark.parametrize("bps", [0.0, 10.0])
+def test_equity_matches_backtrader_bar_for_bar_on_yhoo(yhoo, bps):
+    ref = backtrader_equity(yhoo, commission=bps * 1e-4)
+    res = run_backtest(CrossOrders(), panels(yhoo), cash=100_000.0,
+                       broker=SimBroker(commission=BasisPoints(bps) if bps else 0))
+    ours = res.equity.copy(); ours.index = ours.index.date
+    ours = ours.loc[ref.index]
+    assert len(ref) > 4000 and len(res.fills) > 100
+    np.testing.assert_allclose(ours.to_numpy(), ref.to_numpy(), rtol=1e-9)
+
+
+def test_round_trips_add_up_to_realised_pnl_and_costs(yhoo):
+    res = run_backtest(CrossOrders(), panels(yhoo), cash=100_000.0, broker=SimBroker(commission=PerShare.ib_fixed(), spread=FixedSpread(5)))
+    t = res.trades
+    assert len(t) == (res.fills.quantity < 0).sum() and (t.direction == "long").all()
+    assert math.isclose(t.pnl.sum(), res.run.portfolio.realised, rel_tol=1e-9)
+    closed_comm = res.fills.commission.sum() - (res.fills.commission.iloc[-1] if res.positions.iloc[-1, 0] else 0.0)
+    assert math.isclose(t.commission.sum(), closed_comm, rel_tol=1e-9)
+    assert math.isclose(res.costs["commission"], res.fills.commission.sum(), rel_tol=1e-12)
+    assert math.isclose(res.costs["spread"], res.fills.spread.sum(), rel_tol=1e-12) and res.costs["spread"] > 0
+    assert (t.exit_bar > t.entry_bar).all()
+
+
+def test_round_trips_fifo_with_a_flip_by_hand():
+    fills = pd.DataFrame({"symbol": "A", "ts": pd.date_range("2024-01-02", periods=3, tz="UTC"), "bar": [0, 1, 2],
+                          "quantity": [10.0, -15.0, 5.0], "price": [10.0, 12.0, 11.0], "commission": [1.0, 1.5, 0.5]})
+    t = round_trips(fills)
+    assert t[["direction", "quantity", "pnl"]].values.tolist() == [["long", 10.0, 20.0], ["short", 5.0, 5.0]]
+    assert math.isclose(t.commission.sum(), 3.0)
+
+
+def test_run_card_and_result_parts(yhoo):
+    res = run_backtest(CrossOrders(size=50), panels(yhoo), cash=50_000.0)
+    card = res.run_card
+    assert card["strategy"] == "CrossOrders" and card["params"] == {"size": 50} and card["cash"] == 50_000.0
+    assert card["bars"] == len(yhoo) and 0 < card["event_bars"] < len(yhoo) / 5
+    assert len(card["data_fingerprint"]) == 16 and card["package_versions"]["numpy"]
+    assert "ib_fixed" in card["broker"] and "git_sha" in card
+    assert isinstance(res, BacktestResult) and res.returns.index.equals(res.equity.index)
+    assert set(res.orders.status) == {"filled"} and res.summary()["trades"] == len(res.trades)
+
+
+def test_audit_trail_on_parquet_explains_every_trade(yhoo, tmp_path):
+    class BracketOnCross(CrossOrders):
+        def on_bar(self, ctx):
+            if ctx.value("cross") > 0 and ctx.position() == 0 and not ctx.open_orders():
+                px = ctx.price()
+                ctx.bracket(ctx.symbols[0], 100, take_profit=round(px * 1.08, 2), stop_loss=round(px * 0.95, 2))
+    res = run_backtest(BracketOnCross(), panels(yhoo), cash=100_000.0)
+    path = res.save(tmp_path / "run")
+    assert (path / "audit" / "fills.parquet").exists() and json.loads((path / "run_card.json").read_text())["strategy"] == "BracketOnCross"
+    q = res.audit.query("""select c.reason, count(*) as n from closes c group by c.reason order by c.reason""")
+    assert set(q.reason) == {"take_profit", "stop_loss"}
+    # every fill traces back to an order, a risk decision and a decision with the strategy's inputs
+    full = res.audit.query("""select f.fill_id, f.price, f.assumptions, o.approved, o.risk_reason, d.inputs, d.positions_before
+                              from fills f join orders o using (client_id) left join decisions d using (decision_id)
+                              where o.parent_id is null""")
+    assert len(full) == (res.fills.client_id.isin(res.orders.client_id[res.orders.parent_id.isna()])).sum()
+    assert full.approved.all() and full.inputs.notna().all()
+    assert all(json.loads(s)["cross"]["YHOO"] == 1.0 for s in full.inputs)
+    ev = res.audit.query("select status, count(*) as n from order_events group by status")
+    assert {"submitted", "filled", "cancelled"} <= set(ev.status)
