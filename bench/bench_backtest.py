@@ -14,8 +14,22 @@ Engines:
 Every timing is the best of `--repeat` runs after one warm-up run (numba compiles and caches are excluded,
 and so is vectorbt's ~70 s first-call compile). Run:
 
-    .venv/bin/python bench/bench_backtest.py            # full
+    .venv/bin/python bench/bench_backtest.py            # full (~4 min, most of it backtrader and vectorbt's compile)
     .venv/bin/python bench/bench_backtest.py --quick    # 10x smaller everything
+    .venv/bin/python bench/bench_backtest.py --skip backtrader,vectorbt   # quantlab only
+
+vectorbt is optional (not a quantlab dependency): `pip install vectorbt` (1.2.0) installs into the project's
+.venv without touching numpy 2.4 / pandas 3.1; without it the vectorbt rows are skipped. Two pandas-3 slow
+paths of vectorbt are avoided so that its engine, not its accessors, is timed (see vbt_run).
+
+Measured 2026-11-23 on this machine kind (2 cores, shared with other jobs: load average ~8, so absolute
+figures are low and noisy; the ratios come from one run on the same work):
+
+    workload  backtrader  quantlab event  quantlab vector   vectorbt   (bars, or bar-combinations, per second)
+    single         3,744         195,400       12,414,898  2,609,880
+    panel          3,059          92,999       10,101,563  1,691,192
+    sweep          4,460               -       21,002,719  3,115,206
+    ratios: event / backtrader 52x (single), 30x (panel); vector / vectorbt 4.8x, 6.0x, sweep 6.7x (goal 3x)
 """
 from __future__ import annotations
 

@@ -46,7 +46,7 @@ class BridgeResult:
         "Broker value at the last close."
         return float(self.equity.iloc[-1])
 
-# %% ../nbs/10b_btbridge.ipynb #dd744b35
+# %% ../nbs/10b_btbridge.ipynb #697e545d
 def _bridge_class(bt):
     class QuantlabBridge(bt.Strategy):
         params = dict(ql=None, ctx=None, events=None, lot=1.0, symbols=None, out=None)
@@ -81,21 +81,28 @@ def _bridge_class(bt):
             ctx.i, ctx.is_event = i, True
             targets = as_targets(st.on_bar(ctx), ctx.symbols)
             intents = ctx.take_intents()
-            if targets is not None and (st.rebalance == "always" or targets != self.last_targets):
-                self.last_targets = targets
-                self._rebalance(targets, value)
+            if targets is not None:
+                last = self.last_targets or {}
+                changed = {s for s, w in targets.items() if last.get(s, 0.0) != w} | {s for s, w in last.items() if w and s not in targets}
+                if st.rebalance == "always": changed = set(ctx.symbols)
+                if changed:
+                    self.last_targets = targets
+                    self._rebalance(targets, value, changed)
             for kind, payload in intents: self._route(kind, payload)
 
-        def _rebalance(self, targets, value):
-            lot = self.p.lot
+        def _rebalance(self, targets, value, changed):
+            lot, orders = self.p.lot, []
             for d in self.datas:
+                if d._name not in changed: continue
                 w = targets.get(d._name, 0.0)
                 close = d.close[0]
                 if not (close > 0 and math.isfinite(close)): continue
                 target = math.trunc(w * value / close / lot) * lot if w else 0.0
                 delta = math.trunc((target - self.getposition(d).size) / lot) * lot
+                if delta: orders.append((delta, d))
+            for delta, d in sorted(orders, key=lambda o: o[0] > 0):  # sells first: backtrader checks cash order by order
                 if delta > 0: self.buy(data=d, size=delta)
-                elif delta < 0: self.sell(data=d, size=-delta)
+                else: self.sell(data=d, size=-delta)
 
         def _route(self, kind, payload):
             bt_ = bt

@@ -114,7 +114,7 @@ def _print_table(df, max_rows: int = 40) -> None:
                            "display.width", 200, "display.max_columns", 30):
         print(df.to_string() if len(df) <= max_rows else repr(df))
 
-# %% ../nbs/13_cli.ipynb #9028fbc5
+# %% ../nbs/13_cli.ipynb #d2eef064
 def _data_ingest(args) -> int:
     from quantlab.loaders import load_file
     path = Path(args.file)
@@ -150,6 +150,8 @@ def _data_list(args) -> int:
     if args.json: _print_json(_records(table))
     elif table.empty: print(f"no symbols in the store at {store.root}")
     else: _print_table(table.set_index("symbol"))
+    series = sorted(d.split("/", 1)[1] for d in datasets if d.startswith("series/"))
+    if series and not args.json: print(f"series: {', '.join(series)}")
     return 0
 
 
@@ -168,7 +170,8 @@ def _data_validate(args) -> int:
     store = _store(args)
     if args.symbol not in store.symbols():
         raise UsageError(f"symbol {args.symbol!r} is not in the store at {store.root} (quantlab data list)")
-    report = validate_bars(store.read_bars([args.symbol]), calendar=args.calendar)
+    source = store.manifest()["datasets"]["bars"][args.symbol].get("source") or {}
+    report = validate_bars(store.read_bars([args.symbol]), calendar=args.calendar or source.get("calendar") or "XNYS")
     if args.json: _print_json(report.to_dict())
     else:
         summary = report.summary()
@@ -190,7 +193,7 @@ def _data_samples(args) -> int:
     else: _print_table(table)
     return 0
 
-# %% ../nbs/13_cli.ipynb #22591e94
+# %% ../nbs/13_cli.ipynb #815ed204
 def _timestamp(option: str, # the option's name, for the error message
                end_of_day: bool = False, # a bare date means the end of that day (for --end)
               ) -> Callable[[str], object]:
@@ -241,7 +244,7 @@ def _build_data(parser: argparse.ArgumentParser) -> None:
     p.set_defaults(run=_data_show)
     p = sub.add_parser("validate", parents=store, help="check a stored symbol (errors give exit code 1)")
     p.add_argument("symbol")
-    p.add_argument("--calendar", default="XNYS", help="exchange calendar for gap checks (default XNYS)")
+    p.add_argument("--calendar", help="exchange calendar for gap checks (default: the one given at ingest, else XNYS)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(run=_data_validate)
     p = sub.add_parser("samples", parents=store, help="list the bundled real-data samples, or ingest them")
@@ -283,6 +286,128 @@ def _build_report(parser: argparse.ArgumentParser) -> None:
 
 register(Command("report", "run a report template with papermill into reports/<report>/<run-id>/", _build_report))
 
-# %% ../nbs/13_cli.ipynb #52197c69
+# %% ../nbs/13_cli.ipynb #57e254e6
+def _study_options() -> argparse.ArgumentParser:
+    "Options shared by backtest, sweep and walkforward: where the data comes from and the costs."
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("strategy", help="registered strategy: sma_cross, rsi_reversion, xs_momentum")
+    p.add_argument("--symbols", nargs="+", metavar="SYMBOL", help="store symbols (default: a bundled sample)")
+    p.add_argument("--sample", default="sp500", help="bundled sample when no --symbols (default: sp500)")
+    p.add_argument("--start", type=_timestamp("--start"), help="first bar (date or timestamp, UTC)")
+    p.add_argument("--end", type=_timestamp("--end", end_of_day=True), help="last bar (date or timestamp, UTC)")
+    p.add_argument("--cash", type=float, default=1_000_000.0, help="starting cash (default 1,000,000)")
+    p.add_argument("--commission-bps", type=float, default=1.0, help="proportional costs on traded notional (default 1 bp)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    return p
+
+
+def _panels(args):
+    from quantlab.sweep import load_panels
+    return load_panels(args.symbols, args.start, args.end, sample=args.sample, data_dir_=args.data_dir)
+
+
+def _backtest(args) -> int:
+    from quantlab import metrics
+    from quantlab.reports import parse_params
+    from quantlab.strategies import default_params, event_backtest
+    params = parse_params(args.param)
+    unknown = sorted(set(params) - set(default_params(args.strategy)))
+    if unknown: raise UsageError(f"strategy {args.strategy!r} has no parameter(s) {unknown}; it has {sorted(default_params(args.strategy))}")
+    res = event_backtest(args.strategy, _panels(args), params, cash=args.cash, commission_bps=args.commission_bps)
+    summ = metrics.summary(res.returns.iloc[1:].rename(args.strategy), trades=res.trades if len(res.trades) else None).iloc[0]
+    out = {"strategy": args.strategy, "params": res.run_card["params"], "symbols": res.run_card["symbols"],
+           "final_equity": float(res.equity.iloc[-1]), "orders": len(res.orders), "fills": len(res.fills),
+           "costs": {k: float(v) for k, v in res.costs.items()}, **{k: v for k, v in summ.items()}}
+    if args.json: _print_json(out)
+    else:
+        for k, v in out.items(): print(f"{k:>24}: {v}")
+    return 0
+
+
+def _build_backtest(parser: argparse.ArgumentParser) -> None:
+    "`quantlab backtest STRATEGY [--symbols ...] [--start] [--end] [-p KEY VALUE]... [--json]`."
+    for a in _study_options()._actions: parser._add_action(a)
+    parser.add_argument("-p", "--param", nargs=2, action="append", metavar=("KEY", "VALUE"), default=[],
+                        help="a strategy parameter, e.g. -p fast 20 -p slow 100")
+    parser.set_defaults(run=_backtest)
+
+
+register(Command("backtest", "run a registered strategy through the event-driven engine and print its metrics", _build_backtest))
+
+
+def _sweep_options(parser: argparse.ArgumentParser) -> None:
+    for a in _study_options()._actions: parser._add_action(a)
+    parser.add_argument("--grid", nargs="+", required=True, metavar="KEY=V1,V2",
+                        help="parameter values to try, e.g. --grid fast=5,10,20 slow=50,100")
+    parser.add_argument("--executor", default="inprocess", help="inprocess | local | local:N | dask://HOST:PORT")
+    parser.add_argument("--study", help="record every set in the trial ledger under this study id")
+
+
+def _sweep(args) -> int:
+    from quantlab.sweep import parse_grid, run_sweep
+    res = run_sweep(args.strategy, parse_grid(args.grid, args.strategy), _panels(args), executor=args.executor,
+                    cash=args.cash, commission_bps=args.commission_bps, study=args.study)
+    if args.json: _print_json(res.to_dict(top=args.top))
+    else:
+        cols = [c for c in res.table.columns if c in set(parse_grid(args.grid).columns)] + ["sharpe", "annual_return", "max_drawdown", "trades", "costs"]
+        _print_table(res.table.sort_values("sharpe", ascending=False).head(args.top)[cols].round(4))
+        print(f"sets: {len(res.table)}  study: {res.study}  trials: {res.n_trials}  "
+              f"deflated Sharpe (best): {res.deflated_sharpe:.3f}  PBO: {res.pbo:.3f}")
+    return 0
+
+
+def _build_sweep(parser: argparse.ArgumentParser) -> None:
+    "`quantlab sweep STRATEGY --grid KEY=V1,V2,... [--executor ...] [--json]`."
+    _sweep_options(parser)
+    parser.add_argument("--top", type=int, default=10, help="rows to show (default 10)")
+    parser.set_defaults(run=_sweep)
+
+
+register(Command("sweep", "evaluate a parameter grid of a strategy (vectorised), recording the trials", _build_sweep))
+
+
+def _walkforward(args) -> int:
+    from quantlab.sweep import parse_grid, run_walkforward
+    wf, sw = run_walkforward(args.strategy, parse_grid(args.grid, args.strategy), _panels(args), train=args.train,
+                             test=args.test, anchored=args.anchored, embargo=args.embargo, objective=args.objective,
+                             executor=args.executor, cash=args.cash, commission_bps=args.commission_bps, study=args.study)
+    folds = wf.folds[["train_start", "train_end", "test_start", "test_end", "params", "is_sharpe", "oos_sharpe", "wfe"]]
+    if args.json: _print_json({"summary": wf.summary().to_dict(), "folds": _records(folds.reset_index())})
+    else:
+        _print_table(folds.round(3))
+        print(wf.summary().round(4).to_string())
+    return 0
+
+
+def _build_walkforward(parser: argparse.ArgumentParser) -> None:
+    "`quantlab walkforward STRATEGY --grid ... [--train N] [--test N] [--anchored] [--json]`."
+    _sweep_options(parser)
+    parser.add_argument("--train", type=int, default=756, help="training bars per fold (default 756)")
+    parser.add_argument("--test", type=int, default=252, help="test bars per fold (default 252)")
+    parser.add_argument("--anchored", action="store_true", help="expanding training windows")
+    parser.add_argument("--embargo", type=int, default=0, help="bars dropped between training and test")
+    parser.add_argument("--objective", default="sharpe_ratio", help="quantlab.metrics function to maximise in-sample")
+    parser.set_defaults(run=_walkforward)
+
+
+register(Command("walkforward", "walk-forward parameter selection of a strategy: per-fold table and out-of-sample record", _build_walkforward))
+
+
+def _docs(args) -> int:
+    from quantlab.docs import main as docs_main
+    return docs_main(["--out", args.out, "--nbs", args.nbs] + (["--no-execute"] if args.no_execute else []))
+
+
+def _build_docs(parser: argparse.ArgumentParser) -> None:
+    "`quantlab docs [--out _docs] [--no-execute]`."
+    parser.add_argument("--out", default="_docs", help="site folder (default _docs)")
+    parser.add_argument("--nbs", default="nbs", help="notebooks folder (default nbs)")
+    parser.add_argument("--no-execute", action="store_true", help="render without running the notebooks")
+    parser.set_defaults(run=_docs)
+
+
+register(Command("docs", "render the notebooks into a static docs site (offline)", _build_docs))
+
+# %% ../nbs/13_cli.ipynb #0753b369
 if __name__ == "__main__" and "__file__" in globals():
     sys.exit(main())

@@ -75,7 +75,12 @@ def reports_dir(path: str | os.PathLike | None = None) -> Path:
     env = os.environ.get("QUANTLAB_REPORTS_DIR")
     return Path(env).expanduser() if env else Path("reports")
 
-# %% ../nbs/00_core.ipynb #d3c21aed
+# %% ../nbs/00_core.ipynb #6afc0cf5
+def _umask() -> int:
+    mask = os.umask(0o022); os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, # the final file
                ) -> Iterator[Path]:
@@ -85,6 +90,7 @@ def atomic_path(path: str | os.PathLike, # the final file
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; final files follow the umask like open() would
     try:
         yield tmp
         with open(tmp, "rb+") as f: os.fsync(f.fileno())

@@ -45,7 +45,7 @@ def panels_from_bars(bars: pd.DataFrame, # long frame: symbol, ts, open, high, l
     if idx.tz is None: raise UsageError("bar timestamps must be tz-aware UTC")
     return {f: wide[f].astype(float).rename_axis(columns=None).set_axis(idx.tz_convert("UTC")) for f in fields}
 
-# %% ../nbs/09_engine.ipynb #41045430
+# %% ../nbs/09_engine.ipynb #6149c712
 AUDIT_TABLES = ("decisions", "orders", "order_events", "fills", "closes")
 
 
@@ -69,7 +69,7 @@ class AuditTrail:
     def listener(self, kind: str, rec, extra) -> None:
         "The OMS hook: order accepted, status change, fill."
         if kind == "order": self._order_decision[rec.client_id] = self._current
-        elif kind == "status": self._events.append((rec.client_id, rec.history[-1][0] if rec.history else None, rec.status.value, extra or ""))
+        elif kind == "status": self._events.append((rec.client_id, rec.history[-1][0] if rec.history else None, rec.status, extra or ""))
 
     _current = None
 
@@ -94,6 +94,7 @@ class AuditTrail:
         orders = self._oms.frame() if self._oms is not None else pd.DataFrame(columns=["client_id"])
         if len(orders): orders.insert(1, "decision_id", orders["client_id"].map(self._order_decision))
         events = pd.DataFrame(self._events, columns=["client_id", "ts", "status", "reason"])
+        events["status"] = [getattr(x, "value", x) for x in events["status"]]
         fills = pd.DataFrame([{"fill_id": f.fill_id, "client_id": f.client_id, "bar": f.bar, "ts": f.ts, "symbol": f.symbol,
                                "quantity": f.quantity, "price": f.price, "reference_price": f.reference_price,
                                "commission": f.commission, "spread": f.spread, "slippage": f.slippage,
@@ -132,7 +133,7 @@ class AuditTrail:
                 self._con.execute(f"create or replace view {name} as select * from read_parquet('{f}')")
         return self._con.execute(sql).df()
 
-# %% ../nbs/09_engine.ipynb #3e6ecf4e
+# %% ../nbs/09_engine.ipynb #7c5f3d07
 @dataclass
 class EngineRun:
     "What the loop produced (backtest wraps it into a BacktestResult)."
@@ -227,6 +228,7 @@ class Engine:
         self._has_short, self._shorts, self._rates = False, set(), rates
         cash_at, q_at, set_at = np.empty(T), np.empty((T, N)), np.zeros(T, dtype=bool)
         self._ctx, self._last_targets, self._every_bar = ctx, None, every_bar
+        self._naive, self._broker_on_bar = self.mode == "every_bar", getattr(broker, "on_bar", None)
         self._close_row, self._ts = close, self.bars.ts
         has_next_event = hasattr(broker, "next_event")
 
@@ -283,14 +285,14 @@ class Engine:
         oms.now, ctx.i, ctx.is_event = ts, i, is_event
         if i > 0 and self._has_short:  # today's borrow fee on the positions held overnight
             pf.charge_series("borrow", (close_0[i - 1:i] * self._short).sum(axis=1) / 360.0 * daydiff[i:i + 1])
-        if hasattr(self.broker, "on_bar"): self.broker.on_bar(i)
+        if self._broker_on_bar is not None: self._broker_on_bar(i)
         fills = oms.sync()
         if fills: self._book(fills, i, ts)
         row = self._close_row[i]
         pf.mark(dict(zip(self.symbols, row.tolist())))
         if self._every_bar and self.risk.limits.max_daily_loss < math.inf:
             self.risk.update_equity(ts // 86_400_000_000_000, pf.equity)
-        if is_event or self.mode == "every_bar":
+        if is_event or self._naive:
             result = st.on_bar(ctx)
             targets = as_targets(result, self.symbols)
             intents = ctx.take_intents()

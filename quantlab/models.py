@@ -26,14 +26,14 @@ from .core import (StateError, UsageError, atomic_path, atomic_write_json, finge
 __all__ = ['PurgedKFold', 'WalkForwardSplit', 'WalkForwardResult', 'walk_forward_predict', 'PCAResult', 'return_pca',
            'ModelRecord', 'save_model', 'load_model', 'stack_panels']
 
-# %% ../nbs/03a_models.ipynb #9064ac13
+# %% ../nbs/03a_models.ipynb #65b79d28
 def _times(t1: pd.Series, n: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     "Sample start and label end times as int64 nanoseconds; checks order, length and completeness."
     if not isinstance(t1, pd.Series) or not isinstance(t1.index, pd.DatetimeIndex):
         raise UsageError("t1 must be a Series: index = sample time t, values = label end time t_end")
     if n is not None and len(t1) != n: raise UsageError(f"t1 has {len(t1)} rows but X has {n}: give one label interval per sample")
     start = t1.index.as_unit("ns").asi8
-    end_idx = pd.DatetimeIndex(t1.to_numpy())
+    end_idx = pd.DatetimeIndex(t1)
     if end_idx.tz is None and t1.index.tz is not None: end_idx = end_idx.tz_localize("UTC")
     end = end_idx.as_unit("ns").asi8
     if np.any(np.diff(start) < 0): raise UsageError("samples must be sorted by time (t1's index increasing)")

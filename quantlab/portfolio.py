@@ -45,7 +45,7 @@ class Position:
         elif (q1 > 0) != (q0 > 0): self.avg_cost = price  # flipped: the rest opens at the fill price
         return pnl
 
-# %% ../nbs/05_portfolio.ipynb #6ae70228
+# %% ../nbs/05_portfolio.ipynb #d7ba06d1
 COST_KINDS = ("commission", "spread", "slippage", "borrow")
 
 
@@ -68,6 +68,7 @@ class Portfolio:
         self.prices: dict[str, float] = {}
         self.costs: dict[str, float] = {k: 0.0 for k in COST_KINDS}
         self._charged = 0.0  # commissions and other cash costs, for the invariant's P&L path
+        self._basis = self._realised = 0.0  # running sums of avg cost x quantity and realised P&L (O(1) check per fill)
 
     def instrument(self, symbol: str) -> Instrument:
         "The symbol's `Instrument` (a default equity one when not configured)."
@@ -135,13 +136,21 @@ class Portfolio:
         pos = self.positions.get(fill.symbol)
         if pos is None:
             pos = self.positions[fill.symbol] = Position(fill.symbol, multiplier=self.instrument(fill.symbol).multiplier)
+        basis_before = pos.avg_cost * pos.quantity * pos.multiplier
         pnl = pos.apply(fill.quantity, fill.price)
+        self._basis += pos.avg_cost * pos.quantity * pos.multiplier - basis_before
+        self._realised += pnl
         self.cash -= fill.quantity * fill.price * pos.multiplier + fill.commission
         self._charged += fill.commission
         c = self.costs
         c["commission"] += fill.commission; c["spread"] += fill.spread; c["slippage"] += fill.slippage
         if fill.symbol not in self.prices: self.prices[fill.symbol] = fill.price
-        if self.check_invariant: self.check()
+        if self.check_invariant:
+            scale = abs(self.initial_cash) + abs(self.cash) + abs(self._basis) + 1.0
+            if abs(self.cash + self._basis - (self.initial_cash + self._realised - self._charged)) > 1e-9 * scale:
+                raise StateError(f"accounting invariant broken after fill {fill.fill_id or fill.client_id}: "
+                                 f"cash + cost of positions = {self.cash + self._basis!r} but initial + realised - costs = "
+                                 f"{self.initial_cash + self._realised - self._charged!r}")
         return pnl
 
     def charge(self, kind: str, # cost kind, e.g. "borrow"

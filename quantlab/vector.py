@@ -203,12 +203,29 @@ def target_changes(targets, # (time, ...) targets; NaN = none stated at that bar
     w = np.asarray(targets, dtype=np.float64)
     return _changes_kernel(np.ascontiguousarray(w.reshape(len(w), -1))).reshape(w.shape)
 
-# %% ../nbs/10a_vector.ipynb #32dcf683
+# %% ../nbs/10a_vector.ipynb #67f3ebf1
 def sma_grid(close: pd.DataFrame, # price panel
              windows, # distinct window lengths
             ) -> np.ndarray:
     "SMA of every window as a (time, asset, window) cube."
     return np.stack([sma(close, int(w)).to_numpy() for w in windows], axis=2)
+
+
+@njit(cache=True, nogil=True)
+def _cross_kernel(cube, fi, si, long, short):
+    T, N, _ = cube.shape
+    P = fi.shape[0]
+    out = np.full((T, N, P), np.nan)
+    prev = np.zeros((N, P))
+    for t in range(T):
+        for n in range(N):
+            for p in range(P):
+                f, s = cube[t, n, fi[p]], cube[t, n, si[p]]
+                v = 0.0 if (f != f or s != s) else (long if f > s else short)
+                if v != prev[n, p]:
+                    out[t, n, p] = v
+                    prev[n, p] = v
+    return out
 
 
 def sma_cross_weights(close: pd.DataFrame | pd.Series, # price panel
@@ -222,10 +239,8 @@ def sma_cross_weights(close: pd.DataFrame | pd.Series, # price panel
     fast, slow = np.atleast_1d(np.asarray(fast, dtype=int)), np.atleast_1d(np.asarray(slow, dtype=int))
     if fast.shape != slow.shape: raise UsageError(f"fast and slow must have the same length, got {len(fast)} and {len(slow)}")
     windows, inv = np.unique(np.r_[fast, slow], return_inverse=True)
-    cube = sma_grid(close, windows)
-    f, s = cube[:, :, inv[:len(fast)]], cube[:, :, inv[len(fast):]]
-    state = np.where(np.isnan(f) | np.isnan(s), np.nan, np.where(f > s, long, short))
-    return target_changes(np.nan_to_num(state, nan=0.0))
+    cube = np.ascontiguousarray(sma_grid(close, windows))
+    return _cross_kernel(cube, inv[:len(fast)].astype(np.int64), inv[len(fast):].astype(np.int64), float(long), float(short))
 
 # %% ../nbs/10a_vector.ipynb #c6e5917f
 def sma_cross_sweep(close: pd.DataFrame | pd.Series, # price panel

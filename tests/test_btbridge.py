@@ -87,3 +87,32 @@ def test_incomplete_bars_are_refused(spx):
     holed["open"].iloc[7, 0] = np.nan
     with pytest.raises(UsageError, match="open is NaN"):
         run_in_backtrader(SmaCross(), holed)
+
+
+@pytest.fixture(scope="module")
+def stocks(shared_data):
+    "YHOO, ORCL, NVDA (backtrader's bundled Yahoo files) on their common dates 2003-2008."
+    frames = {s: pd.read_csv(shared_data / "backtrader" / f, index_col="Date", parse_dates=True)
+              for s, f in [("YHOO", "yhoo-1996-2015.txt"), ("ORCL", "orcl-1995-2014.txt"), ("NVDA", "nvda-1999-2014.txt")]}
+    idx = frames["YHOO"].index.intersection(frames["ORCL"].index).intersection(frames["NVDA"].index).sort_values()
+    idx = idx[(idx >= "2003-01-01") & (idx < "2009-01-01")]
+    out = {}
+    for f in ["Open", "High", "Low", "Close", "Volume"]:
+        panel = pd.DataFrame({s: frames[s].loc[idx, f] for s in frames}).astype(float)
+        panel.index = pd.DatetimeIndex(idx).tz_localize("UTC")
+        out[f.lower()] = panel
+    return out
+
+
+def test_three_stock_sma_cross_in_backtrader_matches_event_engine_to_the_cent(stocks):
+    # "on_change" re-sizes only the asset whose signal changed, so the others drift with their prices; at 60%
+    # of equity in total the book never needs more cash than it has, which backtrader would refuse
+    params = {"fast": 15, "slow": 60, "long": 0.6}
+    b = run_in_backtrader(SmaCross(**params), stocks, commission_bps=5)
+    ev = event_backtest("sma_cross", stocks, params, commission_bps=5)
+    key = ["bar", "symbol"]
+    bf, ef = b.fills.sort_values(key).reset_index(drop=True), ev.fills.sort_values(key).reset_index(drop=True)
+    assert b.rejected == [] and len(bf) == len(ef) > 30 and set(bf["symbol"]) == {"YHOO", "ORCL", "NVDA"}
+    assert bf[key + ["quantity"]].values.tolist() == ef[key + ["quantity"]].values.tolist()
+    np.testing.assert_allclose(bf["price"].to_numpy(), ef["price"].to_numpy(), rtol=0, atol=1e-9)
+    np.testing.assert_allclose(b.equity.to_numpy(), ev.equity.to_numpy(), rtol=0, atol=CENT)

@@ -105,3 +105,17 @@ def test_sweep_column_equals_event_run(spx):
     ev = event_backtest("sma_cross", spx, {"fast": 20, "slow": 50}, commission_bps=5)
     col = grid.index[(grid.fast == 20) & (grid.slow == 50)][0]
     np.testing.assert_allclose(sw.equity[col].to_numpy(), ev.equity.to_numpy(), rtol=RTOL, atol=0)
+
+
+def test_slippage_and_commission_agree_on_sp500(spx):
+    # the event engine's FixedSlippage moves the fill price by bps against the trade, as vector's slippage_bps
+    from quantlab.backtest import run_backtest
+    from quantlab.brokers import BasisPoints, FixedSlippage, SimBroker
+    from quantlab.strategies import SmaCross
+    from quantlab.vector import simulate
+    st = SmaCross(fast=20, slow=100, long=0.9)
+    ev = run_backtest(st, spx, broker=SimBroker(commission=BasisPoints(4), slippage=FixedSlippage(3)))
+    vr = simulate(st.vector_weights(spx), spx["close"], spx["open"], commission_bps=4, slippage_bps=3)
+    _agree(ev, vr)
+    np.testing.assert_allclose(vr.costs[0], ev.costs["commission"] + ev.costs["slippage"], rtol=1e-9)
+    assert ev.costs["slippage"] > 0

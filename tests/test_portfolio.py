@@ -123,3 +123,12 @@ def test_fixed_quantity_and_fraction_sizers():
     pf = Portfolio(50_000.0); pf.mark({"A": 20.0})
     assert orders_for_targets(pf, {"A": -1.0}, sizer=FixedQuantity(300))[0].quantity == -300
     assert orders_for_targets(pf, {"A": 1.0}, sizer=FixedFraction(0.5))[0].quantity == 1250
+
+
+def test_apply_catches_a_bookkeeping_bug_in_the_position_update(monkeypatch):
+    pf = Portfolio(10_000.0); pf.apply(Fill("a", "A", 10, 100.0, ts=0))
+    def buggy(self, quantity, price):   # forgets to realise P&L on a reduction
+        self.quantity += quantity
+        return 0.0
+    monkeypatch.setattr(Position, "apply", buggy)
+    with pytest.raises(StateError, match="invariant"): pf.apply(Fill("b", "A", -5, 120.0, ts=1))

@@ -160,3 +160,15 @@ def test_bad_inputs_are_refused(spx):
         sma_cross_weights(close, [5, 10], [50])
     with pytest.raises(UsageError, match="params"):
         simulate(np.zeros(close.shape + (2,)), close, open_, params=pd.DataFrame({"a": [1]}))
+
+
+def test_summary_sharpe_and_best_agree_with_empyrical(spx):
+    import empyrical
+    close, open_ = spx
+    sw = sma_cross_sweep(close, open_, param_grid(fast=[5, 20], slow=[50, 200]), commission_bps=5)
+    s = sw.summary()
+    rets = sw.equity.pct_change().iloc[1:]
+    ref = [empyrical.sharpe_ratio(rets[c]) for c in rets.columns]
+    np.testing.assert_allclose(s["sharpe"].to_numpy(), ref, rtol=1e-9)
+    best = sw.best("sharpe")
+    assert (best["fast"], best["slow"]) == tuple(s.loc[int(np.argmax(ref)), ["fast", "slow"]])
