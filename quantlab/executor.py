@@ -183,7 +183,7 @@ class LocalExecutor:
     def __exit__(self, *exc): self.close()
     def __repr__(self): return f"LocalExecutor(workers={self.workers})"
 
-# %% ../nbs/11d_executor.ipynb #99d1bb02
+# %% ../nbs/11d_executor.ipynb #7f927b62
 class DaskExecutor:
     "Runs tasks on a dask.distributed cluster."
     name = "dask"
@@ -224,7 +224,9 @@ class DaskExecutor:
         tasks = list(tasks)
         out: list[TaskResult | None] = [None] * len(tasks)
         chunks = _chunks(tasks, self.chunksize or _auto_chunksize(len(tasks), self.workers))
-        [payload] = self.client.scatter([_dumps(fn)], broadcast=True) if chunks else [None]
+        # hash=False: a fresh key per call, so a second map of the same function never races the release of
+        # the first call's copy (with content-hashed keys Dask cancels the new tasks: "lost dependencies")
+        [payload] = self.client.scatter([_dumps(fn)], broadcast=True, hash=False) if chunks else [None]
         futures = {}
         for chunk in chunks:
             futures[self.client.submit(_run_chunk, payload, chunk, pure=False)] = chunk

@@ -174,3 +174,10 @@ def test_get_executor_parses_names_and_passes_objects_through(cluster):
 def test_unreachable_scheduler_is_a_clear_usage_error():
     with pytest.raises(UsageError, match="cannot reach the Dask scheduler at dask://127.0.0.1:9"):
         DaskExecutor("dask://127.0.0.1:9", timeout=1)
+
+
+def test_mapping_the_same_function_twice_in_a_row_on_dask_reuses_nothing_stale(cluster):
+    # regression: with content-hashed scatter keys the second map raced the release of the first
+    with get_executor(cluster.scheduler_address.replace("tcp://", "dask://")) as ex:
+        for _ in range(5):
+            assert values(ex.map(fragile, [{"fast": 1, "slow": 3}] * 4, progress=False)) == [2] * 4
