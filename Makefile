@@ -45,6 +45,7 @@ lab: $(STAMP)
 	  --IdentityProvider.token=$$token --notebook-dir=nbs
 
 bench: $(STAMP)
+	@$(BIN)/python -c "import vectorbt" 2>/dev/null || $(BIN)/python -m pip install -q -e ".[bench]"
 	@for script in bench/bench_*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
 
 docs: $(STAMP)

@@ -18,8 +18,8 @@ from .indicators import sma
 from .metrics import summary as metrics_summary
 
 # %% auto #0
-__all__ = ['VectorResult', 'simulate', 'param_grid', 'target_changes', 'sma_grid', 'sma_cross_weights', 'sma_cross_sweep',
-           'stop_exits']
+__all__ = ['VectorResult', 'simulate', 'param_grid', 'target_changes', 'sma_grid', 'sma_cross_weights', 'concat_results',
+           'in_chunks', 'sma_cross_sweep', 'stop_exits']
 
 # %% ../nbs/10a_vector.ipynb #a23c9f24
 def _panel(x, name: str, like: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -242,20 +242,53 @@ def sma_cross_weights(close: pd.DataFrame | pd.Series, # price panel
     cube = np.ascontiguousarray(sma_grid(close, windows))
     return _cross_kernel(cube, inv[:len(fast)].astype(np.int64), inv[len(fast):].astype(np.int64), float(long), float(short))
 
-# %% ../nbs/10a_vector.ipynb #c6e5917f
+# %% ../nbs/10a_vector.ipynb #e054d4a3
+def concat_results(results: list[VectorResult]) -> VectorResult:
+    "One `VectorResult` from results over disjoint parameter sets (same bars and assets)."
+    if not results: raise UsageError("nothing to concatenate")
+    params = pd.concat([r.params for r in results])
+    cols = params.index
+    pos = None if any(r.positions is None for r in results) else np.concatenate([r.positions for r in results], axis=2)
+    eq = pd.concat([r.equity for r in results], axis=1); eq.columns = cols
+    fp = pd.concat([r.final_positions for r in results], axis=1); fp.columns = cols
+    return VectorResult(eq, params, np.concatenate([r.trades for r in results]), np.concatenate([r.traded for r in results]),
+                        np.concatenate([r.costs for r in results]), fp, pos)
+
+
+def in_chunks(grid: pd.DataFrame, # one row per parameter set
+              run, # function(sub-grid) -> VectorResult
+              chunk_size: int | None = None, # sets per chunk; None = as many as fit `max_bytes` of weights
+              cells: int = 1, # bars x assets of the data (to size chunks)
+              max_bytes: float = 256e6, # weights memory per chunk when chunk_size is None
+              progress: bool = True, # tqdm bar when there is more than one chunk
+             ) -> VectorResult:
+    "Run `run` over chunks of `grid`'s rows and stitch the results."
+    size = chunk_size or max(1, int(max_bytes // (8 * max(cells, 1))))
+    if size >= len(grid): return run(grid)
+    starts = range(0, len(grid), size)
+    if progress:
+        from tqdm.auto import tqdm
+        starts = tqdm(starts, desc="sweep", unit="chunk")
+    return concat_results([run(grid.iloc[a:a + size]) for a in starts])
+
+# %% ../nbs/10a_vector.ipynb #4bc2228e
 def sma_cross_sweep(close: pd.DataFrame | pd.Series, # price panel
                     open: pd.DataFrame | pd.Series | None = None, # fill prices (next open); None = next close
                     grid: pd.DataFrame | None = None, # columns fast, slow; default 10 fast x 10 slow windows
                     long: float = 1.0, # weight per asset when fast > slow
                     short: float = 0.0, # weight per asset otherwise
+                    chunk_size: int | None = None, # parameter sets per kernel pass (None: ~256 MB of weights)
                     **kwargs, # simulate's costs, cash, lot_size, ...
                    ) -> VectorResult:
     "Equity of a moving-average crossover for every (fast, slow) pair of `grid`."
     if grid is None: grid = param_grid(fast=range(5, 55, 5), slow=range(60, 260, 20))
-    w = sma_cross_weights(close, grid["fast"].to_numpy(), grid["slow"].to_numpy(), long, short)
-    return simulate(w, close, open, params=grid, **kwargs)
+    close = _panel(close, "close")
+    def run(g):
+        w = sma_cross_weights(close, g["fast"].to_numpy(), g["slow"].to_numpy(), long, short)
+        return simulate(w, close, open, params=g, **kwargs)
+    return in_chunks(grid, run, chunk_size, close.size)
 
-# %% ../nbs/10a_vector.ipynb #11443b8f
+# %% ../nbs/10a_vector.ipynb #c452a5f8
 @njit(cache=True, nogil=True)
 def _stop_kernel(entries, exits, fill, close, stop_loss, take_profit, trailing, size):
     T, N = close.shape

@@ -88,6 +88,9 @@ def test_rsi_sweep_equals_single_runs(spx):
         one = vector_backtest("rsi_reversion", spx, row, commission_bps=5)
         np.testing.assert_allclose(sw.equity.iloc[:, k].to_numpy(), one.equity.iloc[:, 0].to_numpy(), rtol=1e-12)
     assert sw.final_value.nunique() == 4
+    chunked = sweep("rsi_reversion", spx, grid, chunk_size=3, commission_bps=5)  # two passes, stitched
+    np.testing.assert_array_equal(chunked.equity.to_numpy(), sw.equity.to_numpy())
+    assert chunked.params.index.tolist() == grid.index.tolist() and chunked.trades.tolist() == sw.trades.tolist()
 
 
 def test_xs_momentum_sweep_runs_each_set(prices):

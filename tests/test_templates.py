@@ -50,6 +50,7 @@ def _standalone(html):
     assert srcs == [], srcs
     assert reports.external_scripts(html) == []
     assert re.search(r"plotly\.js v\d+\.\d+\.\d+", html) and "Plotly.newPlot" in html  # plotly.js itself is inlined
+    assert "application/vnd.jupyter.stderr" not in html  # no warnings or progress bars printed into the page
 
 
 def test_backtest_writes_four_files_and_params(bt):
