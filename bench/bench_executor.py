@@ -1,11 +1,13 @@
 """Throughput of a CPU-bound parameter sweep: in-process vs 2 local Dask workers (vs 2 local processes).
 
-Each task scores one moving-average crossover rule on the S&P 500 index shipped with arch, then
+--kind python (default): each task runs a path-dependent trailing-stop rule over the S&P 500 index in pure
+Python (100 stop levels, about 500k bars): CPU-bound, holds the GIL, the case processes exist for.
+--kind numpy: each task scores one moving-average crossover rule on the S&P 500 index shipped with arch, then
 bootstraps its returns 100 times and computes the full metrics summary of the 100 resampled histories
 (one vectorised call): about 0.2 s of numpy/pandas work per task on an idle core.
 The machine's load average is printed too: on a shared 2-core box a busy neighbour erases any speedup.
 
-    .venv/bin/python bench/bench_executor.py [--tasks 48] [--workers 2]
+    .venv/bin/python bench/bench_executor.py [--kind python|numpy] [--tasks 24] [--workers 2]
 
 Prints tasks per second for each executor and the speedup over in-process. Results are checked to be
 identical across executors before any figure is printed.
@@ -21,6 +23,7 @@ from quantlab import metrics
 from quantlab.executor import get_executor, values
 
 _CLOSE = None
+TASK = None
 
 
 def _close():
@@ -42,10 +45,28 @@ def score(params):
     return float(table["sharpe"].median()), float(table["max_drawdown"].quantile(0.05))
 
 
+def trailing_stop(params):
+    "A path-dependent rule no numpy call can express: long the index, out after a trailing stop, back in after a new high."
+    stop, slow, seed = params
+    close = _close().to_numpy().tolist()
+    best = -1.0
+    for k in range(100):  # 100 stop levels per task: about 500k bars of pure Python
+        level = stop * (1 + 0.01 * k)
+        peak, inside, wealth, prev = close[0], True, 1.0, close[0]
+        for price in close[1:]:
+            if inside: wealth *= price / prev
+            peak = max(peak, price) if inside else peak
+            if inside and price < peak * (1 - level): inside = False
+            elif not inside and price > peak: inside, peak = True, price
+            prev = price
+        best = max(best, wealth)
+    return best
+
+
 def timed(executor, tasks, label):
     "Values, wall seconds, and the summed seconds spent inside the tasks (their own wall clocks)."
     start = time.perf_counter()
-    results = executor.map(score, tasks, desc=label)
+    results = executor.map(TASK, tasks, desc=label)
     wall = time.perf_counter() - start
     return values(results), wall, sum(r.seconds for r in results)
 
@@ -54,15 +75,20 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tasks", type=int, default=24)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--kind", choices=["python", "numpy"], default="python",
+                    help="python: a pure-Python path-dependent rule (CPU-bound); numpy: bootstrap metrics (memory-heavy)")
     args = ap.parse_args()
+    global TASK
+    TASK = trailing_stop if args.kind == "python" else score
     import dask
     from distributed import LocalCluster
 
     fasts, slows = [5, 10, 20, 30, 50, 75], [100, 150, 200, 250]
     tasks = [(f, s, i) for i, (f, s) in enumerate((f, s) for f in fasts for s in slows)]
+    if args.kind == "python": tasks = [(0.02 + 0.01 * (i % 12), s, i) for f, s, i in tasks]
     tasks = (tasks * (args.tasks // len(tasks) + 1))[:args.tasks]
     load0 = os.getloadavg()[0]
-    score(tasks[0])  # warm the data cache and imports in this process
+    TASK(tasks[0])  # warm the data cache and imports in this process
 
     reference, t_in, busy = timed(get_executor("inprocess"), tasks, "in-process")
     rows = [("in-process", t_in, busy)]
@@ -75,7 +101,7 @@ def main():
              LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True, protocol="tcp",
                           host="127.0.0.1", dashboard_address=None) as cluster, \
              get_executor(cluster.scheduler_address.replace("tcp://", "dask://")) as ex:
-            ex.map(score, tasks[:args.workers * 2], progress=False)  # warm the workers (imports, data)
+            ex.map(TASK, tasks[:args.workers * 2], progress=False)  # warm the workers (imports, data)
             out, t, busy = timed(ex, tasks, label)
             assert out == reference, "Dask results differ from in-process"
             rows.append((f"{label} ({args.workers} workers)", t, busy))

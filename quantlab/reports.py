@@ -27,7 +27,8 @@ from quantlab.core import (
 # %% auto #0
 __all__ = ['TEMPLATES', 'RESERVED', 'list_reports', 'template_path', 'parse_value', 'parse_params', 'template_parameters',
            'check_parameter_names', 'params_hash', 'make_run_id', 'record_metrics', 'external_scripts',
-           'use_offline_plotly', 'notebook_to_html', 'ReportFailed', 'ReportRun', 'run_report', 'list_runs']
+           'use_offline_plotly', 'notebook_to_html', 'ReportFailed', 'ReportRun', 'run_report', 'list_runs',
+           'run_reports']
 
 # %% ../nbs/12_reports.ipynb #aacf31a1
 TEMPLATES = Path(str(importlib.resources.files("quantlab"))) / "templates"
@@ -319,3 +320,30 @@ def list_runs(report: str, # template name
     root = reports_dir(output_dir) / report
     if not root.is_dir(): return []
     return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith((".", "_")))
+
+# %% ../nbs/12_reports.ipynb #839d1ee3
+class _ReportTask:
+    "One run of a batch; a class so process and Dask executors can pickle it."
+    def __init__(self, report, output_dir, hide_input, kernel_name, timeout):
+        self.report, self.output_dir, self.hide_input = str(report), output_dir, hide_input
+        self.kernel_name, self.timeout = kernel_name, timeout
+    def __call__(self, params: dict) -> ReportRun:
+        return run_report(self.report, params, output_dir=self.output_dir, progress=False, hide_input=self.hide_input,
+                          kernel_name=self.kernel_name, timeout=self.timeout)
+
+
+def run_reports(report: str | os.PathLike, # template name or notebook path
+                param_sets, # an iterable of parameter dicts, one report each
+                output_dir: str | os.PathLike | None = None, # reports root
+                executor=None, # None | "inprocess" | "local" | "local:N" | "dask://host:port" | an Executor
+                hide_input: bool = True, # hide code in the HTML
+                kernel_name: str = "python3", # jupyter kernel
+                timeout: float | None = 600, # seconds allowed per cell
+               ):
+    "Run `report` once per parameter set through an executor; returns the executor's `TaskResult`s in order."
+    from quantlab.executor import get_executor
+    sets = [dict(p) for p in param_sets]
+    for p in sets: check_parameter_names(report, p)  # refuse a misspelt name before any kernel starts
+    out = reports_dir(output_dir).resolve()
+    return get_executor(executor).map(_ReportTask(template_path(report), out, hide_input, kernel_name, timeout),
+                                      sets, desc=f"reports {Path(str(report)).stem}")

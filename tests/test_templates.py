@@ -27,6 +27,9 @@ def _run(name, params, out):
 
 
 def _load(run):
+    nb = json.loads((run.path / "report.ipynb").read_text())
+    stderr = [o.get("text") for c in nb["cells"] for o in c.get("outputs", []) if o.get("name") == "stderr"]
+    assert stderr == [], stderr  # no warnings or progress bars printed into the page
     return (json.loads((run.path / "metrics.json").read_text()), json.loads((run.path / "params.json").read_text()),
             (run.path / "report.html").read_text(encoding="utf-8"))
 
@@ -50,7 +53,6 @@ def _standalone(html):
     assert srcs == [], srcs
     assert reports.external_scripts(html) == []
     assert re.search(r"plotly\.js v\d+\.\d+\.\d+", html) and "Plotly.newPlot" in html  # plotly.js itself is inlined
-    assert "application/vnd.jupyter.stderr" not in html  # no warnings or progress bars printed into the page
 
 
 def test_backtest_writes_four_files_and_params(bt):
@@ -141,8 +143,8 @@ def test_robustness_report_best_set_agrees_with_the_event_engine(tmp_path):
     "The report sweeps in the vector engine; rerunning every set in the event engine picks the same best Sharpe."
     import empyrical
     from quantlab import strategies
-    p = {"grid": {"fast": [10, 20], "slow": [50, 100]}, "start": "2004-01-01", "end": "2012-12-31", "commission_bps": 1.0,
-         "slippage_bps": 0.0, "train": 504, "test": 252, "bootstrap_reps": 50, "pbo_splits": 4, "cost_multipliers": [1.0, 2.0]}
+    p = {"grid": {"fast": [10, 20], "slow": [50, 100]}, "start": "2005-01-01", "end": "2011-12-31", "commission_bps": 1.0,
+         "slippage_bps": 0.0, "train": 504, "test": 252, "bootstrap_reps": 20, "pbo_splits": 4, "cost_multipliers": [1.0, 2.0]}
     run = _run("robustness", p, tmp_path)
     m, _, html = _load(run)
     _standalone(html)
@@ -156,7 +158,7 @@ def test_robustness_report_best_set_agrees_with_the_event_engine(tmp_path):
     best = max(sharpe, key=sharpe.get)
     assert m["trials"] == 4 and m["best_params"] == {"fast": best[0], "slow": best[1]}
     assert m["best_sharpe"] == pytest.approx(sharpe[best], rel=1e-6)
-    assert m["walk_forward"]["folds"] == len(m["walk_forward_params"]) >= 5
+    assert m["walk_forward"]["folds"] == len(m["walk_forward_params"]) >= 4
     assert 0 <= m["pbo"] <= 1 and 0 <= m["deflated_sharpe"] <= 1
     assert m["sharpe_ci"][0] < m["best_sharpe"] < m["sharpe_ci"][1]
     assert m["stress"]["delay=0 cost=2.0"] < m["stress"]["delay=0 cost=1.0"]  # more cost, lower Sharpe
