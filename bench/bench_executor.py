@@ -7,7 +7,7 @@ bootstraps its returns 100 times and computes the full metrics summary of the 10
 (one vectorised call): about 0.2 s of numpy/pandas work per task on an idle core.
 The machine's load average is printed too: on a shared 2-core box a busy neighbour erases any speedup.
 
-    .venv/bin/python bench/bench_executor.py [--kind python|numpy] [--tasks 24] [--workers 2]
+    .venv/bin/python bench/bench_executor.py [--kind python|numpy] [--tasks 96] [--workers 2]
 
 Prints tasks per second for each executor and the speedup over in-process. Results are checked to be
 identical across executors before any figure is printed.
@@ -73,7 +73,7 @@ def timed(executor, tasks, label):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--tasks", type=int, default=24)
+    ap.add_argument("--tasks", type=int, default=96)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--kind", choices=["python", "numpy"], default="python",
                     help="python: a pure-Python path-dependent rule (CPU-bound); numpy: bootstrap metrics (memory-heavy)")

@@ -225,3 +225,19 @@ def test_bad_inputs_are_refused(spx):
     dup = pd.DataFrame({"symbol": ["A", "A"], "ts": pd.to_datetime(["2024-01-02", "2024-01-02"], utc=True),
                         "open": 1.0, "high": 1.0, "low": 1.0, "close": 1.0})
     with pytest.raises(UsageError, match="row 2"): panels_from_bars(dup)
+
+
+def test_rebalance_schedule_is_point_in_time_on_real_sessions():
+    from arch.data import sp500
+    from quantlab.core import session_closes
+    from quantlab.guard import check_no_lookahead
+    raw = sp500.load()
+    close = pd.Series(raw["Close"].to_numpy(), index=session_closes(raw.index), name="SP500").to_frame()
+    for when in ("last", "first"):
+        report = check_no_lookahead(lambda c: rebalance_schedule(c.index, "M", when).astype(float).to_frame(), close, n_dates=8)
+        assert report.ok
+    marked = close.index[rebalance_schedule(close.index, "M").to_numpy()]
+    assert len(marked) == 240                                     # 20 years of month ends, none invented at the end
+    # every marked bar is the last bar of its month in the data (the data has no missing month-end sessions)
+    last_in_data = close.groupby(close.index.tz_convert("America/New_York").to_period("M")).tail(1).index
+    assert set(marked) == set(last_in_data)
