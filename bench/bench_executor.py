@@ -99,7 +99,7 @@ def main():
     for label, env in (("dask default env", default_env), ("dask, no MALLOC_TRIM_THRESHOLD_", relaxed_env)):
         with dask.config.set({"distributed.nanny.pre-spawn-environ": env}), \
              LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True, protocol="tcp",
-                          host="127.0.0.1", dashboard_address=None) as cluster, \
+                          host="127.0.0.1", dashboard_address="127.0.0.1:0") as cluster, \
              get_executor(cluster.scheduler_address.replace("tcp://", "dask://")) as ex:
             ex.map(TASK, tasks[:args.workers * 2], progress=False)  # warm the workers (imports, data)
             out, t, busy = timed(ex, tasks, label)

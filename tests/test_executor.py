@@ -19,7 +19,7 @@ distributed = pytest.importorskip("distributed")
 def cluster():
     "Two small in-process Dask workers behind a real TCP scheduler on 127.0.0.1."
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False, protocol="tcp",
-                                  host="127.0.0.1", dashboard_address=None) as c:
+                                  host="127.0.0.1", dashboard_address="127.0.0.1:0") as c:
         yield c
 
 

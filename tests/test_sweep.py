@@ -34,7 +34,7 @@ def test_executors_agree(spx):
     from distributed import Client, LocalCluster
     serial = run_sweep("sma_cross", GRID, spx)
     local = run_sweep("sma_cross", GRID, spx, executor="local:2")
-    with LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address=None) as cluster, Client(cluster) as client:
+    with LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address="127.0.0.1:0") as cluster, Client(cluster) as client:
         dask = run_sweep("sma_cross", GRID, spx, executor=client)
     for other in (local, dask):
         pd.testing.assert_frame_equal(serial.table, other.table)

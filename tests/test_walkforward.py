@@ -74,7 +74,7 @@ def test_executors_give_identical_walk_forward_results(spx):
     kw = dict(train=252, test=126)
     serial = walk_forward_runs(TrendRun(close), grid, close.index[120:], **kw)
     local = walk_forward_runs(TrendRun(close), grid, close.index[120:], executor="local:2", **kw)
-    with LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address=None, processes=True) as cluster, Client(cluster) as client:
+    with LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address="127.0.0.1:0", processes=True) as cluster, Client(cluster) as client:
         dask = walk_forward_runs(TrendRun(close), grid, close.index[120:], executor=client, **kw)
     for other in (local, dask):
         pd.testing.assert_series_equal(serial.returns, other.returns)
