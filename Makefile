@@ -7,7 +7,7 @@ STAMP := $(VENV)/.quantlab-installed
 EXTRAS ?= dev,dask,ib
 PORT ?= 8899
 
-.PHONY: help venv report test sync nbtest pytest lab bench docs clean
+.PHONY: help venv report report-data-quality test sync nbtest pytest lab bench docs clean
 
 help:
 	@echo "make report  run the main research report on bundled real data (HTML under reports/)"
@@ -24,7 +24,11 @@ $(STAMP): settings.ini setup.py
 	$(BIN)/python -m pip install -q -e ".[$(EXTRAS)]"
 	touch $(STAMP)
 
+# the main job: the tear sheet of an example strategy on bundled real data (S&P 500, 1999-2018)
 report: $(STAMP)
+	$(BIN)/quantlab report backtest -p strategy sma_cross -p params '{"fast": 20, "slow": 100}' -p samples '["sp500"]'
+
+report-data-quality: $(STAMP)
 	$(BIN)/quantlab report data_quality
 
 sync: $(STAMP)
