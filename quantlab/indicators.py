@@ -18,7 +18,7 @@ __all__ = ['FIELDS', 'INDICATORS', 'to_panel', 'panels_from_bars', 'sma', 'ema',
            'stochastic', 'returns', 'volatility', 'rolling_beta', 'rolling_corr', 'relative_volume', 'dollar_volume',
            'market_returns']
 
-# %% ../nbs/02_indicators.ipynb #1e8825b9
+# %% ../nbs/02_indicators.ipynb #0bef9263
 FIELDS = ("open", "high", "low", "close", "volume")
 
 
@@ -34,7 +34,7 @@ def _grid(bars: pd.DataFrame) -> tuple[pd.DatetimeIndex, pd.Index, np.ndarray, n
     order = np.argsort(key, kind="stable")
     repeated = key[order][1:] == key[order][:-1]
     if repeated.any():
-        row = int(min(order[:-1][repeated].min(), order[1:][repeated].min())) + 1
+        row = int(order[1:][repeated].min()) + 1  # the first row that repeats an earlier one (as pandas' duplicated)
         raise DataError("duplicate (symbol, ts) in bars", row=row, column="ts", value=str(bars["ts"].iloc[row - 1]))
     index = pd.DatetimeIndex(t_uniques, name="ts")
     return index, pd.Index(s_uniques, name="symbol"), t_codes, s_codes

@@ -9,7 +9,7 @@ import pytest
 
 from quantlab.brokers import (BarLatency, FixedSlippage, FixedSpread, PerShare, SimBroker, SquareRootImpact,
                               VolatilitySpread, VolumeShare)
-from quantlab.core import UsageError
+from quantlab.core import DataError, UsageError
 from quantlab.engine import Engine, panels_from_bars
 from quantlab.portfolio import VolatilityTarget
 from quantlab.risk import RiskLimits
@@ -224,7 +224,7 @@ def test_bad_inputs_are_refused(spx):
     with pytest.raises(UsageError, match="not indexed like the bars"): Engine(Misaligned(), spx).run()
     dup = pd.DataFrame({"symbol": ["A", "A"], "ts": pd.to_datetime(["2024-01-02", "2024-01-02"], utc=True),
                         "open": 1.0, "high": 1.0, "low": 1.0, "close": 1.0})
-    with pytest.raises(UsageError, match="row 2"): panels_from_bars(dup)
+    with pytest.raises(DataError, match="row 2"): panels_from_bars(dup)
 
 
 def test_rebalance_schedule_is_point_in_time_on_real_sessions():
