@@ -60,7 +60,7 @@ def execute_notebook(src: Path, # notebook to run
     write_nb(raw, dst)
     return dst
 
-# %% ../nbs/14_docs.ipynb #4095cca3
+# %% ../nbs/14_docs.ipynb #42fc44f7
 _DIRECTIVE = re.compile(r"^\s*#\|\s*([\w-]+)\s*:\s*(.*?)\s*$")
 
 
@@ -75,13 +75,20 @@ def _front_matter(source: str) -> dict:
 _SOURCE_LINK = re.compile(r"^\[source\]\([^)]*\)\{[^}]*\}[ \t]*\n?", re.M)
 
 
+_REMOTE_SCRIPT = re.compile(r"<script\b[^>]*\bsrc\s*=\s*[\"']?(?:https?:)?//[^>]*>\s*</script>", re.I)
+
+
+def _text(value) -> str: return "".join(value) if isinstance(value, list) else value
+
+
 def _clean_output(output: dict) -> dict:
-    "Drop show_doc's Quarto-only source link (`[source](url){target=...}`) from markdown outputs."
+    "Drop show_doc's Quarto-only source link from markdown outputs and CDN scripts (plotly's MathJax loader) from HTML outputs."
     data = output.get("data", {})
-    if "text/markdown" not in data: return output
-    md = data["text/markdown"]
-    md = "".join(md) if isinstance(md, list) else md
-    return {**output, "data": {**data, "text/markdown": _SOURCE_LINK.sub("", md)}}
+    if "text/markdown" in data:
+        data = {**data, "text/markdown": _SOURCE_LINK.sub("", _text(data["text/markdown"]))}
+    if "text/html" in data:
+        data = {**data, "text/html": _REMOTE_SCRIPT.sub("", _text(data["text/html"]))}
+    return {**output, "data": data} if data else output
 
 
 def to_myst(nb: dict, # a processed notebook (nbformat dict)
@@ -120,7 +127,7 @@ def to_myst(nb: dict, # a processed notebook (nbformat dict)
         cells.insert(0, {"cell_type": "markdown", "metadata": {}, "source": f"# {fallback_title}"})
     return {**nb, "cells": cells}
 
-# %% ../nbs/14_docs.ipynb #c1619501
+# %% ../nbs/14_docs.ipynb #7bb11a8c
 _CONF = '''
 project = {title!r}
 author = {author!r}
@@ -129,6 +136,7 @@ nb_execution_mode = "off"
 nb_render_markdown_format = "myst"
 myst_enable_extensions = ["colon_fence", "dollarmath"]
 html_theme = "furo"
+html_static_path = ["_static"]
 html_title = {title!r}
 exclude_patterns = ["_build", "**.ipynb_checkpoints"]
 suppress_warnings = ["myst.header", "mystnb.unknown_mime_type", "misc.highlighting_failure", "myst.xref_missing"]
@@ -178,12 +186,15 @@ def build_docs(out: str | os.PathLike = "_docs", # the site folder
             processed = proc / rel
             data = json.loads(processed.read_text(encoding="utf-8"))
             name = "index" if rel.as_posix() == "index.ipynb" else rel.with_suffix("").as_posix()
-            myst = to_myst(data, fallback_title=rel.stem)
+            myst = _load_plotly_first(to_myst(data, fallback_title=rel.stem), "../" * name.count("/"))
             dst = src / (name + ".ipynb")
             dst.parent.mkdir(parents=True, exist_ok=True)
             dst.write_text(json.dumps(myst), encoding="utf-8")
             if name != "index": pages.append((name, _title_of(myst, rel.stem)))
         _write_index(src, pages)
+        # plotly figures in executed pages call window.Plotly: serve plotly.js from the site, never a CDN
+        (src / "_static").mkdir(exist_ok=True)
+        shutil.copy(_plotly_js(), src / "_static" / "plotly.min.js")
         cfg = _settings(root)
         (src / "conf.py").write_text(_CONF.format(title=cfg.get("title", "docs"), author=cfg.get("author", "")), encoding="utf-8")
         build = tmp / "html"
@@ -209,6 +220,27 @@ def _freeze_for_proc(path: Path):
         if _EXPORT_DIRECTIVE.search(src) or re.search(r"^show_doc\(", src, re.M): continue
         cell["source"] = "#| eval: false\n" + src
     path.write_text(json.dumps(nb), encoding="utf-8")
+
+
+def _load_plotly_first(nb: dict, # a MyST-ready notebook
+                       prefix: str, # path from the page to the site root ("" or "../")
+                      ) -> dict:
+    "Load the site's plotly.js just before the page's first plotly figure (the theme puts its own scripts at the end of the body, after the figures' inline scripts)."
+    for cell in nb["cells"]:
+        for out in cell.get("outputs", []):
+            html = out.get("data", {}).get("text/html")
+            if html is not None and "Plotly.newPlot" in _text(html):
+                out["data"]["text/html"] = f'<script src="{prefix}_static/plotly.min.js"></script>' + _text(html)
+                return nb
+    return nb
+
+
+def _plotly_js() -> Path:
+    "The plotly.js bundle that the installed plotly package ships."
+    import plotly
+    path = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
+    if not path.exists(): raise UsageError(f"plotly.js not found at {path}")
+    return path
 
 
 def _project_root(nbs: Path) -> Path:
@@ -248,7 +280,7 @@ def _write_index(src: Path, pages: list[tuple[str, str]]):
     nb["cells"].append({"cell_type": "markdown", "metadata": {}, "source": toc})
     index.write_text(json.dumps(nb), encoding="utf-8")
 
-# %% ../nbs/14_docs.ipynb #4ca365dd
+# %% ../nbs/14_docs.ipynb #9e39f65a
 class _Links(html.parser.HTMLParser):
     def __init__(self):
         super().__init__()
@@ -291,7 +323,7 @@ def check_site(out: str | os.PathLike = "_docs", # the built site
                 if u.fragment not in ids: problems.append(f"{page.relative_to(out.resolve())}: missing anchor {link}")
     return problems
 
-# %% ../nbs/14_docs.ipynb #fee9b1cc
+# %% ../nbs/14_docs.ipynb #088f35a5
 def main(argv=None):
     "Build the docs site and check its links; exit 1 on problems."
     import argparse
@@ -306,6 +338,6 @@ def main(argv=None):
     print(out / "index.html")
     return 1 if problems else 0
 
-# %% ../nbs/14_docs.ipynb #5d9cc162
+# %% ../nbs/14_docs.ipynb #8b933e4f
 #| eval: false
 if __name__ == "__main__": sys.exit(main())
