@@ -114,13 +114,14 @@ def _print_table(df, max_rows: int = 40) -> None:
                            "display.width", 200, "display.max_columns", 30):
         print(df.to_string() if len(df) <= max_rows else repr(df))
 
-# %% ../nbs/13_cli.ipynb #d2eef064
+# %% ../nbs/13_cli.ipynb #c350e8ee
 def _data_ingest(args) -> int:
     from quantlab.loaders import load_file
     path = Path(args.file)
     if not path.is_file(): raise DataError("file not found", file=path)
     loaded = load_file(path, preset=args.format, symbol=args.symbol, tz=args.tz, calendar=args.calendar)
-    result = _store(args).write_bars(loaded.bars, source=loaded.source, actions=loaded.actions, calendar=args.calendar)
+    result = _store(args).write_bars(loaded.bars, source={**loaded.source, "adjusted": loaded.adjusted},
+                                     actions=loaded.actions, calendar=args.calendar)
     symbols = sorted(loaded.bars["symbol"].unique())
     n_actions = 0 if loaded.actions is None else len(loaded.actions)
     print(f"ingested {path}: {len(loaded.bars)} bars of {', '.join(symbols)}"

@@ -354,7 +354,7 @@ def _commit(self,
 
 BarStore._commit = _commit
 
-# %% ../nbs/01d_store.ipynb #ceb2656b
+# %% ../nbs/01d_store.ipynb #116eb68e
 _BAR_VALUES = ["open", "high", "low", "close", "volume", "vwap", "trades"]
 
 
@@ -402,6 +402,19 @@ def _new_available(ts: pd.Series, known_at) -> pd.Series:
     return ts if known_at is None else ts.where(ts >= known_at, known_at)
 
 
+def _check_adjustment_basis(stored: dict, bounds: dict, source, file):
+    "Refuse bars whose adjustment basis (raw, split- or total-adjusted, as the source says) differs from the symbol's stored one."
+    if not isinstance(source, dict) or "adjusted" not in source: return
+    new = source.get("adjusted")
+    for symbol in bounds:
+        old_src = (stored.get(symbol) or {}).get("source") or {}
+        if "adjusted" in old_src and old_src.get("adjusted") != new:
+            name = lambda a: {None: "raw", "split": "split-adjusted", "total": "total-return-adjusted"}.get(a, str(a))
+            raise DataError(f"{symbol} is stored as {name(old_src.get('adjusted'))} prices (from {old_src.get('file')}); "
+                            f"these bars are {name(new)}: mixing them would corrupt the series. Store them under "
+                            f"another symbol or in another store", file=file, column="symbol", value=symbol)
+
+
 def write_bars(self,
                bars: pd.DataFrame, # bars in (or coercible to) the canonical frame
                source=None, # provenance: a loaders.Loaded.source dict or a file path
@@ -428,6 +441,7 @@ def write_bars(self,
     frames = {}
     with _locked(self.root):
         stored = dict(self._entries("bars")) if "bars" in self.manifest()["datasets"] else {}
+        _check_adjustment_basis(stored, bounds, source, file)
         for symbol, (lo, hi) in bounds.items():
             new = bars.iloc[lo:hi].reset_index(drop=True)
             old = self._read_tables([(symbol, stored[symbol])]).to_pandas() if symbol in stored else None

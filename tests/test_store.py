@@ -359,3 +359,22 @@ def test_symbols_with_a_slash_and_series_names_are_safe(data_dir):
     assert (data_dir / "bars" / "symbol=EUR%2FUSD").is_dir()
     with pytest.raises(UsageError, match="series name"):
         store.write_series("../x", pd.DataFrame({"ts": ts, "v": [1.0, 2.0]}), ["v"])
+
+
+def test_raw_bars_are_refused_for_a_symbol_stored_vendor_adjusted(data_dir, shared_data):
+    "pmdarima's MSFT is split- and dividend-adjusted; Quandl's MSFT is raw: one symbol cannot hold both."
+    from quantlab.loaders import load_file
+    from quantlab.samples import ingest_samples
+    store = BarStore(data_dir)
+    ingest_samples(store, ["msft"], progress=False)
+    before = {p.relative_to(data_dir): p.read_bytes() for p in data_dir.rglob("*") if p.is_file() and p.name != ".lock"}
+    wiki = load_file(shared_data / "zipline" / "QUANDL_SAMPLE_TABLE.csv", preset="quandl_wiki")
+    with pytest.raises(DataError, match="MSFT is stored as total-return-adjusted prices") as err:
+        store.write_bars(wiki.bars, source={**wiki.source, "adjusted": wiki.adjusted}, actions=wiki.actions)
+    assert "QUANDL_SAMPLE_TABLE.csv" in str(err.value) and "column 'symbol'" in str(err.value)
+    after = {p.relative_to(data_dir): p.read_bytes() for p in data_dir.rglob("*") if p.is_file() and p.name != ".lock"}
+    assert after == before
+    # the same basis is accepted: the raw Quandl file goes into a store of its own, twice, without change
+    other = BarStore(data_dir.parent / "wiki")
+    other.write_bars(wiki.bars, source={**wiki.source, "adjusted": wiki.adjusted}, actions=wiki.actions)
+    assert not other.write_bars(wiki.bars, source={**wiki.source, "adjusted": wiki.adjusted}, actions=wiki.actions).changed
