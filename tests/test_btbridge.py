@@ -20,11 +20,8 @@ CENT = 0.005
 
 
 @pytest.fixture(scope="module")
-def spx():
-    from arch.data import sp500
-    df = sp500.load()
-    df.index = df.index.tz_localize("UTC")
-    return {k.lower(): df[[k]].set_axis(["SPX"], axis=1) for k in ["Open", "High", "Low", "Close", "Volume"]}
+def spx(spx_fields):
+    return spx_fields
 
 
 def _same_to_the_cent(b, ev):
@@ -90,18 +87,9 @@ def test_incomplete_bars_are_refused(spx):
 
 
 @pytest.fixture(scope="module")
-def stocks(shared_data):
+def stocks(bt_stock_fields):
     "YHOO, ORCL, NVDA (backtrader's bundled Yahoo files) on their common dates 2003-2008."
-    frames = {s: pd.read_csv(shared_data / "backtrader" / f, index_col="Date", parse_dates=True)
-              for s, f in [("YHOO", "yhoo-1996-2015.txt"), ("ORCL", "orcl-1995-2014.txt"), ("NVDA", "nvda-1999-2014.txt")]}
-    idx = frames["YHOO"].index.intersection(frames["ORCL"].index).intersection(frames["NVDA"].index).sort_values()
-    idx = idx[(idx >= "2003-01-01") & (idx < "2009-01-01")]
-    out = {}
-    for f in ["Open", "High", "Low", "Close", "Volume"]:
-        panel = pd.DataFrame({s: frames[s].loc[idx, f] for s in frames}).astype(float)
-        panel.index = pd.DatetimeIndex(idx).tz_localize("UTC")
-        out[f.lower()] = panel
-    return out
+    return {f: p.loc["2003-01-01":"2008-12-31"] for f, p in bt_stock_fields.items()}
 
 
 def test_three_stock_sma_cross_in_backtrader_matches_event_engine_to_the_cent(stocks):

@@ -16,27 +16,14 @@ RTOL = 1e-9
 
 
 @pytest.fixture(scope="module")
-def spx():
-    from arch.data import sp500
-    df = sp500.load()
-    df.index = df.index.tz_localize("UTC")
-    return {k.lower(): df[[k]].set_axis(["SPX"], axis=1) for k in ["Open", "High", "Low", "Close", "Volume"]}
+def spx(spx_fields):
+    return spx_fields
 
 
 @pytest.fixture(scope="module")
-def stocks(shared_data):
+def stocks(bt_stock_fields):
     "Three backtrader OHLCV files on their common dates (split-adjusted OHLC)."
-    frames = {}
-    for sym, name in [("YHOO", "yhoo-1996-2015.txt"), ("ORCL", "orcl-1995-2014.txt"), ("NVDA", "nvda-1999-2014.txt")]:
-        df = pd.read_csv(shared_data / "backtrader" / name, index_col="Date", parse_dates=True)
-        frames[sym] = df
-    idx = frames["YHOO"].index.intersection(frames["ORCL"].index).intersection(frames["NVDA"].index).sort_values()
-    out = {}
-    for f in ["Open", "High", "Low", "Close", "Volume"]:
-        panel = pd.DataFrame({s: frames[s].loc[idx, f] for s in frames}).astype(float)
-        panel.index = pd.DatetimeIndex(idx).tz_localize("UTC")
-        out[f.lower()] = panel
-    return out
+    return bt_stock_fields
 
 
 @pytest.fixture(scope="module")

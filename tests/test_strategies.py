@@ -13,11 +13,8 @@ from quantlab.vector import param_grid
 
 
 @pytest.fixture(scope="module")
-def spx():
-    from arch.data import sp500
-    df = sp500.load()
-    df.index = df.index.tz_localize("UTC")
-    return {k.lower(): df[[k]].set_axis(["SPX"], axis=1) for k in ["Open", "High", "Low", "Close", "Volume"]}
+def spx(spx_fields):
+    return spx_fields
 
 
 @pytest.fixture(scope="module")
