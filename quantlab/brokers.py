@@ -73,17 +73,17 @@ class BarArrays:
             self._day_end = np.repeat(last, np.diff(np.r_[-1, last]))
         return self._day_end
 
-# %% ../nbs/08_brokers.ipynb #b839e99e
+# %% ../nbs/08_brokers.ipynb #69913345
 class NextOpen:
     "Market orders fill at the open of the first bar they work in."
     name = "next_open"
-    def price(self, bars: BarArrays, i: int, j: int) -> float: return bars.fields["open"][i, j]
+    def price(self, bars: BarArrays, i: int, j: int) -> float: return bars.fields["open"].item(i, j)
 
 
 class BarClose:
     "Market orders fill at the close of the first bar they work in."
     name = "bar_close"
-    def price(self, bars: BarArrays, i: int, j: int) -> float: return bars.fields["close"][i, j]
+    def price(self, bars: BarArrays, i: int, j: int) -> float: return bars.fields["close"].item(i, j)
 
 
 class BarVWAP:
@@ -91,8 +91,8 @@ class BarVWAP:
     name = "bar_vwap"
     def price(self, bars: BarArrays, i: int, j: int) -> float:
         f = bars.fields
-        v = f["vwap"][i, j] if "vwap" in f else math.nan
-        return v if v == v else (f["high"][i, j] + f["low"][i, j] + f["close"][i, j]) / 3.0
+        v = f["vwap"].item(i, j) if "vwap" in f else math.nan
+        return v if v == v else (f["high"].item(i, j) + f["low"].item(i, j) + f["close"].item(i, j)) / 3.0
 
 # %% ../nbs/08_brokers.ipynb #5b67cc1d
 @dataclass(frozen=True)
@@ -238,7 +238,7 @@ class SquareRootImpact:
         if not (s == s and v == v and v > 0): return 0.0
         return self.coefficient * s * math.sqrt(abs(quantity) / v) * price
 
-# %% ../nbs/08_brokers.ipynb #ccd9b895
+# %% ../nbs/08_brokers.ipynb #e905d0c7
 class _Working:
     __slots__ = ("order", "col", "active_from", "expires", "filled", "notional", "triggered", "touch", "lot", "mult")
 
@@ -260,6 +260,7 @@ class SimBroker:
                  fill_prefix: str = "x", # fill id prefix
                 ):
         self.fill_model = fill or NextOpen()
+        self._market_note = getattr(self.fill_model, "name", "market")  # the assumption noted on market fills
         self.latency = latency or BarLatency(0)
         self.commission = PerShare.ib_fixed() if commission is None else (commission or None)
         self.spread, self.slippage, self.partial = spread, slippage, partial
@@ -276,6 +277,7 @@ class SimBroker:
     def attach(self, bars: BarArrays) -> None:
         "Give the broker its market data (and let the models precompute)."
         self.bars = bars
+        self._T, self._day_end = len(bars.ts), bars.day_end
         for m in (self.spread, self.slippage):
             if m is not None and hasattr(m, "prepare"): m.prepare(bars)
 
@@ -286,6 +288,11 @@ class SimBroker:
                  f"commission={self.commission}", f"spread={self.spread}", f"slippage={self.slippage}", f"partial={self.partial}"]
         return "; ".join(parts)
 
+    @property
+    def version(self) -> int:
+        "A counter that moves on every fill or update (the OMS skips `sync` when it has not moved)."
+        return len(self._fills) + len(self._updates)
+
     # -- protocol --
     def submit(self, order: Order) -> None:
         "Accept an order; it works from the bar the latency model allows."
@@ -295,10 +302,9 @@ class SimBroker:
             return
         w = _Working()
         w.order, w.col, w.filled, w.notional, w.triggered, w.touch = order, j, 0.0, 0.0, False, None
-        w.active_from = self.latency.active_from(self.bars, self.i)
-        T = len(self.bars.ts)
-        w.expires = self.bars.day_end[w.active_from] if (order.tif == TimeInForce.DAY and w.active_from < T) else (
-            w.active_from if order.tif == TimeInForce.IOC else T)
+        w.active_from = start = self.latency.active_from(self.bars, self.i)
+        T, tif = self._T, order.tif
+        w.expires = int(self._day_end[start]) if (tif is TimeInForce.DAY and start < T) else (start if tif is TimeInForce.IOC else T)
         w.lot = self.lots.get(order.symbol, 1.0)
         w.mult = self.multipliers.get(order.symbol, 1.0)
         self._working[order.client_id] = w
@@ -373,33 +379,32 @@ class SimBroker:
         "Work every active order against bar `i`: fills, IOC cancels, DAY expiries."
         self.i = i
         if not self._working: return
-        f = self.bars.fields
-        for cid in list(self._working):
-            w = self._working.get(cid)
-            if w is None or w.active_from > i: continue
+        f, working = self.bars.fields, self._working
+        for cid, w in list(working.items()):
+            if w.active_from > i or cid not in working: continue  # not yet active, or gone (an OCO sibling filled)
             self._work(w, i, f)
-            if cid in self._working and i >= w.expires:
+            if i >= w.expires and cid in working:
                 del self._working[cid]
                 kind = OrderStatus.CANCELLED if w.order.tif == TimeInForce.IOC else OrderStatus.EXPIRED
                 self._updates.append(OrderUpdate(cid, kind, self.bars.index[i], f"{w.order.tif.value}: unfilled rest", i))
 
     def _work(self, w: _Working, i: int, f) -> None:
         o, j = w.order, w.col
-        op, hi, lo = f["open"][i, j], f["high"][i, j], f["low"][i, j]
+        op, hi, lo = f["open"].item(i, j), f["high"].item(i, j), f["low"].item(i, j)  # Python floats: cheaper arithmetic below
         if not (op == op and hi == hi and lo == lo): return  # no bar for this symbol
         buy = o.quantity > 0
         kind, taker, cap = o.kind, True, None
-        if kind == OrderKind.STOP_LIMIT and not w.triggered:
+        if kind is OrderKind.MARKET:
+            ref = self.fill_model.price(self.bars, i, j)
+            if not ref == ref: return
+        elif kind is OrderKind.STOP_LIMIT and not w.triggered:
             s = o.stop_price
             trig = (op if op >= s else s if hi >= s else None) if buy else (op if op <= s else s if lo <= s else None)
             if trig is None: return
             w.triggered, w.touch = True, None
             if (buy and trig > o.limit_price) or (not buy and trig < o.limit_price): return  # rests as a limit
             ref, cap = trig, o.limit_price
-        elif kind == OrderKind.MARKET:
-            ref = self.fill_model.price(self.bars, i, j)
-            if not ref == ref: return
-        elif kind == OrderKind.STOP:
+        elif kind is OrderKind.STOP:
             s = o.stop_price
             ref = (op if op >= s else s if hi >= s else None) if buy else (op if op <= s else s if lo <= s else None)
             if ref is None: return
@@ -423,8 +428,9 @@ class SimBroker:
             total = abs(price - ref); half = min(half, total); slip = total - half
         comm = self.commission.calculate(qty, price, w.mult, abs(w.filled), w.notional) if self.commission else 0.0
         self._nfill += 1
+        note = self._market_note if kind is OrderKind.MARKET else self._kind_note(o, ref, op, taker)
         fill = Fill(o.client_id, o.symbol, sign * qty, price, int(self.bars.ts[i]), comm, half * qty * w.mult,
-                    slip * qty * w.mult, ref, f"{self._prefix}{self._nfill}", self._kind_note(o, ref, op, taker), i)
+                    slip * qty * w.mult, ref, f"{self._prefix}{self._nfill}", note, i)
         self._fills.append(fill)
         w.filled += sign * qty; w.notional += qty * price * w.mult
         self._cash -= sign * qty * price * w.mult + comm
@@ -432,6 +438,6 @@ class SimBroker:
         if abs(abs(o.quantity) - abs(w.filled)) <= 1e-12: self._working.pop(o.client_id, None)
 
     def _kind_note(self, o, ref, op, taker) -> str:
-        if o.kind == OrderKind.MARKET: return getattr(self.fill_model, "name", "market")
+        if o.kind is OrderKind.MARKET: return getattr(self.fill_model, "name", "market")
         gap = "gap_open" if ref == op else "touch"
         return f"{o.kind.value}_{gap}" + ("" if taker else "_maker")

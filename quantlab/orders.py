@@ -66,7 +66,7 @@ def check_transition(old: OrderStatus, # current state
         raise StateError(f"order {client_id}: illegal transition {old.value} -> {new.value}")
     return new
 
-# %% ../nbs/04_orders.ipynb #7ce2aec3
+# %% ../nbs/04_orders.ipynb #b8fc5c99
 class _OrderFields(NamedTuple):
     symbol: str  # the instrument's symbol
     quantity: float  # signed: + buys, - sells
@@ -114,6 +114,10 @@ class Order(_OrderFields):
     def replace(self, **changes) -> Order:
         "A copy with `changes`, checked again (cancel/replace keeps the client id)."
         return Order(**{**self._asdict(), **changes})
+
+    def with_client_id(self, client_id: str) -> Order:
+        "A copy carrying `client_id` (nothing else changes, so nothing is checked again: the OMS's hot path)."
+        return tuple.__new__(Order, (*self[:6], client_id, *self[7:]))
 
 # %% ../nbs/04_orders.ipynb #60a5bbbd
 _bracket_seq = itertools.count(1)

@@ -51,7 +51,7 @@ class Decision(NamedTuple):
     reason: str = "ok"  # why (in words)
     check: str = ""  # which check decided ("" when approved)
 
-# %% ../nbs/06a_risk.ipynb #ae6a46f7
+# %% ../nbs/06a_risk.ipynb #7a07328b
 _APPROVED = Decision(True)
 
 
@@ -71,6 +71,11 @@ class RiskEngine:
         self.state = TradingState(state)
         self.state_reason = ""
         self._day, self._day_open_equity, self._last_equity = None, None, None
+
+    @property
+    def needs_working(self) -> bool:
+        "Does `check` read the working orders? Not without limits while ACTIVE (the OMS then skips summing them)."
+        return not (self._unlimited and self.state == TradingState.ACTIVE)
 
     def halt(self, reason: str) -> None:
         "Deny all new orders until `resume`."
@@ -107,12 +112,13 @@ class RiskEngine:
         q = order.quantity
         if not isinstance(q, (int, float)) or not math.isfinite(q) or q == 0:
             return Decision(False, f"field 'quantity' is {q!r}: must be finite and non-zero", "fields")
-        for name in ("limit_price", "stop_price"):
-            v = getattr(order, name)
-            if v is not None and _bad(v):
-                return Decision(False, f"field '{name}' is {v!r}: must be finite and positive", "fields")
+        if order.limit_price is not None or order.stop_price is not None:
+            for name in ("limit_price", "stop_price"):
+                v = getattr(order, name)
+                if v is not None and _bad(v):
+                    return Decision(False, f"field '{name}' is {v!r}: must be finite and positive", "fields")
         if price is None: price = portfolio.prices.get(s)
-        if _bad(price):
+        if not (type(price) is float and 0 < price < math.inf) and _bad(price):
             return Decision(False, f"field 'last price' of {s} is {price!r}: must be finite and positive", "fields")
         if self.state == TradingState.HALTED:
             return Decision(False, f"trading HALTED: {self.state_reason}", "state")

@@ -188,13 +188,13 @@ class Context:
         out, self.intents = self.intents, []
         return out
 
-# %% ../nbs/06_strategy.ipynb #2ee303d0
+# %% ../nbs/06_strategy.ipynb #69863750
 def as_targets(result, # what on_bar returned
                symbols: list[str], # ctx.symbols, for arrays
               ) -> dict[str, float] | None:
     "Normalise an `on_bar` return value to a {symbol: weight} dict, or None for no change."
     if result is None: return None
-    if isinstance(result, (dict, pd.Series)) or isinstance(result, Mapping): items = result.items()
+    if isinstance(result, (dict, pd.Series)) or (type(result) is not np.ndarray and isinstance(result, Mapping)): items = result.items()
     else:
         arr = np.asarray(result, dtype=float).reshape(-1)
         if len(arr) != len(symbols): raise UsageError(f"target array has {len(arr)} weights for {len(symbols)} symbols")
