@@ -177,7 +177,7 @@ class AuditTrail:
                 self._con.execute(f"create or replace view {name} as select * from read_parquet('{f}')")
         return self._con.execute(sql).df()
 
-# %% ../nbs/09_engine.ipynb #2989c948
+# %% ../nbs/09_engine.ipynb #0a6cfbdd
 @dataclass
 class EngineRun:
     "What the loop produced (backtest wraps it into a BacktestResult)."
@@ -193,6 +193,11 @@ class EngineRun:
     events: int  # bars on which the full pipeline ran
     data: dict = field(repr=False, default_factory=dict)  # the panels the strategy saw
     features: dict = field(repr=False, default_factory=dict)  # its features
+
+
+class _NoNaN:
+    "A row lookup that is always False (no NaN anywhere in the close panel)."
+    def __getitem__(self, i): return False
 
 
 class Engine:
@@ -262,19 +267,19 @@ class Engine:
         events = event_mask(st.events(self.data, self.features), self.index)
         every_bar = self.mode == "every_bar" or self.risk.limits.max_daily_loss < math.inf
         close = self.bars.fields["close"]
-        close_ff = pd.DataFrame(close).ffill().to_numpy()
-        close_0 = np.nan_to_num(close_ff)  # 0 before a symbol's first price (nothing can be held then)
+        has_nan = bool(np.isnan(close).any())  # (large temporaries cost page faults: made only when needed)
+        close_0 = np.nan_to_num(pd.DataFrame(close).ffill().to_numpy()) if has_nan else close  # 0 before a first price
         mult = np.array([pf.instrument(s).multiplier for s in self.symbols])
         br = pf.borrow_rate
         rates = np.array([br.get(s, 0.0) for s in self.symbols]) if isinstance(br, Mapping) else np.full(N, float(br))
-        days = self.bars.ts // 86_400_000_000_000
-        daydiff = np.r_[0, np.diff(days)].astype(float)
+        daydiff = np.diff(self.bars.ts // 86_400_000_000_000, prepend=0).astype(float) if rates.any() else None  # borrow days
+        if daydiff is not None and T: daydiff[0] = 0.0
         self._col = {s: j for j, s in enumerate(self.symbols)}
         self._q = np.zeros(N)  # signed quantity x multiplier per column
         self._short = np.zeros(N)  # borrow cost weight per column: |short quantity| x multiplier x rate
         self._units = np.zeros(N)  # signed units per column (the audit's positions before each decision)
         self._has_short, self._shorts, self._rates = False, set(), rates
-        self._nan_row = np.isnan(close).any(axis=1).tolist()  # rows whose marks need the NaN-skipping path
+        self._nan_row = np.isnan(close).any(axis=1).tolist() if has_nan else _NoNaN()  # rows that need NaN-skipping marks
         self._last_w = [0.0] * N  # the last acted-on array targets, as a list (None after dict targets)
         cash_at, set_at = np.empty(T), np.zeros(T, dtype=bool)
         ev_bars, ev_cash = [], []  # cash after each event bar (written into cash_at at the end)
@@ -301,7 +306,8 @@ class Engine:
             from tqdm.auto import tqdm
             pbar = tqdm(total=T, unit="bar", desc=st.name)
         ev_idx = np.flatnonzero(events).tolist() if not every_bar else None
-        n_ev, events, step = len(ev_idx or ()), events.tolist(), self._step
+        n_ev, step = len(ev_idx or ()), self._step
+        events = events.tolist() if every_bar else None
         has_working, next_event = getattr(broker, "has_working", None), getattr(broker, "next_event", None)
         ptr, i, shown = 0, 0, 0
         while i < T:
@@ -315,7 +321,7 @@ class Engine:
             if nxt >= T:
                 carry(i, T); break
             if self._has_short: carry(i, nxt)
-            step(nxt, events[nxt], close_0, daydiff)
+            step(nxt, events[nxt] if every_bar else (ptr < n_ev and ev_idx[ptr] == nxt), close_0, daydiff)
             ev_bars.append(nxt); ev_cash.append(pf.cash)
             i = nxt + 1
             if pbar is not None and i - shown > max(1, T // 100): pbar.update(i - shown); shown = i
@@ -366,7 +372,7 @@ class Engine:
                     self._last_targets, self._last_w = targets, w
                     vol = st.volatility(ctx)
                     for o in pf.orders_for_targets(targets, sizer=st.sizer, volatility=vol, pending=oms.working() if oms.has_open() else None,
-                                                   min_trade_notional=st.min_trade_notional, reason="target", only=only):
+                                                   min_trade_notional=st.min_trade_notional, reason="target", only=only, ids=oms.next_id):
                         oms.submit(o)
                 self._route(intents)
                 if fills := oms.sync(): self._book(fills, i, ts)

@@ -252,7 +252,7 @@ class FixedQuantity:
         "Units to hold for `weight`."
         return weight * self.quantity_per_weight
 
-# %% ../nbs/05_portfolio.ipynb #1a869ac7
+# %% ../nbs/05_portfolio.ipynb #cd1339f2
 def orders_for_targets(portfolio: Portfolio, # the account (positions, equity at its marks)
                        targets: Mapping[str, float], # complete book: symbol -> weight of equity; missing held symbols go to 0
                        prices: Mapping[str, float] | None = None, # prices to size at; default the portfolio's marks
@@ -262,6 +262,7 @@ def orders_for_targets(portfolio: Portfolio, # the account (positions, equity at
                        min_trade_notional: float = 0.0, # skip smaller trades
                        reason: str = "rebalance", # recorded on the orders
                        only=None, # trade only these symbols (e.g. those whose target changed); None = all
+                       ids=None, # client id source, e.g. `OrderManager.next_id`; None leaves ids to the OMS
                       ) -> list[Order]:
     "Market orders that move `portfolio` to `targets`, sized, lot-rounded and filtered."
     sizer = sizer or _DEFAULT_SIZER
@@ -284,7 +285,8 @@ def orders_for_targets(portfolio: Portfolio, # the account (positions, equity at
         held = (pos.quantity if pos is not None else 0.0) + (pending.get(s, 0.0) if pending else 0.0)
         delta = inst.round_quantity(target - held)
         if delta == 0 or abs(delta * price * inst.multiplier) < min_trade_notional: continue
-        orders.append(tuple.__new__(Order, (s, delta, _MARKET, None, None, _DAY, None, None, None, reason)))  # = Order(s, delta, reason=reason), unchecked
+        cid = ids() if ids is not None else None  # = Order(s, delta, reason=reason, client_id=cid), built unchecked:
+        orders.append(tuple.__new__(Order, (s, delta, _MARKET, None, None, _DAY, cid, None, None, reason)))  # every field is valid
     return orders
 
 
