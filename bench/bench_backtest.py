@@ -164,6 +164,60 @@ def ql_event_run(bars, fast=FAST, slow=SLOW):
     return event_backtest("sma_cross", bars, dict(fast=fast, slow=slow), commission_bps=BPS).equity.iloc[-1]
 
 
+def ql_event_audit_seconds(bars) -> float:
+    "Seconds to format the audit tables run_backtest leaves for first read (decisions, order events, closes)."
+    from quantlab.strategies import event_backtest
+    res = event_backtest("sma_cross", bars, dict(fast=FAST, slow=SLOW), commission_bps=BPS)
+    t = time.perf_counter(); res.audit.tables(); return time.perf_counter() - t
+
+
+def workloads(a):
+    "The shared inputs (seeded, so every process builds the same bars)."
+    k = 10 if a.quick else 1
+    single_n, panel_n, panel_a, sweep_n = 1_000_000 // k, 2_500, 100 // k, 100_000 // k
+    fasts, slows = np.arange(5, 55, 5), np.arange(60, 260, 20)
+    grid = pd.DataFrame([(f, s) for f in fasts for s in slows], columns=["fast", "slow"])
+    return k, single_n, panel_n, panel_a, sweep_n, grid
+
+
+def measure(engine: str, a) -> list[dict]:
+    "Time one engine on all workloads (run in its own fresh process by `main`)."
+    k, single_n, panel_n, panel_a, sweep_n, grid = workloads(a)
+    rows = []
+
+    def record(workload, work, seconds, note=""):
+        rows.append(dict(engine=engine, workload=workload, work=work, seconds=seconds, per_second=work / seconds, note=note))
+
+    if engine == "backtrader":
+        b = make_bars(a.bt_bars // k, 1, 1)
+        s, _ = best_time(lambda: bt_run(b), 1); record("single", a.bt_bars // k, s, f"({a.bt_bars // k:,} bars)")
+        p = {f: v.iloc[:, :a.bt_assets] for f, v in make_bars(panel_n, panel_a, 2).items()}
+        s, _ = best_time(lambda: bt_run(p), 1); record("panel", panel_n * a.bt_assets, s, f"({a.bt_assets} assets)")
+        sb = make_bars(a.bt_bars // 5 // k, 1, 3)
+        pairs = list(grid.itertuples(index=False))[:a.bt_pairs]
+        s, _ = best_time(lambda: bt_run(sb, pairs), 1); record("sweep", len(sb["close"]) * len(pairs), s, f"({len(pairs)} pairs)")
+    elif engine == "vectorbt":
+        warnings.filterwarnings("ignore")
+        single, panel, sweep_bars = make_bars(single_n, 1, 1), make_bars(panel_n, panel_a, 2), make_bars(sweep_n, 1, 3)
+        s, _ = best_time(lambda: vbt_run(single), a.repeat); record("single", single_n, s)
+        s, _ = best_time(lambda: vbt_run(panel), a.repeat); record("panel", panel_n * panel_a, s)
+        s, _ = best_time(lambda: vbt_run(sweep_bars, grid["fast"].to_numpy(), grid["slow"].to_numpy()), a.repeat)
+        record("sweep", sweep_n * len(grid), s, f"({len(grid)} pairs)")
+    elif engine == "quantlab event":
+        eb, panel = make_bars(a.event_bars // k, 1, 1), make_bars(panel_n, panel_a, 2)
+        s, _ = best_time(lambda: ql_event_run(eb), a.repeat)
+        record("single", len(eb["close"]), s, f"(+{ql_event_audit_seconds(eb):.2f} s to format the lazy audit tables)")
+        s, _ = best_time(lambda: ql_event_run(panel), a.repeat)
+        record("panel", panel_n * panel_a, s, f"(+{ql_event_audit_seconds(panel):.2f} s to format the lazy audit tables)")
+    elif engine == "quantlab vector":
+        single, panel, sweep_bars = make_bars(single_n, 1, 1), make_bars(panel_n, panel_a, 2), make_bars(sweep_n, 1, 3)
+        s, _ = best_time(lambda: ql_vector_run(single), a.repeat); record("single", single_n, s)
+        s, _ = best_time(lambda: ql_vector_run(panel), a.repeat); record("panel", panel_n * panel_a, s)
+        s, _ = best_time(lambda: ql_sweep_run(sweep_bars, grid), a.repeat)
+        record("sweep", sweep_n * len(grid), s, f"({len(grid)} pairs)")
+    return rows
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="10x smaller workloads")
@@ -174,50 +228,25 @@ def main(argv=None):
     ap.add_argument("--event-bars", type=int, default=1_000_000, help="bars for the quantlab event engine's single run")
     ap.add_argument("--skip", default="", help="comma list of engines to skip: backtrader,vectorbt,event,vector")
     a = ap.parse_args(argv)
-    k = 10 if a.quick else 1
     skip = set(filter(None, a.skip.split(",")))
-    single_n, panel_n, panel_a, sweep_n = 1_000_000 // k, 2_500, 100 // k, 100_000 // k
-    single, panel, sweep_bars = make_bars(single_n, 1, 1), make_bars(panel_n, panel_a, 2), make_bars(sweep_n, 1, 3)
-    fasts, slows = np.arange(5, 55, 5), np.arange(60, 260, 20)
-    grid = pd.DataFrame([(f, s) for f in fasts for s in slows], columns=["fast", "slow"])
-    rows = []
-
-    def record(engine, workload, work, seconds, note=""):
-        rows.append(dict(engine=engine, workload=workload, work=work, seconds=seconds, per_second=work / seconds, note=note))
-        print(f"  {engine:<18} {workload:<8} {work:>12,d} in {seconds:8.3f} s = {work / seconds:>14,.0f} /s  {note}", flush=True)
-
-    print(f"python {sys.version.split()[0]}, numpy {np.__version__}, pandas {pd.__version__}")
-    if "backtrader" not in skip:
-        import backtrader as bt
-        print(f"backtrader {bt.__version__}")
-        b = make_bars(a.bt_bars // k, 1, 1)
-        s, _ = best_time(lambda: bt_run(b), 1); record("backtrader", "single", a.bt_bars // k, s, f"({a.bt_bars // k:,} bars)")
-        p = {f: v.iloc[:, :a.bt_assets] for f, v in panel.items()}
-        s, _ = best_time(lambda: bt_run(p), 1); record("backtrader", "panel", panel_n * a.bt_assets, s, f"({a.bt_assets} assets)")
-        sb = make_bars(a.bt_bars // 5 // k, 1, 3)
-        pairs = list(grid.itertuples(index=False))[:a.bt_pairs]
-        s, _ = best_time(lambda: bt_run(sb, pairs), 1); record("backtrader", "sweep", len(sb["close"]) * len(pairs), s, f"({len(pairs)} pairs)")
-    if "vectorbt" not in skip and vbt_available():
-        import vectorbt as vbt
-        print(f"vectorbt {vbt.__version__}")
-        warnings.filterwarnings("ignore")
-        s, _ = best_time(lambda: vbt_run(single), a.repeat); record("vectorbt", "single", single_n, s)
-        s, _ = best_time(lambda: vbt_run(panel), a.repeat); record("vectorbt", "panel", panel_n * panel_a, s)
-        s, _ = best_time(lambda: vbt_run(sweep_bars, grid["fast"].to_numpy(), grid["slow"].to_numpy()), a.repeat)
-        record("vectorbt", "sweep", sweep_n * len(grid), s, f"({len(grid)} pairs)")
-    elif "vectorbt" not in skip:
+    engines = [e for e, key in (("backtrader", "backtrader"), ("vectorbt", "vectorbt"), ("quantlab event", "event"),
+                                ("quantlab vector", "vector")) if key not in skip]
+    if "vectorbt" in engines and not vbt_available():
         print("vectorbt not importable here: pip install vectorbt (see the report for the version that worked)")
-    if "event" not in skip and ql_event_available():
-        eb = make_bars(a.event_bars // k, 1, 1)
-        s, _ = best_time(lambda: ql_event_run(eb), 1); record("quantlab event", "single", len(eb["close"]), s)
-        s, _ = best_time(lambda: ql_event_run(panel), 1); record("quantlab event", "panel", panel_n * panel_a, s)
-    elif "event" not in skip:
-        print("quantlab.backtest / quantlab.strategies not importable: event engine skipped")
-    if "vector" not in skip:
-        s, _ = best_time(lambda: ql_vector_run(single), a.repeat); record("quantlab vector", "single", single_n, s)
-        s, _ = best_time(lambda: ql_vector_run(panel), a.repeat); record("quantlab vector", "panel", panel_n * panel_a, s)
-        s, _ = best_time(lambda: ql_sweep_run(sweep_bars, grid), a.repeat)
-        record("quantlab vector", "sweep", sweep_n * len(grid), s, f"({len(grid)} pairs)")
+        engines.remove("vectorbt")
+    if "quantlab event" in engines and not ql_event_available():
+        print("quantlab.backtest / quantlab.strategies not importable: event engine skipped"); engines.remove("quantlab event")
+    print(f"python {sys.version.split()[0]}, numpy {np.__version__}, pandas {pd.__version__}")
+    # each engine in a fresh process: none inherits another's heap, JIT caches or worker threads (vectorbt's
+    # run left the event engine ~40% slower when they shared one process)
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+    rows = []
+    for engine in engines:
+        with ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("spawn")) as pool:
+            for r in pool.submit(measure, engine, a).result():
+                rows.append(r)
+                print(f"  {r['engine']:<18} {r['workload']:<8} {r['work']:>12,d} in {r['seconds']:8.3f} s = {r['per_second']:>14,.0f} /s  {r['note']}", flush=True)
 
     df = pd.DataFrame(rows)
     if df.empty: return

@@ -177,7 +177,7 @@ class AuditTrail:
                 self._con.execute(f"create or replace view {name} as select * from read_parquet('{f}')")
         return self._con.execute(sql).df()
 
-# %% ../nbs/09_engine.ipynb #0a6cfbdd
+# %% ../nbs/09_engine.ipynb #123bb459
 @dataclass
 class EngineRun:
     "What the loop produced (backtest wraps it into a BacktestResult)."
@@ -281,6 +281,7 @@ class Engine:
         self._has_short, self._shorts, self._rates = False, set(), rates
         self._nan_row = np.isnan(close).any(axis=1).tolist() if has_nan else _NoNaN()  # rows that need NaN-skipping marks
         self._last_w = [0.0] * N  # the last acted-on array targets, as a list (None after dict targets)
+        self._last_np = self._next_np = None  # the same as an array, for wide universes
         cash_at, set_at = np.empty(T), np.zeros(T, dtype=bool)
         ev_bars, ev_cash = [], []  # cash after each event bar (written into cash_at at the end)
         self._q_log = []  # (bar, column, quantity x multiplier) after every booked fill
@@ -370,6 +371,7 @@ class Engine:
                     oms.tag = audit.decision(i, ts, (targets if w is None else w) if act else None, self._units.copy(), pf.cash)
                 if act:
                     self._last_targets, self._last_w = targets, w
+                    self._last_np = self._next_np if w is not None and len(w) > 16 else None
                     vol = st.volatility(ctx)
                     for o in pf.orders_for_targets(targets, sizer=st.sizer, volatility=vol, pending=oms.working() if oms.has_open() else None,
                                                    min_trade_notional=st.min_trade_notional, reason="target", only=only, ids=oms.next_id):
@@ -383,14 +385,16 @@ class Engine:
         on_change = self.strategy.rebalance == "on_change"
         symbols, last = self.symbols, self._last_w
         if type(result) is np.ndarray and last is not None and result.size == len(symbols):
+            # `only` is a list in the symbols' order (orders_for_targets then takes it as it is, without a scan)
             if len(symbols) <= 16:  # a few symbols: plain floats beat numpy's per-call overhead
                 w = [0.0 if v != v else v for v in result.ravel().tolist()]  # NaN means no position, as in `as_targets`
-                only = {s for s, a, b in zip(symbols, w, last) if a != b} if on_change else None
+                only = [s for s, a, b in zip(symbols, w, last) if a != b] if on_change else None
             else:
-                w = result.astype(float).reshape(-1)  # a copy: the array may be a read-only view of a feature
-                w[w != w] = 0.0
-                only = {symbols[k] for k in np.flatnonzero(w != last).tolist()} if on_change else None
-                w = w.tolist()
+                a = result.astype(float).reshape(-1)  # a copy: the array may be a read-only view of a feature
+                a[a != a] = 0.0
+                if self._last_np is None or len(self._last_np) != len(a): self._last_np = np.asarray(last, dtype=float)
+                only = [symbols[k] for k in np.flatnonzero(a != self._last_np).tolist()] if on_change else None
+                self._next_np, w = a, a.tolist()
             return dict(zip(symbols, w)), only, w
         targets = as_targets(result, self.symbols)
         only = None

@@ -252,7 +252,7 @@ class FixedQuantity:
         "Units to hold for `weight`."
         return weight * self.quantity_per_weight
 
-# %% ../nbs/05_portfolio.ipynb #cd1339f2
+# %% ../nbs/05_portfolio.ipynb #1389ab63
 def orders_for_targets(portfolio: Portfolio, # the account (positions, equity at its marks)
                        targets: Mapping[str, float], # complete book: symbol -> weight of equity; missing held symbols go to 0
                        prices: Mapping[str, float] | None = None, # prices to size at; default the portfolio's marks
@@ -261,7 +261,7 @@ def orders_for_targets(portfolio: Portfolio, # the account (positions, equity at
                        pending: Mapping[str, float] | None = None, # signed quantity of working orders per symbol
                        min_trade_notional: float = 0.0, # skip smaller trades
                        reason: str = "rebalance", # recorded on the orders
-                       only=None, # trade only these symbols (e.g. those whose target changed); None = all
+                       only=None, # trade only these symbols (those whose target changed): a set keeps the order below, a list its own; None = all
                        ids=None, # client id source, e.g. `OrderManager.next_id`; None leaves ids to the OMS
                       ) -> list[Order]:
     "Market orders that move `portfolio` to `targets`, sized, lot-rounded and filtered."
@@ -271,7 +271,9 @@ def orders_for_targets(portfolio: Portfolio, # the account (positions, equity at
     orders, positions, instruments = [], portfolio.positions, portfolio.instruments
     if only is None:
         symbols = list(targets) + [s for s, p in positions.items() if p.quantity and s not in targets]
-    else:  # the same order as above, filtered; cheap when few symbols changed
+    elif isinstance(only, list):  # the caller's order (the engine lists changed symbols in the targets' order)
+        symbols = [s for s in only if s in targets or (s in positions and positions[s].quantity)]
+    else:  # the same order as above, filtered
         symbols = [s for s in targets if s in only]
         if len(symbols) < len(only): symbols += [s for s, p in positions.items() if p.quantity and s not in targets and s in only]
     for s in symbols:

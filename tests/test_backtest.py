@@ -122,3 +122,36 @@ def test_audit_trail_on_parquet_explains_every_trade(yhoo, tmp_path):
     assert all(json.loads(s)["cross"]["YHOO"] == 1.0 for s in full.inputs)
     ev = res.audit.query("select status, count(*) as n from order_events group by status")
     assert {"submitted", "filled", "cancelled"} <= set(ev.status)
+
+
+def fifo_reference(fills, multipliers=None):
+    "Plain-Python FIFO matching, statement by statement: the reference for the compiled `round_trips`."
+    rows, lots = [], {}
+    for f in fills[["symbol", "ts", "bar", "quantity", "price", "commission"]].itertuples(index=False):
+        m = (multipliers or {}).get(f.symbol, 1.0)
+        book = lots.setdefault(f.symbol, collections.deque())
+        q, per_unit = f.quantity, f.commission / abs(f.quantity)
+        while q and book and (book[0][0] > 0) != (q > 0):
+            lq, lp, lts, lbar, lcomm = book[0]
+            take, sign = min(abs(q), abs(lq)), (1.0 if lq > 0 else -1.0)
+            pnl, comm = take * (f.price - lp) * sign * m, take * (lcomm + per_unit)
+            rows.append((f.symbol, "long" if sign > 0 else "short", take, lts, f.ts, lp, f.price, lbar, f.bar,
+                         f.bar - lbar, pnl, comm, pnl - comm, (pnl - comm) / (take * lp * m)))
+            if take == abs(lq): book.popleft()
+            else: book[0] = (lq - sign * take, lp, lts, lbar, lcomm)
+            q += sign * take
+        if q: book.append((q, f.price, f.ts, f.bar, per_unit))
+    return pd.DataFrame(rows, columns=list(round_trips(fills.iloc[:0]).columns))
+
+
+def test_compiled_round_trips_equal_the_python_reference_on_a_long_short_three_stock_run(bt_stock_fields):
+    from quantlab.strategies import event_backtest
+    # long/short SMA flips on three real stocks, IB-style per-share commissions: many flips and interleaved symbols
+    res = event_backtest("sma_cross", bt_stock_fields, {"fast": 10, "slow": 30, "long": 1.0, "short": -1.0}, commission_bps=3.0)
+    fills = res.fills
+    assert fills.symbol.nunique() == 3 and (fills.quantity < 0).sum() > 100
+    ref = fifo_reference(fills)
+    assert len(ref) > 200 and set(ref.direction) == {"long", "short"}
+    pd.testing.assert_frame_equal(res.trades, ref)
+    # and with a contract multiplier on one symbol
+    pd.testing.assert_frame_equal(round_trips(fills, {"NVDA": 50.0}), fifo_reference(fills, {"NVDA": 50.0}))

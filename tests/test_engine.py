@@ -241,3 +241,25 @@ def test_rebalance_schedule_is_point_in_time_on_real_sessions():
     # every marked bar is the last bar of its month in the data (the data has no missing month-end sessions)
     last_in_data = close.groupby(close.index.tz_convert("America/New_York").to_period("M")).tail(1).index
     assert set(marked) == set(last_in_data)
+
+
+def test_the_collector_is_paused_only_during_a_run_and_restored_after_an_error(spx):
+    import gc
+    seen = []
+    class Probe(Strategy):
+        def on_bar(self, ctx):
+            seen.append(gc.isenabled())
+            if ctx.i == 3: raise RuntimeError("strategy bug at bar 3")
+    assert gc.isenabled()
+    with pytest.raises(RuntimeError, match="bar 3"): Engine(Probe(), spx).run()
+    assert seen == [False] * 4 and gc.isenabled()
+
+
+def test_positions_rebuilt_from_the_fill_log_equal_the_portfolio_after_every_fill(stocks):
+    # the equity curve comes from a per-fill position log forward-filled once; check it against the fills themselves
+    run = Engine(LongShortSma(), stocks, broker=SimBroker(partial=VolumeShare(0.001))).run()
+    fills = run.audit["fills"]
+    assert len(fills) > 100 and fills.groupby("bar").size().max() > 1   # several fills in one bar happen
+    expected = fills.groupby(["bar", "symbol"]).position_after.last().unstack().reindex(range(len(run.index))).ffill().fillna(0.0)
+    got = run.positions.reset_index(drop=True)[expected.columns]
+    np.testing.assert_array_equal(got.to_numpy(), expected.to_numpy())
