@@ -238,7 +238,7 @@ class SquareRootImpact:
         if not (s == s and v == v and v > 0): return 0.0
         return self.coefficient * s * math.sqrt(abs(quantity) / v) * price
 
-# %% ../nbs/08_brokers.ipynb #e905d0c7
+# %% ../nbs/08_brokers.ipynb #b3ae63f4
 class _Working:
     __slots__ = ("order", "col", "active_from", "expires", "filled", "notional", "triggered", "touch", "lot", "mult")
 
@@ -304,7 +304,7 @@ class SimBroker:
         w.order, w.col, w.filled, w.notional, w.triggered, w.touch = order, j, 0.0, 0.0, False, None
         w.active_from = start = self.latency.active_from(self.bars, self.i)
         T, tif = self._T, order.tif
-        w.expires = int(self._day_end[start]) if (tif is TimeInForce.DAY and start < T) else (start if tif is TimeInForce.IOC else T)
+        w.expires = self._day_end.item(start) if (tif is TimeInForce.DAY and start < T) else (start if tif is TimeInForce.IOC else T)
         w.lot = self.lots.get(order.symbol, 1.0)
         w.mult = self.multipliers.get(order.symbol, 1.0)
         self._working[order.client_id] = w
@@ -429,7 +429,7 @@ class SimBroker:
         comm = self.commission.calculate(qty, price, w.mult, abs(w.filled), w.notional) if self.commission else 0.0
         self._nfill += 1
         note = self._market_note if kind is OrderKind.MARKET else self._kind_note(o, ref, op, taker)
-        fill = Fill(o.client_id, o.symbol, sign * qty, price, int(self.bars.ts[i]), comm, half * qty * w.mult,
+        fill = Fill(o.client_id, o.symbol, sign * qty, price, self.bars.ts.item(i), comm, half * qty * w.mult,
                     slip * qty * w.mult, ref, f"{self._prefix}{self._nfill}", note, i)
         self._fills.append(fill)
         w.filled += sign * qty; w.notional += qty * price * w.mult

@@ -51,7 +51,7 @@ class ManagedOrder:
         "Working at the broker (submitted or partially filled)."
         return self.status in OPEN
 
-# %% ../nbs/07_oms.ipynb #38c7736d
+# %% ../nbs/07_oms.ipynb #cb361b7a
 class OrderManager:
     "Client order ids, the state machine, risk before the broker, brackets/OCO, cancel/replace."
 
@@ -73,6 +73,7 @@ class OrderManager:
         self._seen_fills: set[str] = set()
         self._fill_cursor = self._update_cursor = 0
         self._broker_version = None
+        self._versioned = hasattr(type(broker), "version") or hasattr(broker, "version")
         self.now = None  # the current time (a UTC Timestamp, or int ns in backtests); the engine or live clock sets it
         self.tag = None  # stamped on each order accepted from now on (the engine sets its audit decision id)
 
@@ -165,13 +166,14 @@ class OrderManager:
 
     def sync(self) -> list[Fill]:
         "Apply the broker's new updates and fills; return the fills not seen before."
-        version = getattr(self.broker, "version", None)  # optional: a counter the broker bumps on every fill or update
-        if version is not None and version == self._broker_version: return []
-        out = []
+        broker, versioned, out = self.broker, self._versioned, []
         while True:
-            self._broker_version = getattr(self.broker, "version", None)  # read before pulling: later news bumps it again
-            updates = self.broker.updates_since(self._update_cursor)
-            fills = self.broker.fills_since(self._fill_cursor)
+            if versioned:  # optional: a counter the broker bumps on every fill or update; read before pulling
+                version = broker.version
+                if version == self._broker_version: return out
+                self._broker_version = version
+            updates = broker.updates_since(self._update_cursor)
+            fills = broker.fills_since(self._fill_cursor)
             if not updates and not fills: return out
             self._update_cursor += len(updates); self._fill_cursor += len(fills)
             for f in fills:
