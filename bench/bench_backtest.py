@@ -190,12 +190,12 @@ def measure(engine: str, a) -> list[dict]:
 
     if engine == "backtrader":
         b = make_bars(a.bt_bars // k, 1, 1)
-        s, _ = best_time(lambda: bt_run(b), 1); record("single", a.bt_bars // k, s, f"({a.bt_bars // k:,} bars)")
+        s, _ = best_time(lambda: bt_run(b), a.bt_repeat); record("single", a.bt_bars // k, s, f"({a.bt_bars // k:,} bars)")
         p = {f: v.iloc[:, :a.bt_assets] for f, v in make_bars(panel_n, panel_a, 2).items()}
-        s, _ = best_time(lambda: bt_run(p), 1); record("panel", panel_n * a.bt_assets, s, f"({a.bt_assets} assets)")
+        s, _ = best_time(lambda: bt_run(p), a.bt_repeat); record("panel", panel_n * a.bt_assets, s, f"({a.bt_assets} assets)")
         sb = make_bars(a.bt_bars // 5 // k, 1, 3)
         pairs = list(grid.itertuples(index=False))[:a.bt_pairs]
-        s, _ = best_time(lambda: bt_run(sb, pairs), 1); record("sweep", len(sb["close"]) * len(pairs), s, f"({len(pairs)} pairs)")
+        s, _ = best_time(lambda: bt_run(sb, pairs), a.bt_repeat); record("sweep", len(sb["close"]) * len(pairs), s, f"({len(pairs)} pairs)")
     elif engine == "vectorbt":
         warnings.filterwarnings("ignore")
         single, panel, sweep_bars = make_bars(single_n, 1, 1), make_bars(panel_n, panel_a, 2), make_bars(sweep_n, 1, 3)
@@ -222,6 +222,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="10x smaller workloads")
     ap.add_argument("--repeat", type=int, default=3, help="timed runs per measurement (best is kept)")
+    ap.add_argument("--bt-repeat", type=int, default=2, help="timed backtrader runs per measurement (best is kept; each is slow)")
     ap.add_argument("--bt-bars", type=int, default=50_000, help="bars for backtrader's single-asset run")
     ap.add_argument("--bt-assets", type=int, default=10, help="assets for backtrader's panel run (2,500 bars each)")
     ap.add_argument("--bt-pairs", type=int, default=3, help="pairs for backtrader's sweep (on --bt-bars/5 bars)")
