@@ -5,16 +5,20 @@ Workloads (synthetic seeded random-walk OHLC, so the sizes are free):
   panel   100 assets x 2,500 bars
   sweep   100 (fast, slow) pairs on one asset x 100,000 bars (10M bar-combinations)
 
-Engines:
+Engines (each measured in its own fresh process, so none inherits another's heap, JIT caches or threads):
   backtrader  (event-driven reference; timed on a reduced bar count, reported as bars/s)
   vectorbt    (vectorised reference; Portfolio.from_signals, signals shifted one bar and filled at the open)
-  quantlab event engine  quantlab.backtest.run_backtest with quantlab.strategies' SMA crossover
+  quantlab event engine  quantlab.strategies.event_backtest -> run_backtest: the whole pipeline (strategy,
+              portfolio sizing, risk, OMS state machine, SimBroker fills, accounting with its invariant, the
+              audit trail recorded), and a BacktestResult with equity, positions, orders, fills, round trips
+              and the run card. The audit's decisions / order_events / closes tables are formatted on first
+              read; that extra time is printed beside the figure.
   quantlab vector        quantlab.vector (sma_cross_weights + simulate; sma_cross_sweep for the sweep)
 
-Every timing is the best of `--repeat` runs after one warm-up run (numba compiles and caches are excluded,
-and so is vectorbt's ~70 s first-call compile). Run:
+Every timing is the best of `--repeat` runs (`--bt-repeat` for backtrader) after one warm-up run (numba
+compiles and caches are excluded, and so is vectorbt's ~70 s first-call compile). Run:
 
-    .venv/bin/python bench/bench_backtest.py            # full (~4 min, most of it backtrader and vectorbt's compile)
+    .venv/bin/python bench/bench_backtest.py            # full (~8 min, most of it backtrader and vectorbt's compile)
     .venv/bin/python bench/bench_backtest.py --quick    # 10x smaller everything
     .venv/bin/python bench/bench_backtest.py --skip backtrader,vectorbt   # quantlab only
 
@@ -22,14 +26,19 @@ vectorbt is optional (not a quantlab dependency): `pip install vectorbt` (1.2.0)
 .venv without touching numpy 2.4 / pandas 3.1; without it the vectorbt rows are skipped. Two pandas-3 slow
 paths of vectorbt are avoided so that its engine, not its accessors, is timed (see vbt_run).
 
-Measured 2026-11-23 on this machine kind (2 cores, shared with other jobs: load average ~8, so absolute
-figures are low and noisy; the ratios come from one run on the same work):
+Measured 2026-11-23 on this machine kind (2 cores, a noisy shared VM: a fixed pure-Python loop varies by up
+to 40% between minutes, so only ratios from one run mean much):
 
     workload  backtrader  quantlab event  quantlab vector   vectorbt   (bars, or bar-combinations, per second)
-    single         3,744         195,400       12,414,898  2,609,880
-    panel          3,059          92,999       10,101,563  1,691,192
-    sweep          4,460               -       21,002,719  3,115,206
-    ratios: event / backtrader 52x (single), 30x (panel); vector / vectorbt 4.8x, 6.0x, sweep 6.7x (goal 3x)
+    single         7,301         585,183       20,159,037  7,214,257
+    panel          8,660         714,538       17,648,983  6,195,514
+    sweep          6,940               -       49,742,348  8,755,189
+    ratios: event / backtrader 80x (single), 83x (panel)  [goal 100x: not met]
+            vector / vectorbt sweep 5.7x [goal 3x]; single 2.8x, panel 2.8x
+    two earlier runs that day, of nearly the same code, backtrader timed once: event 88x/83x and 79x/77x.
+
+The event engine spends ~30 us of Python per event bar here (1M-bar single run: 53,769 event bars =
+27,548 decisions + 26,221 fill bars), spread thinly over strategy, portfolio, risk, OMS, broker and audit.
 """
 from __future__ import annotations
 
