@@ -238,7 +238,7 @@ class SquareRootImpact:
         if not (s == s and v == v and v > 0): return 0.0
         return self.coefficient * s * math.sqrt(abs(quantity) / v) * price
 
-# %% ../nbs/08_brokers.ipynb #b3ae63f4
+# %% ../nbs/08_brokers.ipynb #aa8d6ae5
 class _Working:
     __slots__ = ("order", "col", "active_from", "expires", "filled", "notional", "triggered", "touch", "lot", "mult")
 
@@ -429,8 +429,8 @@ class SimBroker:
         comm = self.commission.calculate(qty, price, w.mult, abs(w.filled), w.notional) if self.commission else 0.0
         self._nfill += 1
         note = self._market_note if kind is OrderKind.MARKET else self._kind_note(o, ref, op, taker)
-        fill = Fill(o.client_id, o.symbol, sign * qty, price, self.bars.ts.item(i), comm, half * qty * w.mult,
-                    slip * qty * w.mult, ref, f"{self._prefix}{self._nfill}", note, i)
+        fill = tuple.__new__(Fill, (o.client_id, o.symbol, sign * qty, price, self.bars.ts.item(i), comm, half * qty * w.mult,
+                                    slip * qty * w.mult, ref, f"{self._prefix}{self._nfill}", note, i))  # = Fill(...), all 12 fields
         self._fills.append(fill)
         w.filled += sign * qty; w.notional += qty * price * w.mult
         self._cash -= sign * qty * price * w.mult + comm

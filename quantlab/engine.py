@@ -177,7 +177,7 @@ class AuditTrail:
                 self._con.execute(f"create or replace view {name} as select * from read_parquet('{f}')")
         return self._con.execute(sql).df()
 
-# %% ../nbs/09_engine.ipynb #98acad9e
+# %% ../nbs/09_engine.ipynb #27524a26
 @dataclass
 class EngineRun:
     "What the loop produced (backtest wraps it into a BacktestResult)."
@@ -368,8 +368,9 @@ class Engine:
             act = targets is not None and (st.rebalance == "always" or bool(only))
             intents = ctx.take_intents() if ctx.intents else ()
             if act or intents:
-                if audit is not None:
-                    oms.tag = audit.decision(i, ts, (targets if w is None else w) if act else None, self._units.copy(), pf.cash)
+                if audit is not None:  # = audit.decision(...), inlined in the hot loop
+                    audit._decisions.append((i, ts, (targets if w is None else w) if act else None, self._units.copy(), pf.cash))
+                    oms.tag = len(audit._decisions)
                 if act:
                     self._last_targets, self._last_w = targets, w
                     self._last_np = self._next_np if w is not None and len(w) > 16 else None
@@ -388,7 +389,7 @@ class Engine:
         if type(result) is np.ndarray and last is not None and result.size == len(symbols):
             # `only` is a list in the symbols' order (orders_for_targets then takes it as it is, without a scan)
             if len(symbols) <= 16:  # a few symbols: plain floats beat numpy's per-call overhead
-                w = [0.0 if v != v else v for v in result.ravel().tolist()]  # NaN means no position, as in `as_targets`
+                w = [0.0 if v != v else v for v in (result if result.ndim == 1 else result.ravel()).tolist()]  # NaN: no position, as in `as_targets`
                 only = [s for s, a, b in zip(symbols, w, last) if a != b] if on_change else None
             else:
                 a = result.astype(float).reshape(-1)  # a copy: the array may be a read-only view of a feature

@@ -45,7 +45,7 @@ class Position:
         elif (q1 > 0) != (q0 > 0): self.avg_cost = price  # flipped: the rest opens at the fill price
         return pnl
 
-# %% ../nbs/05_portfolio.ipynb #5a2762d9
+# %% ../nbs/05_portfolio.ipynb #299800ec
 COST_KINDS = ("commission", "spread", "slippage", "borrow")
 
 
@@ -91,7 +91,10 @@ class Portfolio:
                  has_nan: bool = True, # False promises no NaN in `values` (one C-level update instead of a loop)
                 ) -> None:
         "`mark` from an array row: the engine's per-bar call."
-        if has_nan: self.mark(dict(zip(symbols, values.tolist())))
+        if len(symbols) == 1:
+            p = values.item(0)
+            if p == p: self.prices[symbols[0]] = p
+        elif has_nan: self.mark(dict(zip(symbols, values.tolist())))
         else: self.prices.update(zip(symbols, values.tolist()))
 
     def market_value(self, symbol: str | None = None) -> float:
@@ -219,7 +222,7 @@ class Portfolio:
         held = {s: p.quantity for s, p in self.positions.items() if p.quantity}
         return f"Portfolio(cash={self.cash:,.2f}, positions={held})"
 
-# %% ../nbs/05_portfolio.ipynb #6c3b6ac8
+# %% ../nbs/05_portfolio.ipynb #de9de5be
 @dataclass(frozen=True)
 class FixedFraction:
     "Quantity = weight x fraction x equity / (price x multiplier)."
@@ -252,7 +255,7 @@ class FixedQuantity:
         "Units to hold for `weight`."
         return weight * self.quantity_per_weight
 
-# %% ../nbs/05_portfolio.ipynb #1389ab63
+# %% ../nbs/05_portfolio.ipynb #29d380b2
 def orders_for_targets(portfolio: Portfolio, # the account (positions, equity at its marks)
                        targets: Mapping[str, float], # complete book: symbol -> weight of equity; missing held symbols go to 0
                        prices: Mapping[str, float] | None = None, # prices to size at; default the portfolio's marks
