@@ -19,6 +19,7 @@ Every timing is the best of `--repeat` runs (`--bt-repeat` for backtrader) after
 compiles and caches are excluded, and so is vectorbt's ~70 s first-call compile). Run:
 
     .venv/bin/python bench/bench_backtest.py            # full (~8 min, most of it backtrader and vectorbt's compile)
+    .venv/bin/python bench/bench_backtest.py --rounds 2 # the same twice, interleaved, best of each (~16 min)
     .venv/bin/python bench/bench_backtest.py --quick    # 10x smaller everything
     .venv/bin/python bench/bench_backtest.py --skip backtrader,vectorbt   # quantlab only
 
@@ -27,7 +28,8 @@ vectorbt is optional (not a quantlab dependency): `pip install vectorbt` (1.2.0)
 paths of vectorbt are avoided so that its engine, not its accessors, is timed (see vbt_run).
 
 Measured 2026-11-23 on this machine kind (2 cores, a noisy shared VM: a fixed pure-Python loop varies by up
-to 40% between minutes, so only ratios from one run mean much):
+to 40% between minutes, and slow spells hit whichever engine is running, so ratios move between runs).
+One run (each engine once, in its own process):
 
     workload  backtrader  quantlab event  quantlab vector   vectorbt   (bars, or bar-combinations, per second)
     single         7,301         585,183       20,159,037  7,214,257
@@ -35,7 +37,10 @@ to 40% between minutes, so only ratios from one run mean much):
     sweep          6,940               -       49,742,348  8,755,189
     ratios: event / backtrader 80x (single), 83x (panel)  [goal 100x: not met]
             vector / vectorbt sweep 5.7x [goal 3x]; single 2.8x, panel 2.8x
-    two earlier runs that day, of nearly the same code, backtrader timed once: event 88x/83x and 79x/77x.
+
+Six full runs that day of the final code or code within a few percent of it (A/B runs of the last changes
+were inside the noise): event / backtrader 45-88x single (median 79x), 47-91x panel (median 80x); vector /
+vectorbt sweep 5.0-7.8x. `--rounds 2` on the final code: 70x single, 60x panel, sweep 5.0x.
 
 The event engine spends ~30 us of Python per event bar here (1M-bar single run: 53,769 event bars =
 27,548 decisions + 26,221 fill bars), spread thinly over strategy, portfolio, risk, OMS, broker and audit.
@@ -236,6 +241,8 @@ def main(argv=None):
     ap.add_argument("--bt-assets", type=int, default=10, help="assets for backtrader's panel run (2,500 bars each)")
     ap.add_argument("--bt-pairs", type=int, default=3, help="pairs for backtrader's sweep (on --bt-bars/5 bars)")
     ap.add_argument("--event-bars", type=int, default=1_000_000, help="bars for the quantlab event engine's single run")
+    ap.add_argument("--rounds", type=int, default=1, help="measure every engine this many times, interleaved; keep each best "
+                    "(on a noisy shared machine this stops one engine's slow minute from deciding a ratio)")
     ap.add_argument("--skip", default="", help="comma list of engines to skip: backtrader,vectorbt,event,vector")
     a = ap.parse_args(argv)
     skip = set(filter(None, a.skip.split(",")))
@@ -252,14 +259,17 @@ def main(argv=None):
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
     rows = []
-    for engine in engines:
-        with ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("spawn")) as pool:
-            for r in pool.submit(measure, engine, a).result():
-                rows.append(r)
-                print(f"  {r['engine']:<18} {r['workload']:<8} {r['work']:>12,d} in {r['seconds']:8.3f} s = {r['per_second']:>14,.0f} /s  {r['note']}", flush=True)
+    for rnd in range(a.rounds):
+        if a.rounds > 1: print(f"round {rnd + 1} of {a.rounds}")
+        for engine in engines:
+            with ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("spawn")) as pool:
+                for r in pool.submit(measure, engine, a).result():
+                    rows.append(r)
+                    print(f"  {r['engine']:<18} {r['workload']:<8} {r['work']:>12,d} in {r['seconds']:8.3f} s = {r['per_second']:>14,.0f} /s  {r['note']}", flush=True)
 
     df = pd.DataFrame(rows)
     if df.empty: return
+    df = df.loc[df.groupby(["engine", "workload"]).seconds.idxmin()]  # each engine's best round
     rate = df.pivot_table(index="workload", columns="engine", values="per_second")
     print("\nbars (or bar-combinations) per second:")
     print(rate.map(lambda v: f"{v:,.0f}").to_string())
