@@ -9,13 +9,15 @@ minute-like 0.1% for 1,000,000 bars); the engine's behaviour on real data is cov
     .venv/bin/python bench/bench_engine.py            # full sizes (backtrader on a 200,000-bar slice for case a)
     .venv/bin/python bench/bench_engine.py --quick    # smaller sizes
 
-Measured 2026-11-23 on the shared 2-core build machine (load average ~4.5 from other jobs), full sizes:
-  one asset, 1,000,000 bars: 54,486 event bars, 27,572 fills; Engine.run 4.29 s = 233,000 bars/s
-      (run_backtest incl. result tables and audit 162,000 bars/s); backtrader 8,400 bars/s -> 28x
-  100 assets x 2,500 bars: 2,440 event bars, 6,819 fills; Engine.run 0.66 s = 378,000 bars/s
-      (run_backtest 251,000 bars/s); backtrader 9,400 bars/s -> 40x
-The issue's goal (100x backtrader, ~1M bars/s) is not reached: the remaining cost is the full Python
-pipeline (strategy, portfolio, risk, OMS, broker, accounting, audit) at about 75 us per event bar.
+Measured 2026-11-23 (second session) on the shared 2-core machine, full sizes, one run each (noisy: see
+bench_backtest.py for the interleaved, best-of comparison and the spread across runs):
+  one asset, 1,000,000 bars: 54,486 event bars, 27,572 fills; Engine.run 1.80 s = 555,000 bars/s
+      (run_backtest incl. orders, fills and trades 461,000 bars/s); backtrader 7,560 bars/s -> 73x (61x)
+  100 assets x 2,500 bars: 2,440 event bars, 6,819 fills; Engine.run 0.57 s = 440,000 bars/s
+      (run_backtest 403,000 bars/s); backtrader 6,850 bars/s -> 64x (59x)
+  (first session: 233,000 and 378,000 bars/s, 28x and 40x.)
+The issue's goal (100x backtrader) is not reached: what remains is the full Python pipeline (strategy,
+portfolio, risk, OMS, broker, accounting, audit) at about 30 us per event bar.
 """
 import argparse
 import collections
@@ -114,6 +116,7 @@ def main():
     n1, bt1 = (100_000, 50_000) if a.quick else (1_000_000, 200_000)
     cases = {"one_asset": (random_walk(n1, 1), 1.0, bt1), "hundred_assets": (random_walk(2_500, 100, seed=2), 0.01, None)}
     rows = []
+    bench_quantlab(random_walk(2_000, 2, seed=3), 0.5)  # warm-up: numba's cached round-trip kernel loads on first use
     for name, (panels, w, bt_bars) in cases.items():
         q = bench_quantlab(panels, w)
         print(f"[{name}] quantlab events: {q['bars']:,} bars, {q['event_bars']:,} event bars, {q['fills']:,} fills; "
