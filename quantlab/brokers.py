@@ -238,7 +238,7 @@ class SquareRootImpact:
         if not (s == s and v == v and v > 0): return 0.0
         return self.coefficient * s * math.sqrt(abs(quantity) / v) * price
 
-# %% ../nbs/08_brokers.ipynb #aa8d6ae5
+# %% ../nbs/08_brokers.ipynb #84f19c5d
 class _Working:
     __slots__ = ("order", "col", "active_from", "expires", "filled", "notional", "triggered", "touch", "lot", "mult")
 
@@ -289,7 +289,7 @@ class SimBroker:
         return "; ".join(parts)
 
     @property
-    def version(self) -> int:
+    def sync_version(self) -> int:
         "A counter that moves on every fill or update (the OMS skips `sync` when it has not moved)."
         return len(self._fills) + len(self._updates)
 

@@ -51,7 +51,7 @@ class ManagedOrder:
         "Working at the broker (submitted or partially filled)."
         return self.status in OPEN
 
-# %% ../nbs/07_oms.ipynb #cb361b7a
+# %% ../nbs/07_oms.ipynb #7b02b1ff
 class OrderManager:
     "Client order ids, the state machine, risk before the broker, brackets/OCO, cancel/replace."
 
@@ -73,7 +73,7 @@ class OrderManager:
         self._seen_fills: set[str] = set()
         self._fill_cursor = self._update_cursor = 0
         self._broker_version = None
-        self._versioned = hasattr(type(broker), "version") or hasattr(broker, "version")
+        self._versioned = hasattr(broker, "sync_version")
         self.now = None  # the current time (a UTC Timestamp, or int ns in backtests); the engine or live clock sets it
         self.tag = None  # stamped on each order accepted from now on (the engine sets its audit decision id)
 
@@ -169,7 +169,7 @@ class OrderManager:
         broker, versioned, out = self.broker, self._versioned, []
         while True:
             if versioned:  # optional: a counter the broker bumps on every fill or update; read before pulling
-                version = broker.version
+                version = broker.sync_version
                 if version == self._broker_version: return out
                 self._broker_version = version
             updates = broker.updates_since(self._update_cursor)
