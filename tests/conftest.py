@@ -55,3 +55,26 @@ def bt_stock_fields(shared_data) -> dict:
         panel.index = pd.DatetimeIndex(idx).tz_localize("UTC")
         out[f.lower()] = panel
     return out
+
+
+def _pypfopt_panel(shared_data, name):
+    "A PyPortfolioOpt price file as a float panel stamped at the NYSE close (UTC), index `ts`."
+    import pandas as pd
+    from quantlab.core import session_closes
+    raw = pd.read_csv(shared_data / "pypfopt" / name, parse_dates=["date"]).set_index("date")
+    raw.index = session_closes(raw.index)
+    raw.index.name = "ts"
+    assert raw.index.notna().all()
+    return raw.astype("float64")
+
+
+@pytest.fixture(scope="session")
+def pypfopt_closes(shared_data):
+    "pypfopt's 20 adjusted closes (1990-2018, late listings as leading NaNs)."
+    return _pypfopt_panel(shared_data, "stock_prices.csv")
+
+
+@pytest.fixture(scope="session")
+def pypfopt_spy(shared_data):
+    "pypfopt's SPY adjusted close, stamped like `pypfopt_closes`."
+    return _pypfopt_panel(shared_data, "spy_prices.csv").iloc[:, 0]

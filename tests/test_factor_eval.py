@@ -5,7 +5,7 @@ import pytest
 import scipy.stats
 import statsmodels.api as sm
 
-from quantlab.core import UsageError, session_closes
+from quantlab.core import UsageError
 from quantlab.factor_eval import (fama_french, fama_french_regression, store_fama_french, factor_quantiles, hac_regression, ic_decay,
                                   ic_summary, information_coefficient, monthly_returns, newey_west, newey_west_many,
                                   nw_maxlags, plot_ic, plot_ic_decay, plot_quantile_returns, quantile_returns,
@@ -15,11 +15,8 @@ from quantlab.labels import forward_returns
 
 
 @pytest.fixture(scope="module")
-def stocks(shared_data):
-    raw = pd.read_csv(shared_data / "pypfopt" / "stock_prices.csv", parse_dates=["date"]).set_index("date")
-    raw.index = session_closes(raw.index)
-    raw.index.name = "ts"
-    return raw.astype("float64").loc["2008":]
+def stocks(pypfopt_closes):
+    return pypfopt_closes.loc["2008":].copy()
 
 
 @pytest.fixture(scope="module")

@@ -16,21 +16,14 @@ SECTORS = {"GOOG": "comm", "FB": "comm", "T": "comm", "AAPL": "tech", "AMD": "te
            "RRC": "energy", "PFE": "health"}
 
 
-def _wide(path) -> pd.DataFrame:
-    raw = pd.read_csv(path, parse_dates=["date"]).set_index("date")
-    raw.index = session_closes(raw.index)
-    raw.index.name = "ts"
-    return raw.astype("float64")
+@pytest.fixture(scope="module")
+def closes(pypfopt_closes):
+    return pypfopt_closes.copy()
 
 
 @pytest.fixture(scope="module")
-def closes(shared_data):
-    return _wide(shared_data / "pypfopt" / "stock_prices.csv")
-
-
-@pytest.fixture(scope="module")
-def spy_returns(shared_data, closes):
-    spy = _wide(shared_data / "pypfopt" / "spy_prices.csv").iloc[:, 0]
+def spy_returns(pypfopt_spy, closes):
+    spy = pypfopt_spy
     return (spy / spy.shift(1) - 1).reindex(closes.index)
 
 

@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from quantlab.core import QuantlabError, UsageError, session_closes
+from quantlab.core import QuantlabError, UsageError
 from quantlab.factors import FACTORS, FEATURES, demean, momentum, neutralize, market_beta
 from quantlab.guard import LookaheadError, check_no_lookahead, truncate
 from quantlab.indicators import INDICATORS, ema, macd, panels_from_bars
@@ -38,12 +38,9 @@ def fields7(bars7) -> dict:
 
 
 @pytest.fixture(scope="module")
-def closes20(shared_data) -> dict:
+def closes20(pypfopt_closes) -> dict:
     "pypfopt's 20 adjusted closes, 1990-2018, with late listings (GOOG 2004, FB 2012, BABA 2014, ...)."
-    raw = pd.read_csv(shared_data / "pypfopt" / "stock_prices.csv", parse_dates=["date"]).set_index("date")
-    raw.index = session_closes(raw.index)
-    raw.index.name = "ts"
-    return {"close": raw.astype("float64")}
+    return {"close": pypfopt_closes.copy()}
 
 
 @pytest.mark.parametrize("name", sorted(REGISTRY))

@@ -19,22 +19,15 @@ from quantlab.indicators import (INDICATORS, atr, bollinger, dollar_volume, ema,
 BACKTRADER = {"YHOO": "yhoo-1996-2015.txt", "ORCL": "orcl-1995-2014.txt", "NVDA": "nvda-1999-2014.txt"}
 
 
-def _closes_panel(path) -> pd.DataFrame:
-    raw = pd.read_csv(path, parse_dates=["date"]).set_index("date")
-    raw.index = session_closes(raw.index)
-    raw.index.name = "ts"
-    return raw.astype("float64")
-
-
 @pytest.fixture(scope="module")
-def closes(shared_data) -> pd.DataFrame:
+def closes(pypfopt_closes) -> pd.DataFrame:
     "pypfopt's 20 adjusted closes as a panel stamped at the NYSE close (UTC)."
-    return _closes_panel(shared_data / "pypfopt" / "stock_prices.csv")
+    return pypfopt_closes.copy()
 
 
 @pytest.fixture(scope="module")
-def spy(shared_data) -> pd.Series:
-    return _closes_panel(shared_data / "pypfopt" / "spy_prices.csv").iloc[:, 0]
+def spy(pypfopt_spy) -> pd.Series:
+    return pypfopt_spy.copy()
 
 
 def _raw_ohlcv(shared_data, symbol) -> pd.DataFrame:

@@ -9,13 +9,9 @@ from quantlab.labels import (ewm_volatility, forward_returns, known_labels, labe
 
 
 @pytest.fixture(scope="module")
-def stocks(shared_data):
+def stocks(pypfopt_closes):
     "PyPortfolioOpt's 20 adjusted closes, stamped at the NYSE close (UTC)."
-    raw = pd.read_csv(shared_data / "pypfopt" / "stock_prices.csv", parse_dates=["date"]).set_index("date")
-    raw.index = session_closes(raw.index)
-    raw.index.name = "ts"
-    assert raw.index.notna().all()
-    return raw.astype("float64")
+    return pypfopt_closes.copy()
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from sklearn.neighbors import KNeighborsRegressor
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from quantlab.core import StateError, UsageError, session_closes
+from quantlab.core import StateError, UsageError
 from quantlab.factors import reversal
 from quantlab.guard import check_no_lookahead
 from quantlab.labels import forward_returns, label_end, triple_barrier
@@ -25,11 +25,8 @@ from quantlab.models import (PurgedKFold, WalkForwardSplit, load_model, return_p
 
 
 @pytest.fixture(scope="module")
-def stocks(shared_data):
-    raw = pd.read_csv(shared_data / "pypfopt" / "stock_prices.csv", parse_dates=["date"]).set_index("date")
-    raw.index = session_closes(raw.index)
-    raw.index.name = "ts"
-    return raw.astype("float64")
+def stocks(pypfopt_closes):
+    return pypfopt_closes.copy()
 
 
 @pytest.fixture(scope="module")
