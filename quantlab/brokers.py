@@ -238,7 +238,11 @@ class SquareRootImpact:
         if not (s == s and v == v and v > 0): return 0.0
         return self.coefficient * s * math.sqrt(abs(quantity) / v) * price
 
-# %% ../nbs/08_brokers.ipynb #84f19c5d
+# %% ../nbs/08_brokers.ipynb #48a9f970
+# Python 3.11 looks up `OrderKind.MARKET` through EnumType.__getattr__ (~180 ns, a module global ~15 ns): hot paths use these
+_MARKET, _DAY, _IOC = OrderKind.MARKET, TimeInForce.DAY, TimeInForce.IOC
+
+
 class _Working:
     __slots__ = ("order", "col", "active_from", "expires", "filled", "notional", "triggered", "touch", "lot", "mult")
 
@@ -268,6 +272,7 @@ class SimBroker:
         self._cash, self._positions = float(cash), {}
         self._fills: list[Fill] = []
         self._updates: list[OrderUpdate] = []
+        self.sync_version = 0  # bumped on every fill or update it records: the OMS skips `sync` while it stands still
         self._working: dict[str, _Working] = {}
         self._prefix, self._nfill = fill_prefix, 0
         self.i = -1
@@ -288,23 +293,28 @@ class SimBroker:
                  f"commission={self.commission}", f"spread={self.spread}", f"slippage={self.slippage}", f"partial={self.partial}"]
         return "; ".join(parts)
 
-    @property
-    def sync_version(self) -> int:
-        "A counter that moves on every fill or update (the OMS skips `sync` when it has not moved)."
-        return len(self._fills) + len(self._updates)
+    def _push(self, update: OrderUpdate) -> None:
+        "Record a status update (every update goes through here, and bumps `sync_version`)."
+        self._updates.append(update)
+        self.sync_version += 1
+
+    def deliver(self, fill: Fill) -> None:
+        "Record an execution as the venue reports it, e.g. one replayed after a reconnect (the OMS books each fill id once)."
+        self._fills.append(fill)
+        self.sync_version += 1
 
     # -- protocol --
     def submit(self, order: Order) -> None:
         "Accept an order; it works from the bar the latency model allows."
         j = self.bars.col.get(order.symbol) if self.bars is not None else None
         if j is None:
-            self._updates.append(OrderUpdate(order.client_id, OrderStatus.REJECTED, self._ts(), f"unknown symbol {order.symbol}", self.i))
+            self._push(OrderUpdate(order.client_id, OrderStatus.REJECTED, self._ts(), f"unknown symbol {order.symbol}", self.i))
             return
         w = _Working()
         w.order, w.col, w.filled, w.notional, w.triggered, w.touch = order, j, 0.0, 0.0, False, None
         w.active_from = start = self.latency.active_from(self.bars, self.i)
         T, tif = self._T, order.tif
-        w.expires = self._day_end.item(start) if (tif is TimeInForce.DAY and start < T) else (start if tif is TimeInForce.IOC else T)
+        w.expires = self._day_end.item(start) if (tif is _DAY and start < T) else (start if tif is _IOC else T)
         w.lot = self.lots.get(order.symbol, 1.0)
         w.mult = self.multipliers.get(order.symbol, 1.0)
         self._working[order.client_id] = w
@@ -312,7 +322,7 @@ class SimBroker:
     def cancel(self, client_id: str) -> None:
         "Cancel a working order (no-op if it is already done: the fill won the race)."
         if self._working.pop(client_id, None) is not None:
-            self._updates.append(OrderUpdate(client_id, OrderStatus.CANCELLED, self._ts(), "cancelled", self.i))
+            self._push(OrderUpdate(client_id, OrderStatus.CANCELLED, self._ts(), "cancelled", self.i))
 
     def replace(self, client_id: str, order: Order) -> None:
         "Modify a working order in place (same client id)."
@@ -321,7 +331,7 @@ class SimBroker:
         w.order, w.touch = order, None
         if abs(order.quantity) <= abs(w.filled) + 1e-12:
             del self._working[client_id]
-            self._updates.append(OrderUpdate(client_id, OrderStatus.CANCELLED, self._ts(), "replaced down to its filled quantity", self.i))
+            self._push(OrderUpdate(client_id, OrderStatus.CANCELLED, self._ts(), "replaced down to its filled quantity", self.i))
 
     def open_orders(self) -> list[Order]:
         return [w.order for w in self._working.values()]
@@ -352,7 +362,7 @@ class SimBroker:
         for w in self._working.values():
             start = max(i + 1, w.active_from)
             if start >= best: continue
-            if w.order.kind == OrderKind.MARKET: cand = start
+            if w.order.kind is _MARKET: cand = start
             else:
                 if w.touch is None or w.touch < start: w.touch = self._first_touch(w, start)
                 cand = w.touch
@@ -386,7 +396,7 @@ class SimBroker:
             if i >= w.expires and cid in working:
                 del self._working[cid]
                 kind = OrderStatus.CANCELLED if w.order.tif == TimeInForce.IOC else OrderStatus.EXPIRED
-                self._updates.append(OrderUpdate(cid, kind, self.bars.index[i], f"{w.order.tif.value}: unfilled rest", i))
+                self._push(OrderUpdate(cid, kind, self.bars.index[i], f"{w.order.tif.value}: unfilled rest", i))
 
     def _work(self, w: _Working, i: int, f) -> None:
         o, j = w.order, w.col
@@ -394,8 +404,9 @@ class SimBroker:
         if not (op == op and hi == hi and lo == lo): return  # no bar for this symbol
         buy = o.quantity > 0
         kind, taker, cap = o.kind, True, None
-        if kind is OrderKind.MARKET:
-            ref = self.fill_model.price(self.bars, i, j)
+        if kind is _MARKET:
+            fm = self.fill_model
+            ref = op if type(fm) is NextOpen else fm.price(self.bars, i, j)  # the default model's price is the open read above
             if not ref == ref: return
         elif kind is OrderKind.STOP_LIMIT and not w.triggered:
             s = o.stop_price
@@ -428,13 +439,16 @@ class SimBroker:
             total = abs(price - ref); half = min(half, total); slip = total - half
         comm = self.commission.calculate(qty, price, w.mult, abs(w.filled), w.notional) if self.commission else 0.0
         self._nfill += 1
-        note = self._market_note if kind is OrderKind.MARKET else self._kind_note(o, ref, op, taker)
+        note = self._market_note if kind is _MARKET else self._kind_note(o, ref, op, taker)
         fill = tuple.__new__(Fill, (o.client_id, o.symbol, sign * qty, price, self.bars.ts.item(i), comm, half * qty * w.mult,
                                     slip * qty * w.mult, ref, f"{self._prefix}{self._nfill}", note, i))  # = Fill(...), all 12 fields
-        self._fills.append(fill)
-        w.filled += sign * qty; w.notional += qty * price * w.mult
-        self._cash -= sign * qty * price * w.mult + comm
-        self._positions[o.symbol] = self._positions.get(o.symbol, 0.0) + sign * qty
+        self._fills.append(fill)  # = self.deliver(fill), inlined (the hot path)
+        self.sync_version += 1
+        sq, mult = sign * qty, w.mult
+        w.filled += sq; w.notional += qty * price * mult
+        self._cash -= sq * price * mult + comm
+        positions = self._positions
+        positions[o.symbol] = positions.get(o.symbol, 0.0) + sq
         if abs(abs(o.quantity) - abs(w.filled)) <= 1e-12: self._working.pop(o.client_id, None)
 
     def _kind_note(self, o, ref, op, taker) -> str:

@@ -176,7 +176,7 @@ class AuditTrail:
                 self._con.execute(f"create or replace view {name} as select * from read_parquet('{f}')")
         return self._con.execute(sql).df()
 
-# %% ../nbs/09_engine.ipynb #27524a26
+# %% ../nbs/09_engine.ipynb #c015bd2a
 @dataclass
 class EngineRun:
     "What the loop produced (backtest wraps it into a BacktestResult)."
@@ -192,11 +192,6 @@ class EngineRun:
     events: int  # bars on which the full pipeline ran
     data: dict = field(repr=False, default_factory=dict)  # the panels the strategy saw
     features: dict = field(repr=False, default_factory=dict)  # its features
-
-
-class _NoNaN:
-    "A row lookup that is always False (no NaN anywhere in the close panel)."
-    def __getitem__(self, i): return False
 
 
 class Engine:
@@ -278,7 +273,9 @@ class Engine:
         self._short = np.zeros(N)  # borrow cost weight per column: |short quantity| x multiplier x rate
         self._units = np.zeros(N)  # signed units per column (the audit's positions before each decision)
         self._has_short, self._shorts, self._rates = False, set(), rates
-        self._nan_row = np.isnan(close).any(axis=1).tolist() if has_nan else _NoNaN()  # rows that need NaN-skipping marks
+        self._nan_row = np.isnan(close).any(axis=1).tolist() if has_nan else None  # rows that need NaN-skipping marks
+        self._one = self.symbols[0] if N == 1 else None  # one symbol: its mark is one dict write
+        self._wide = N > 16 and not has_nan  # many symbols: size against cash + q . close (one dot product, not a loop over positions)
         self._last_w = [0.0] * N  # the last acted-on array targets, as a list (None after dict targets)
         self._last_np = self._next_np = None  # the same as an array, for wide universes
         cash_at, set_at = np.empty(T), np.zeros(T, dtype=bool)
@@ -350,7 +347,7 @@ class Engine:
 
     def _step(self, i: int, is_event: bool, close_0: np.ndarray, daydiff: np.ndarray) -> None:
         "The one step at bar `i` (see above)."
-        pf, oms, st, ctx, audit = self.portfolio, self.oms, self.strategy, self._ctx, self.audit
+        pf, oms, ctx = self.portfolio, self.oms, self._ctx
         ts = self._ts.item(i)  # int ns in the hot loop; the audit tables convert
         oms.now, ctx.i, ctx.is_event = ts, i, is_event
         if i > 0 and self._has_short:  # today's borrow fee on the positions held overnight
@@ -358,27 +355,35 @@ class Engine:
         if self._broker_on_bar is not None: self._broker_on_bar(i)
         fills = oms.sync()
         if fills: self._book(fills, i, ts)
-        pf.mark_row(self.symbols, self._close_row[i], self._nan_row[i])
+        if self._one is not None:  # = pf.mark_row(...) for one symbol
+            p = self._close_row.item(i, 0)
+            if p == p: pf.prices[self._one] = p
+        else: pf.mark_row(self.symbols, self._close_row[i], self._nan_row is not None and self._nan_row[i])
         if self._every_bar and self.risk.limits.max_daily_loss < math.inf:
             self.risk.update_equity(ts // 86_400_000_000_000, pf.equity)
-        if is_event or self._naive:
-            result = st.on_bar(ctx)
-            targets, only, w = self._targets(result)
-            act = targets is not None and (st.rebalance == "always" or bool(only))
-            intents = ctx.take_intents() if ctx.intents else ()
-            if act or intents:
-                if audit is not None:  # = audit.decision(...), inlined in the hot loop
-                    audit._decisions.append((i, ts, (targets if w is None else w) if act else None, self._units.copy(), pf.cash))
-                    oms.tag = len(audit._decisions)
-                if act:
-                    self._last_targets, self._last_w = targets, w
-                    self._last_np = self._next_np if w is not None and len(w) > 16 else None
-                    vol = st.volatility(ctx) if self._volatility else None
-                    for o in orders_for_targets(pf, targets, sizer=st.sizer, volatility=vol, pending=oms.working() if oms._open else None,
-                                                   min_trade_notional=st.min_trade_notional, reason="target", only=only, ids=oms.next_id):
-                        oms.submit(o)
-                if intents: self._route(intents)
-                if fills := oms.sync(): self._book(fills, i, ts)
+        if is_event or self._naive: self._decide(i, ts)
+
+    def _decide(self, i: int, ts: int) -> None:
+        "The strategy's turn at bar `i`: targets or intents -> audit -> orders -> OMS (and fills that come at once)."
+        pf, oms, st, ctx, audit = self.portfolio, self.oms, self.strategy, self._ctx, self.audit
+        result = st.on_bar(ctx)
+        targets, only, w = self._targets(result)
+        act = targets is not None and (st.rebalance == "always" or bool(only))
+        intents = ctx.take_intents() if ctx.intents else ()
+        if act or intents:
+            if audit is not None:  # = audit.decision(...), inlined in the hot loop
+                audit._decisions.append((i, ts, (targets if w is None else w) if act else None, self._units.copy(), pf.cash))
+                oms.tag = len(audit._decisions)
+            if act:
+                self._last_targets, self._last_w = targets, w
+                self._last_np = self._next_np if w is not None and len(w) > 16 else None
+                vol = st.volatility(ctx) if self._volatility else None
+                eq = pf.cash + float(self._q @ self._close_row[i]) if self._wide else None  # = pf.equity to ~1e-15 (summed in another order)
+                for o in orders_for_targets(pf, targets, sizer=st.sizer, volatility=vol, pending=oms.working() if oms._open else None,
+                                               min_trade_notional=st.min_trade_notional, reason="target", only=only, ids=oms.next_id, equity=eq):
+                    oms.submit(o)
+            if intents: self._route(intents)
+            if fills := oms.sync(): self._book(fills, i, ts)
 
     def _targets(self, result):
         "`on_bar`'s result as (targets dict or None, symbols whose target changed or None for all, weight array or None)."
@@ -387,6 +392,10 @@ class Engine:
         symbols, last = self.symbols, self._last_w
         if type(result) is np.ndarray and last is not None and result.size == len(symbols):
             # `only` is a list in the symbols' order (orders_for_targets then takes it as it is, without a scan)
+            if len(symbols) == 1:  # one symbol: one float
+                v = result.item(0)
+                if v != v: v = 0.0
+                return {symbols[0]: v}, (symbols if v != last[0] else []) if on_change else None, [v]
             if len(symbols) <= 16:  # a few symbols: plain floats beat numpy's per-call overhead
                 w = [0.0 if v != v else v for v in (result if result.ndim == 1 else result.ravel()).tolist()]  # NaN: no position, as in `as_targets`
                 only = [s for s, a, b in zip(symbols, w, last) if a != b] if on_change else None
@@ -412,7 +421,8 @@ class Engine:
             else: oms.replace(payload[0], **payload[1])
 
     def _book(self, fills, i, ts) -> None:
-        pf, audit, st, col, ctx, positions = self.portfolio, self.audit, self.strategy, self._col, self._ctx, self.portfolio.positions
+        pf, audit, col = self.portfolio, self.audit, self._col
+        positions = pf.positions
         for f in fills:
             pos = positions.get(f.symbol)
             before = pos.quantity if pos is not None else 0.0
@@ -423,20 +433,19 @@ class Engine:
             self._units[j] = after
             self._q[j] = q = after * mult
             self._q_log.append((i, j, q))
-            if after < 0:
+            if after < 0:  # (a non-zero borrow weight implies the column is in `_shorts`)
                 self._short[j] = -after * mult * self._rates[j]
-                if self._rates[j]: self._shorts.add(j)
-            elif j in self._shorts or self._short[j]:
-                self._short[j] = 0.0; self._shorts.discard(j)
-            self._has_short = bool(self._shorts)
+                if self._rates[j]: self._shorts.add(j); self._has_short = True
+            elif self._has_short and j in self._shorts:
+                self._short[j] = 0.0; self._shorts.discard(j); self._has_short = bool(self._shorts)
             if audit is not None:
                 audit._fills.append((*f, realised, before, after))  # = audit.fill(...), inlined in the hot loop
                 if before != 0 and (after == 0 or (after > 0) != (before > 0)):
                     rec = self.oms.orders.get(f.client_id)
                     audit.close(i, ts, f.symbol, f.client_id, rec.order.reason if rec else "", realised,
                                 "closed" if after == 0 else "flipped")
-            if self._on_fill: st.on_fill(ctx, f)
-            if ctx.intents:
-                intents = ctx.take_intents()
+            if self._on_fill: self.strategy.on_fill(self._ctx, f)
+            if self._ctx.intents:
+                intents = self._ctx.take_intents()
                 if audit is not None: self.oms.tag = audit.decision(i, ts, None, self._units.copy(), pf.cash)
                 self._route(intents)

@@ -255,7 +255,7 @@ class FixedQuantity:
         "Units to hold for `weight`."
         return weight * self.quantity_per_weight
 
-# %% ../nbs/05_portfolio.ipynb #29d380b2
+# %% ../nbs/05_portfolio.ipynb #bb4d8e0b
 def orders_for_targets(portfolio: Portfolio, # the account (positions, equity at its marks)
                        targets: Mapping[str, float], # complete book: symbol -> weight of equity; missing held symbols go to 0
                        prices: Mapping[str, float] | None = None, # prices to size at; default the portfolio's marks
@@ -266,11 +266,12 @@ def orders_for_targets(portfolio: Portfolio, # the account (positions, equity at
                        reason: str = "rebalance", # recorded on the orders
                        only=None, # trade only these symbols (those whose target changed): a set keeps the order below, a list its own; None = all
                        ids=None, # client id source, e.g. `OrderManager.next_id`; None leaves ids to the OMS
+                       equity: float | None = None, # equity to size against; default the portfolio's at its marks
                       ) -> list[Order]:
     "Market orders that move `portfolio` to `targets`, sized, lot-rounded and filtered."
     sizer = sizer or _DEFAULT_SIZER
     prices = portfolio.prices if prices is None else prices
-    equity = portfolio.equity
+    if equity is None: equity = portfolio.cash + portfolio.market_value()  # = portfolio.equity (a property call costs more here)
     orders, positions, instruments = [], portfolio.positions, portfolio.instruments
     if only is None:
         symbols = list(targets) + [s for s, p in positions.items() if p.quantity and s not in targets]

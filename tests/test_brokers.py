@@ -193,3 +193,24 @@ def test_next_event_is_the_first_bar_where_anything_happens(rows, kind, buy, lev
         brute.on_bar(i)
         if brute.fills_since(0) or brute.updates_since(0): first = i; break
     assert predicted == first
+
+
+def test_sync_version_moves_with_every_fill_and_update_the_broker_records():
+    # the OMS skips `sync` while `sync_version` stands still, so every record must move it, whatever made it
+    rows = [B0, (100, 101, 99, 100, 10.0), (100, 101, 99, 100, 10.0), (100, 101, 99, 100, 1e6), (100, 101, 99, 100, 1e6)]
+    br = SimBroker(bars(rows), commission=0, partial=VolumeShare(0.5))
+    seen = [br.sync_version]
+    def check():
+        assert br.sync_version == len(br._fills) + len(br._updates)
+        seen.append(br.sync_version)
+    br.on_bar(0)
+    br.submit(Order("ZZZ", 1, client_id="r")); check()                               # rejected: unknown symbol
+    br.submit(Order("A", 1, "limit", limit_price=50.0, tif="GTC", client_id="c")); br.cancel("c"); check()
+    br.submit(Order("A", 20, tif="GTC", client_id="p")); br.submit(Order("A", 1, "limit", limit_price=50.0, tif="IOC", client_id="i"))
+    br.submit(Order("A", 1, "limit", limit_price=50.0, client_id="d"))               # DAY: expires at the day's last bar
+    br.on_bar(1); check()                                                             # partial fill, IOC cancel, DAY expiry
+    br.replace("p", Order("A", 5, client_id="p")); check()                           # replaced down to its filled quantity
+    br.deliver(br._fills[-1]); check()                                                # a replayed execution
+    statuses = {u.status for u in br._updates}
+    assert {OrderStatus.REJECTED, OrderStatus.CANCELLED, OrderStatus.EXPIRED} <= statuses and len(br._fills) >= 2
+    assert all(b > a for a, b in zip(seen, seen[1:]))

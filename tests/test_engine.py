@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from quantlab.brokers import (BarLatency, FixedSlippage, FixedSpread, PerShare, SimBroker, SquareRootImpact,
+from quantlab.brokers import (BarLatency, BasisPoints, FixedSlippage, FixedSpread, PerShare, SimBroker, SquareRootImpact,
                               VolatilitySpread, VolumeShare)
 from quantlab.core import DataError, UsageError
 from quantlab.engine import Engine, panels_from_bars
@@ -263,3 +263,27 @@ def test_positions_rebuilt_from_the_fill_log_equal_the_portfolio_after_every_fil
     expected = fills.groupby(["bar", "symbol"]).position_after.last().unstack().reindex(range(len(run.index))).ffill().fillna(0.0)
     got = run.positions.reset_index(drop=True)[expected.columns]
     np.testing.assert_array_equal(got.to_numpy(), expected.to_numpy())
+
+
+def test_wide_books_size_against_a_vectorised_equity_equal_to_the_portfolios(closes20, monkeypatch):
+    # with more than 16 symbols and no NaN closes, the engine sizes orders against cash + quantities . closes
+    # (one dot product) instead of Portfolio.equity's loop over positions; the two must agree at every decision
+    import quantlab.engine as engine_module
+    from quantlab.portfolio import orders_for_targets
+    from quantlab.strategies import get_strategy
+    close = closes20["close"].dropna(axis=1)
+    assert close.shape[1] > 16 and not close.isna().any().any()
+    seen = []
+    def recording(portfolio, targets, **kw):
+        seen.append((kw.get("equity"), portfolio.equity))
+        return orders_for_targets(portfolio, targets, **kw)
+    monkeypatch.setattr(engine_module, "orders_for_targets", recording)
+    run = Engine(get_strategy("sma_cross", fast=10, slow=50), {"close": close}, broker=SimBroker(commission=BasisPoints(5))).run()
+    assert len(seen) > 500 and len(run.audit["fills"]) > 1000
+    passed, held = np.array(seen, dtype=float).T
+    assert not np.isnan(passed).any()                                  # every decision got the vectorised equity
+    np.testing.assert_allclose(passed, held, rtol=1e-12, atol=0)
+    # and with a NaN in the panel (a late listing), the engine falls back to Portfolio.equity
+    seen.clear()
+    Engine(get_strategy("sma_cross", fast=10, slow=50), closes20, broker=SimBroker(commission=BasisPoints(5))).run()
+    assert seen and all(e is None for e, _ in seen)

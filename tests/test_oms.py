@@ -137,14 +137,14 @@ def test_terminal_orders_reject_further_transitions_and_unknown_fills_raise():
     d = Desk([FLAT] * 2)
     rec = d.oms.submit(Order("A", 1, client_id="t")); d.step()
     with pytest.raises(StateError): d.oms._set(rec, S.CANCELLED)
-    d.broker._fills.append(Fill("nope", "A", 1, 100.0, ts=0, fill_id="zz"))
+    d.broker.deliver(Fill("nope", "A", 1, 100.0, ts=0, fill_id="zz"))
     with pytest.raises(StateError, match="unknown order"): d.oms.sync()
 
 
 def test_duplicate_execution_ids_are_booked_once():
     d = Desk([FLAT] * 2)
     d.oms.submit(Order("A", 5, client_id="x")); d.step()
-    d.broker._fills.append(d.broker._fills[-1])            # the same execution replayed (IB reconnect)
+    d.broker.deliver(d.broker._fills[-1])                   # the same execution replayed (IB reconnect)
     assert d.oms.sync() == [] and d.oms.orders["x"].filled == 5
 
 
@@ -159,3 +159,14 @@ def test_denied_by_risk_is_recorded_and_not_sent():
     d = Desk([FLAT] * 2, risk=RiskEngine(RiskLimits(max_order_quantity=5)))
     rec = d.oms.submit(Order("A", 6))
     assert rec.status == S.DENIED and "max_order_quantity" in rec.reason and not d.broker.open_orders()
+
+
+def test_accepted_record_equals_the_dataclass_built_one():
+    import dataclasses
+    from quantlab.oms import ManagedOrder
+    for order in (Order("A", 5, client_id="a1", reason="target"), Order("B", -2, "limit", limit_price=9.5, client_id="b1")):
+        fast = ManagedOrder.accepted(order, 123, 7)
+        slow = ManagedOrder(order, created=123, tag=7, history=[(123, OrderStatus.NEW, order.reason)])
+        assert fast == slow                                            # every field, client_id included
+        assert all(getattr(fast, f.name) == getattr(slow, f.name) for f in dataclasses.fields(ManagedOrder))
+        assert fast.history is not slow.history and fast.is_open is False and fast.remaining == order.quantity
