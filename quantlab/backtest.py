@@ -85,7 +85,7 @@ def round_trips(fills: pd.DataFrame, # the fills table (symbol, ts, bar, quantit
                          "entry_bar": bar[ent], "exit_bar": bar[ex], "bars_held": bar[ex] - bar[ent], "pnl": pnl,
                          "commission": comm, "net_pnl": pnl - comm, "return": (pnl - comm) / (take * lp * m)}, columns=TRADE_COLUMNS)
 
-# %% ../nbs/10_backtest.ipynb #bf7f2746
+# %% ../nbs/10_backtest.ipynb #c56594a2
 @dataclass
 class BacktestResult:
     "Everything one backtest produced."
@@ -128,11 +128,13 @@ class BacktestResult:
 def data_fingerprint(panels: Mapping[str, pd.DataFrame], # wide panels per field, one index
                     ) -> str:
     "A short SHA-256 of the panels' fields, symbols, timestamps and values (raw bytes: fast at millions of bars)."
-    h = hashlib.sha256()
+    h, last = hashlib.sha256(), None
     for name in sorted(panels):
         df = panels[name]
         h.update(json.dumps([name, [str(c) for c in df.columns], str(df.index.tz)]).encode())
-        h.update(memoryview(np.ascontiguousarray(df.index.as_unit("ns").asi8)))
+        if last is not None and (df.index is last or df.index.equals(last)): h.update(b"index as above")  # panels share one index
+        else: h.update(memoryview(np.ascontiguousarray(df.index.as_unit("ns").asi8)))
+        last = df.index
         h.update(memoryview(np.ascontiguousarray(df.to_numpy(dtype=float))))
     return h.hexdigest()[:16]
 

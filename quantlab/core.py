@@ -215,7 +215,7 @@ def gc_paused():
     finally:
         if enabled: gc.enable()
 
-# %% ../nbs/00_core.ipynb #c2295cc4
+# %% ../nbs/00_core.ipynb #a2df4752
 def fingerprint(df: pd.DataFrame | pd.Series, # the data to identify
                ) -> str:
     "A short SHA-256 fingerprint of `df`'s index, columns and values."
@@ -241,9 +241,14 @@ def git_sha(path: str | os.PathLike = ".") -> str | None:
 
 def package_versions(names=("quantlab", "numpy", "pandas", "pyarrow", "duckdb", "scipy", "statsmodels",
                             "scikit-learn", "ta-lib", "arch", "numba")) -> dict[str, str | None]:
-    "Installed versions of the packages a result depends on."
-    out = {}
+    "Installed versions of the packages a result depends on (read once per process: ~20 ms of metadata parsing)."
+    return dict(_package_versions(tuple(names)))
+
+
+@lru_cache(maxsize=None)
+def _package_versions(names: tuple) -> tuple:
+    out = []
     for n in names:
-        try: out[n] = importlib.metadata.version(n)
-        except importlib.metadata.PackageNotFoundError: out[n] = None
-    return out
+        try: out.append((n, importlib.metadata.version(n)))
+        except importlib.metadata.PackageNotFoundError: out.append((n, None))
+    return tuple(out)
