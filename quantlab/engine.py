@@ -176,7 +176,7 @@ class AuditTrail:
                 self._con.execute(f"create or replace view {name} as select * from read_parquet('{f}')")
         return self._con.execute(sql).df()
 
-# %% ../nbs/09_engine.ipynb #c015bd2a
+# %% ../nbs/09_engine.ipynb #e6195b3c
 @dataclass
 class EngineRun:
     "What the loop produced (backtest wraps it into a BacktestResult)."
@@ -424,12 +424,13 @@ class Engine:
         pf, audit, col = self.portfolio, self.audit, self._col
         positions = pf.positions
         for f in fills:
-            pos = positions.get(f.symbol)
+            sym = f.symbol
+            pos = positions.get(sym)
             before = pos.quantity if pos is not None else 0.0
             realised = pf.apply(f)
-            pos = positions[f.symbol]
+            pos = positions[sym]
             after, mult = pos.quantity, pos.multiplier
-            j = col[f.symbol]
+            j = col[sym]
             self._units[j] = after
             self._q[j] = q = after * mult
             self._q_log.append((i, j, q))
@@ -442,7 +443,7 @@ class Engine:
                 audit._fills.append((*f, realised, before, after))  # = audit.fill(...), inlined in the hot loop
                 if before != 0 and (after == 0 or (after > 0) != (before > 0)):
                     rec = self.oms.orders.get(f.client_id)
-                    audit.close(i, ts, f.symbol, f.client_id, rec.order.reason if rec else "", realised,
+                    audit.close(i, ts, sym, f.client_id, rec.order.reason if rec else "", realised,
                                 "closed" if after == 0 else "flipped")
             if self._on_fill: self.strategy.on_fill(self._ctx, f)
             if self._ctx.intents:

@@ -64,7 +64,7 @@ class ManagedOrder:
         "Working at the broker (submitted or partially filled)."
         return self.status in OPEN
 
-# %% ../nbs/07_oms.ipynb #49ccc63a
+# %% ../nbs/07_oms.ipynb #2acc810e
 class OrderManager:
     "Client order ids, the state machine, risk before the broker, brackets/OCO, cancel/replace."
 
@@ -191,9 +191,12 @@ class OrderManager:
             fills = broker.fills_since(self._fill_cursor)
             if not updates and not fills: return out
             self._update_cursor += len(updates); self._fill_cursor += len(fills)
+            seen = self._seen_fills
             for f in fills:
-                if f.fill_id and f.fill_id in self._seen_fills: continue
-                if f.fill_id: self._seen_fills.add(f.fill_id)
+                fid = f.fill_id
+                if fid:  # an execution id is booked once, however often the broker reports it
+                    if fid in seen: continue
+                    seen.add(fid)
                 self._on_fill(f); out.append(f)
             for u in updates: self._on_update(u)
 

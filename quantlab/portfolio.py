@@ -45,7 +45,7 @@ class Position:
         elif (q1 > 0) != (q0 > 0): self.avg_cost = price  # flipped: the rest opens at the fill price
         return pnl
 
-# %% ../nbs/05_portfolio.ipynb #299800ec
+# %% ../nbs/05_portfolio.ipynb #f96ddeaa
 COST_KINDS = ("commission", "spread", "slippage", "borrow")
 
 
@@ -142,20 +142,21 @@ class Portfolio:
     def apply(self, fill: Fill, # the execution to book
              ) -> float:
         "Book `fill` (cash, position, costs by kind); return the realised P&L; check the invariant."
-        if not (math.isfinite(fill.quantity) and math.isfinite(fill.price) and fill.price > 0):
-            raise StateError(f"fill {fill.fill_id or fill.client_id}: bad quantity {fill.quantity!r} or price {fill.price!r}")
-        pos = self.positions.get(fill.symbol)
+        _, symbol, q, price, _, commission, spread, slippage = fill[:8]  # one unpack instead of a dozen field reads (hot path)
+        if not (math.isfinite(q) and math.isfinite(price) and price > 0):
+            raise StateError(f"fill {fill.fill_id or fill.client_id}: bad quantity {q!r} or price {price!r}")
+        pos = self.positions.get(symbol)
         if pos is None:
-            pos = self.positions[fill.symbol] = Position(fill.symbol, multiplier=self.instrument(fill.symbol).multiplier)
+            pos = self.positions[symbol] = Position(symbol, multiplier=self.instrument(symbol).multiplier)
         basis_before = pos.avg_cost * pos.quantity * pos.multiplier
-        pnl = pos.apply(fill.quantity, fill.price)
+        pnl = pos.apply(q, price)
         self._basis += pos.avg_cost * pos.quantity * pos.multiplier - basis_before
         self._realised += pnl
-        self.cash -= fill.quantity * fill.price * pos.multiplier + fill.commission
-        self._charged += fill.commission
+        self.cash -= q * price * pos.multiplier + commission
+        self._charged += commission
         c = self.costs
-        c["commission"] += fill.commission; c["spread"] += fill.spread; c["slippage"] += fill.slippage
-        if fill.symbol not in self.prices: self.prices[fill.symbol] = fill.price
+        c["commission"] += commission; c["spread"] += spread; c["slippage"] += slippage
+        if symbol not in self.prices: self.prices[symbol] = price
         if self.check_invariant:
             scale = abs(self.initial_cash) + abs(self.cash) + abs(self._basis) + 1.0
             if abs(self.cash + self._basis - (self.initial_cash + self._realised - self._charged)) > 1e-9 * scale:
