@@ -176,7 +176,7 @@ class AuditTrail:
                 self._con.execute(f"create or replace view {name} as select * from read_parquet('{f}')")
         return self._con.execute(sql).df()
 
-# %% ../nbs/09_engine.ipynb #e6195b3c
+# %% ../nbs/09_engine.ipynb #7ebee0bc
 @dataclass
 class EngineRun:
     "What the loop produced (backtest wraps it into a BacktestResult)."
@@ -325,7 +325,8 @@ class Engine:
             if pbar is not None and i - shown > max(1, T // 100): pbar.update(i - shown); shown = i
         if pbar is not None: pbar.update(T - shown); pbar.close()
         nevents = len(ev_bars)
-        cash_at[ev_bars] = ev_cash; set_at[ev_bars] = True
+        ev = np.array(ev_bars, dtype=np.intp)
+        cash_at[ev] = ev_cash; set_at[ev] = True
         last = np.maximum.accumulate(np.where(set_at, np.arange(T), -1))
         has = last >= 0
         cash_f = np.where(has, cash_at[np.maximum(last, 0)], pf.initial_cash)
