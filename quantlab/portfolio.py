@@ -256,7 +256,7 @@ class FixedQuantity:
         "Units to hold for `weight`."
         return weight * self.quantity_per_weight
 
-# %% ../nbs/05_portfolio.ipynb #bb4d8e0b
+# %% ../nbs/05_portfolio.ipynb #6ccfa486
 def orders_for_targets(portfolio: Portfolio, # the account (positions, equity at its marks)
                        targets: Mapping[str, float], # complete book: symbol -> weight of equity; missing held symbols go to 0
                        prices: Mapping[str, float] | None = None, # prices to size at; default the portfolio's marks
@@ -277,7 +277,7 @@ def orders_for_targets(portfolio: Portfolio, # the account (positions, equity at
     if only is None:
         symbols = list(targets) + [s for s, p in positions.items() if p.quantity and s not in targets]
     elif isinstance(only, list):  # the caller's order (the engine lists changed symbols in the targets' order)
-        symbols = [s for s in only if s in targets or (s in positions and positions[s].quantity)]
+        symbols = only if len(only) == 1 and only[0] in targets else [s for s in only if s in targets or (s in positions and positions[s].quantity)]
     else:  # the same order as above, filtered
         symbols = [s for s in targets if s in only]
         if len(symbols) < len(only): symbols += [s for s, p in positions.items() if p.quantity and s not in targets and s in only]

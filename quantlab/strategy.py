@@ -61,7 +61,7 @@ class Strategy:
     def on_fill(self, ctx: Context, fill) -> None:
         "Called after each fill is booked."
 
-# %% ../nbs/06_strategy.ipynb #a2aa55db
+# %% ../nbs/06_strategy.ipynb #9ef849e2
 class Context:
     "What a strategy sees at one decision: now, data up to now, its portfolio, params; and an order pad."
 
@@ -107,7 +107,8 @@ class Context:
 
     def row(self, name: str) -> np.ndarray:
         "Values of `name` at now, one per symbol (read-only view)."
-        return self._get(name)[self.i]
+        a = self._arrays.get(name)  # (= self._get(name), inlined: strategies call this on every decision)
+        return a[self.i] if a is not None else self._get(name)
 
     def value(self, name: str, symbol: str | None = None) -> float:
         "Value of `name` at now for `symbol` (the only symbol when None)."
