@@ -27,23 +27,27 @@ vectorbt is optional (not a quantlab dependency): `pip install vectorbt` (1.2.0)
 .venv without touching numpy 2.4 / pandas 3.1; without it the vectorbt rows are skipped. Two pandas-3 slow
 paths of vectorbt are avoided so that its engine, not its accessors, is timed (see vbt_run).
 
-Measured 2026-11-23 on this machine kind (2 cores, a noisy shared VM: a fixed pure-Python loop varies by up
-to 40% between minutes, and slow spells hit whichever engine is running, so ratios move between runs).
-One run (each engine once, in its own process):
+Measured 2026-11-24 (third session) on this machine kind (2 cores, a noisy shared VM: a fixed pure-Python
+loop varies by up to 40% between minutes, and slow spells hit whichever engine is running, so ratios move
+between runs). `--rounds 2` (each engine twice, interleaved, best of each kept):
 
     workload  backtrader  quantlab event  quantlab vector   vectorbt   (bars, or bar-combinations, per second)
-    single         7,301         585,183       20,159,037  7,214,257
-    panel          8,660         714,538       17,648,983  6,195,514
-    sweep          6,940               -       49,742,348  8,755,189
-    ratios: event / backtrader 80x (single), 83x (panel)  [goal 100x: not met]
-            vector / vectorbt sweep 5.7x [goal 3x]; single 2.8x, panel 2.8x
+    single         9,777         755,488       24,615,016  9,321,361
+    panel         10,840         874,572       20,672,888  7,830,948
+    sweep          9,551               -       53,785,734 10,480,701
+    ratios: event / backtrader 77x (single), 81x (panel)  [goal 100x: not met]
+            vector / vectorbt sweep 5.1x [goal 3x]; single 2.6x, panel 2.6x
 
-Six full runs that day of the final code or code within a few percent of it (A/B runs of the last changes
-were inside the noise): event / backtrader 45-88x single (median 79x), 47-91x panel (median 80x); vector /
-vectorbt sweep 5.0-7.8x. `--rounds 2` on the final code: 70x single, 60x panel, sweep 5.0x.
+backtrader ran ~30% faster that day than the day before (7,301 / 8,660 bars/s), so the ratios barely moved
+although the event engine itself got 1.22x faster. The like-for-like figure is an interleaved A/B of the
+same `event_backtest` calls on the code at the start (38a6c49) and the end of the session, each version in
+its own process, best of 3, alternated three times: single 1.580 s -> 1.290 s, panel 0.363 s -> 0.297 s. backtrader's rate does not depend on the size of the run (9,318 bars/s at 50,000 bars, 9,574 at
+1,000,000 bars in 104.5 s, 10,564 on 100 assets x 2,500 bars), so timing it on fewer bars is fair.
 
-The event engine spends ~30 us of Python per event bar here (1M-bar single run: 53,769 event bars =
-27,548 decisions + 26,221 fill bars), spread thinly over strategy, portfolio, risk, OMS, broker and audit.
+The event engine spends ~21 us of Python per event bar here (1M-bar single run: 53,769 event bars =
+27,548 decisions + 26,221 fill bars), spread thinly over strategy, portfolio, risk, OMS, broker and audit;
+building the result (order and fill tables, fingerprint, the collector's first pass over the run's
+objects) adds ~0.2 s to the single run.
 """
 from __future__ import annotations
 

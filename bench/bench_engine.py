@@ -9,15 +9,16 @@ minute-like 0.1% for 1,000,000 bars); the engine's behaviour on real data is cov
     .venv/bin/python bench/bench_engine.py            # full sizes (backtrader on a 200,000-bar slice for case a)
     .venv/bin/python bench/bench_engine.py --quick    # smaller sizes
 
-Measured 2026-11-23 (second session) on the shared 2-core machine, full sizes, one run each (noisy: see
+Measured 2026-11-24 (third session) on the shared 2-core machine, full sizes, one run each (noisy: see
 bench_backtest.py for the interleaved, best-of comparison and the spread across runs):
-  one asset, 1,000,000 bars: 54,486 event bars, 27,572 fills; Engine.run 1.80 s = 555,000 bars/s
-      (run_backtest incl. orders, fills and trades 461,000 bars/s); backtrader 7,560 bars/s -> 73x (61x)
-  100 assets x 2,500 bars: 2,440 event bars, 6,819 fills; Engine.run 0.57 s = 440,000 bars/s
-      (run_backtest 403,000 bars/s); backtrader 6,850 bars/s -> 64x (59x)
-  (first session: 233,000 and 378,000 bars/s, 28x and 40x.)
+  one asset, 1,000,000 bars: 54,486 event bars, 27,572 fills; Engine.run 1.28 s = 782,000 bars/s
+      (run_backtest incl. orders, fills and trades 686,000 bars/s); backtrader 9,960 bars/s -> 78x (69x)
+  100 assets x 2,500 bars: 2,440 event bars, 6,819 fills; Engine.run 0.28 s = 878,000 bars/s
+      (run_backtest 763,000 bars/s); backtrader 11,045 bars/s -> 80x (69x)
+  (second session: 555,000 and 440,000 bars/s against backtrader at 7,560 and 6,850 bars/s, 73x and 64x;
+  first session: 233,000 and 378,000 bars/s, 28x and 40x.)
 The issue's goal (100x backtrader) is not reached: what remains is the full Python pipeline (strategy,
-portfolio, risk, OMS, broker, accounting, audit) at about 30 us per event bar.
+portfolio, risk, OMS, broker, accounting, audit) at about 21 us per event bar.
 """
 import argparse
 import collections
