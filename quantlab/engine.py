@@ -42,7 +42,7 @@ def panels_from_bars(bars: pd.DataFrame, # long frame: symbol, ts, open, high, l
     panels = research_panels(bars, fields)
     return {f: p.astype(float).rename_axis(columns=None).set_axis(p.index.tz_convert("UTC")) for f, p in panels.items()}
 
-# %% ../nbs/09_engine.ipynb #b537436f
+# %% ../nbs/09_engine.ipynb #3ccca539
 AUDIT_TABLES = ("decisions", "orders", "order_events", "fills", "closes")
 FILL_COLUMNS = ["fill_id", "client_id", "bar", "ts", "symbol", "quantity", "price", "reference_price", "commission", "spread",
                 "slippage", "assumptions", "realised_pnl", "position_before", "position_after"]
@@ -121,7 +121,7 @@ class AuditTrail:
         cols = list(Fill._fields) + ["realised_pnl", "position_before", "position_after"]
         data = dict(zip(cols, zip(*self._fills))) if self._fills else {c: () for c in cols}
         typed = {"bar": np.int64} | dict.fromkeys(("quantity", "price", "reference_price", "commission", "spread", "slippage",
-                                                                   "realised_pnl", "position_before", "position_after"), float)
+                                                   "realised_pnl", "position_before", "position_after"), float)
         # numeric columns straight to arrays (a frame built from tuples would infer each column's type first)
         df = pd.DataFrame({c: np.array(data[c], dtype=typed[c]) if c in typed else data[c] for c in FILL_COLUMNS}, columns=FILL_COLUMNS)
         df["ts"] = as_time(df["ts"])

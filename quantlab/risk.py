@@ -51,9 +51,9 @@ class Decision(NamedTuple):
     reason: str = "ok"  # why (in words)
     check: str = ""  # which check decided ("" when approved)
 
-# %% ../nbs/06a_risk.ipynb #1876acf7
+# %% ../nbs/06a_risk.ipynb #0305713b
 _APPROVED = Decision(True)
-# Python 3.11 looks up `TradingState.ACTIVE` through EnumType.__getattr__ (~180 ns, a module global ~15 ns): hot paths use these
+# Enum members as module constants for the hot path (`TradingState.ACTIVE` is a slow lookup on Python 3.11: see orders)
 _ACTIVE, _HALTED = TradingState.ACTIVE, TradingState.HALTED
 
 
