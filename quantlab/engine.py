@@ -42,7 +42,7 @@ def panels_from_bars(bars: pd.DataFrame, # long frame: symbol, ts, open, high, l
     panels = research_panels(bars, fields)
     return {f: p.astype(float).rename_axis(columns=None).set_axis(p.index.tz_convert("UTC")) for f, p in panels.items()}
 
-# %% ../nbs/09_engine.ipynb #3ccca539
+# %% ../nbs/09_engine.ipynb #b83c3c36
 AUDIT_TABLES = ("decisions", "orders", "order_events", "fills", "closes")
 FILL_COLUMNS = ["fill_id", "client_id", "bar", "ts", "symbol", "quantity", "price", "reference_price", "commission", "spread",
                 "slippage", "assumptions", "realised_pnl", "position_before", "position_after"]
@@ -70,14 +70,15 @@ class AuditTrail:
     "Decisions, orders, risk decisions, state changes, fills and closes of one run; queryable with DuckDB."
 
     def __init__(self):
-        self._decisions, self._fills, self._closes = [], [], []
+        self._decisions = []  # flat: bar, ts, targets, positions, cash per decision
+        self._fills, self._booked = [], []  # the booked Fill records; flat: realised P&L, position before, after per fill
         self._frames: dict[str, pd.DataFrame] = {}
         self._inputs = None  # (index, symbols, arrays) to read strategy inputs from
         self._oms = None
         self.path: Path | None = None
         self._con = None
 
-    # -- recording (hot loop: tuples only) --
+    # -- recording (hot loop: flat lists only) --
     def decision(self, bar: int, # bar index of the decision
                  ts, # its time (int ns in simulation)
                  targets, # target weights acted on: a dict, a list or array over the symbols, or None (orders only)
@@ -85,22 +86,20 @@ class AuditTrail:
                  cash: float, # cash before
                 ) -> int:
         "Record a decision; return its id (the engine stamps it on the orders it makes through `OrderManager.tag`)."
-        self._decisions.append((bar, ts, targets, positions, cash))
-        return len(self._decisions)
+        self._decisions.extend((bar, ts, targets, positions, cash))
+        return len(self._decisions) // 5
 
     def fill(self, fill: Fill, realised: float, before: float, after: float) -> None:
         "Record a booked fill with its realised P&L and the position before and after."
-        self._fills.append((*fill, realised, before, after))
-
-    def close(self, bar: int, ts, symbol: str, client_id: str, reason: str, realised: float, kind: str) -> None:
-        "Record a position closed (or flipped) by a fill, with the order's reason."
-        self._closes.append((bar, ts, symbol, client_id, reason, realised, kind))
+        self._fills.append(fill)
+        self._booked.extend((realised, before, after))
 
     # -- tables (built on first use, vectorised per column) --
     def _decisions_frame(self) -> pd.DataFrame:
         index, symbols, arrays = self._inputs if self._inputs else (None, [], {})
-        D = len(self._decisions)
-        bar, ts, targets, positions, cash = (list(c) for c in zip(*self._decisions)) if D else ([], [], [], [], [])
+        d = self._decisions
+        D = len(d) // 5
+        bar, ts, targets, positions, cash = d[0::5], d[1::5], d[2::5], d[3::5], d[4::5]
         bars = np.asarray(bar, dtype=np.int64)
         parts = [[pre + obj for obj in json_objects(symbols, a[bars])] for pre, a in ((json.dumps(k) + ": ", a) for k, a in arrays.items())]
         inputs = ["{" + ", ".join(p) + "}" for p in zip(*parts)] if parts else ["{}"] * D
@@ -110,16 +109,18 @@ class AuditTrail:
             for k, txt in zip(held, json_objects(symbols, np.stack([positions[k] for k in held]), skip_zero=True)): pos[k] = txt
         for k, p in enumerate(positions):
             if pos[k] is None: pos[k] = json.dumps({s: q for s, q in p.items() if q}, default=json_default)
-        arr = [k for k, t in enumerate(targets) if type(t) in (list, np.ndarray)]
-        tgt = [None if t is None else "" if type(t) in (list, np.ndarray) else json.dumps(t, default=json_default) for t in targets]
+        vec = (list, np.ndarray, float)  # weights over the symbols (a float: the one symbol's weight)
+        arr = [k for k, t in enumerate(targets) if type(t) in vec]
+        tgt = [None if t is None else "" if type(t) in vec else json.dumps(t, default=json_default) for t in targets]
         if arr:
             for k, txt in zip(arr, json_objects(symbols, np.array([targets[k] for k in arr], dtype=float))): tgt[k] = txt
         return pd.DataFrame({"decision_id": np.arange(1, D + 1), "bar": bars, "ts": as_time(pd.Series(ts, dtype=None if D else "int64")),
                              "inputs": inputs, "positions_before": pos, "cash_before": np.asarray(cash, dtype=float), "targets": tgt})
 
     def _fills_frame(self) -> pd.DataFrame:
-        cols = list(Fill._fields) + ["realised_pnl", "position_before", "position_after"]
-        data = dict(zip(cols, zip(*self._fills))) if self._fills else {c: () for c in cols}
+        n = len(self._fills)
+        data = dict(zip(Fill._fields, zip(*self._fills))) if n else {c: () for c in Fill._fields}
+        data.update(zip(("realised_pnl", "position_before", "position_after"), np.array(self._booked, dtype=float).reshape(n, 3).T))
         typed = {"bar": np.int64} | dict.fromkeys(("quantity", "price", "reference_price", "commission", "spread", "slippage",
                                                    "realised_pnl", "position_before", "position_after"), float)
         # numeric columns straight to arrays (a frame built from tuples would infer each column's type first)
@@ -134,9 +135,16 @@ class AuditTrail:
         return orders
 
     def _closes_frame(self) -> pd.DataFrame:
-        df = pd.DataFrame(self._closes, columns=["bar", "ts", "symbol", "client_id", "reason", "realised_pnl", "kind"])
-        df["ts"] = as_time(df["ts"])
-        return df
+        "Fills that took a position to zero (closed) or across it (flipped), with the order's reason."
+        f = self.table("fills")
+        before, after = f["position_before"].to_numpy(), f["position_after"].to_numpy()
+        hit = np.flatnonzero((before != 0) & ((after == 0) | ((after > 0) != (before > 0))))
+        rows = f.iloc[hit]
+        orders = self._oms.orders if self._oms is not None else {}
+        reason = [rec.order.reason if rec is not None else "" for rec in map(orders.get, rows["client_id"].tolist())]
+        return pd.DataFrame({"bar": rows["bar"].to_numpy(), "ts": rows["ts"].to_numpy(), "symbol": rows["symbol"].to_numpy(),
+                             "client_id": rows["client_id"].to_numpy(), "reason": reason,
+                             "realised_pnl": rows["realised_pnl"].to_numpy(), "kind": np.where(after[hit] == 0, "closed", "flipped")})
 
     def table(self, name: str) -> pd.DataFrame:
         "One audit table as a DataFrame (built on first use): decisions, orders, order_events, fills or closes."
@@ -176,7 +184,7 @@ class AuditTrail:
                 self._con.execute(f"create or replace view {name} as select * from read_parquet('{f}')")
         return self._con.execute(sql).df()
 
-# %% ../nbs/09_engine.ipynb #7ebee0bc
+# %% ../nbs/09_engine.ipynb #a8d7abae
 @dataclass
 class EngineRun:
     "What the loop produced (backtest wraps it into a BacktestResult)."
@@ -373,8 +381,9 @@ class Engine:
         intents = ctx.take_intents() if ctx.intents else ()
         if act or intents:
             if audit is not None:  # = audit.decision(...), inlined in the hot loop
-                audit._decisions.append((i, ts, (targets if w is None else w) if act else None, self._units.copy(), pf.cash))
-                oms.tag = len(audit._decisions)
+                tg = (targets if w is None else w if self._one is None else w[0]) if act else None  # one symbol: its weight
+                audit._decisions.extend((i, ts, tg, self._units.copy(), pf.cash))
+                oms.tag = len(audit._decisions) // 5
             if act:
                 self._last_targets, self._last_w = targets, w
                 self._last_np = self._next_np if w is not None and len(w) > 16 else None
@@ -441,11 +450,7 @@ class Engine:
             elif self._has_short and j in self._shorts:
                 self._short[j] = 0.0; self._shorts.discard(j); self._has_short = bool(self._shorts)
             if audit is not None:
-                audit._fills.append((*f, realised, before, after))  # = audit.fill(...), inlined in the hot loop
-                if before != 0 and (after == 0 or (after > 0) != (before > 0)):
-                    rec = self.oms.orders.get(f.client_id)
-                    audit.close(i, ts, sym, f.client_id, rec.order.reason if rec else "", realised,
-                                "closed" if after == 0 else "flipped")
+                audit._fills.append(f); audit._booked.extend((realised, before, after))  # = audit.fill(...), inlined in the hot loop
             if self._on_fill: self.strategy.on_fill(self._ctx, f)
             if self._ctx.intents:
                 intents = self._ctx.take_intents()

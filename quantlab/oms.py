@@ -21,9 +21,37 @@ from .portfolio import Portfolio
 from .risk import Decision, RiskEngine
 
 # %% auto #0
-__all__ = ['OPEN', 'ManagedOrder', 'OrderManager', 'as_time']
+__all__ = ['OPEN', 'OrderLog', 'ManagedOrder', 'OrderManager', 'as_time']
 
-# %% ../nbs/07_oms.ipynb #2884e708
+# %% ../nbs/07_oms.ipynb #3ae39c82
+class OrderLog:
+    "Every order's life in one flat list: `client_id, ts, status, reason` per row, in the order they happened."
+    __slots__ = ("rows", "_index", "_indexed")
+
+    def __init__(self): self.rows, self._index, self._indexed = [], {}, 0
+
+    def add(self, client_id: str, ts, status, reason: str = "") -> None:
+        "Append one row."
+        self.rows.extend((client_id, ts, status, reason))
+
+    def __len__(self) -> int: return len(self.rows) // 4
+
+    def of(self, client_id: str) -> list[tuple]:
+        "The `(ts, status, reason)` rows of one order, oldest first."
+        rows, index = self.rows, self._index
+        for k in range(self._indexed, len(rows), 4):  # index only the rows added since the last call
+            at = index.get(rows[k])
+            if at is None: index[rows[k]] = [k]
+            else: at.append(k)
+        self._indexed = len(rows)
+        return [(rows[k + 1], rows[k + 2], rows[k + 3]) for k in index.get(client_id, ())]
+
+    def columns(self) -> tuple[list, list, list, list]:
+        "client ids, times, statuses and reasons, one list each."
+        r = self.rows
+        return r[0::4], r[1::4], r[2::4], r[3::4]
+
+
 OPEN = frozenset({OrderStatus.SUBMITTED, OrderStatus.PARTIALLY_FILLED})
 _ENUM_VALUE = {m: m.value for e in (OrderKind, TimeInForce, OrderStatus) for m in e}  # for the order tables
 
@@ -37,19 +65,25 @@ class ManagedOrder:
     avg_price: float = 0.0  # average all-in fill price
     decision: Decision | None = None  # the risk verdict (None while a bracket child waits for its parent)
     reason: str = ""  # reason of the latest state change
-    history: list = field(default_factory=list)  # (ts, status, reason) rows
     created: object = None  # when the OMS accepted it
     tag: object = None  # the OMS's `tag` when it accepted the order (the engine: the audit decision that made it)
+    log: OrderLog = field(default_factory=OrderLog, repr=False, compare=False)  # where its history is kept (the OMS's log)
     client_id: str = field(init=False, default="")  # the order's client id (fixed for life: a replace keeps it)
 
     def __post_init__(self): self.client_id = self.order.client_id
 
+    @property
+    def history(self) -> list[tuple]:
+        "Its `(ts, status, reason)` rows, oldest first."
+        return self.log.of(self.client_id)
+
     @staticmethod
-    def accepted(order: Order, now, tag) -> ManagedOrder:
-        "A new record for `order` accepted at `now` = `ManagedOrder(order, created=now, tag=tag, history=[(now, NEW, order.reason)])`, built without the dataclass call (the OMS's hot path)."
+    def accepted(order: Order, now, tag, log: OrderLog) -> ManagedOrder:
+        "A new record for `order` accepted at `now`, its first row in `log` = `ManagedOrder(order, created=now, tag=tag, log=log)` then `log.add(client_id, now, NEW, order.reason)`, built without the dataclass call (the OMS's hot path)."
         rec = object.__new__(ManagedOrder)
         rec.order, rec.status, rec.filled, rec.avg_price, rec.decision, rec.reason = order, _NEW, 0.0, 0.0, None, ""
-        rec.history, rec.created, rec.tag, rec.client_id = [(now, _NEW, order.reason)], now, tag, order.client_id
+        rec.created, rec.tag, rec.log, rec.client_id = now, tag, log, order.client_id
+        log.rows.extend((order.client_id, now, _NEW, order.reason))
         return rec
 
     @property
@@ -62,7 +96,7 @@ class ManagedOrder:
         "Working at the broker (submitted or partially filled)."
         return self.status in OPEN
 
-# %% ../nbs/07_oms.ipynb #2acc810e
+# %% ../nbs/07_oms.ipynb #1931e250
 class OrderManager:
     "Client order ids, the state machine, risk before the broker, brackets/OCO, cancel/replace."
 
@@ -87,6 +121,8 @@ class OrderManager:
         self._versioned = hasattr(broker, "sync_version")
         self.now = None  # the current time (a UTC Timestamp, or int ns in backtests); the engine or live clock sets it
         self.tag = None  # stamped on each order accepted from now on (the engine sets its audit decision id)
+        self.log = OrderLog()  # every order's history
+        self._log_extend = self.log.rows.extend
 
     def next_id(self) -> str:
         "A new client order id (never reused within this manager)."
@@ -100,7 +136,7 @@ class OrderManager:
         if type(status) is not OrderStatus or status not in TRANSITIONS[old]: check_transition(old, status, rec.client_id)  # raises
         rec.status = status
         rec.reason = reason
-        rec.history.append((self.now, status, reason))
+        self._log_extend((rec.client_id, self.now, status, reason))  # = self.log.add(...)
         if status in OPEN: self._open[rec.client_id] = rec
         else: self._open.pop(rec.client_id, None)
         if self.listener: self.listener("status", rec, reason)
@@ -116,7 +152,7 @@ class OrderManager:
         if old is not None:
             if _same_intent(old.order, order): return old
             raise UsageError(f"client id {cid} already used for a different order")
-        rec = ManagedOrder.accepted(order, self.now, self.tag)
+        rec = ManagedOrder.accepted(order, self.now, self.tag, self.log)
         self.orders[cid] = rec
         if order.oco: self._oco.setdefault(order.oco, []).append(cid)
         if self.listener: self.listener("order", rec, None)
@@ -158,7 +194,7 @@ class OrderManager:
         if rec.status in TERMINAL: return Decision(False, f"order is {rec.status.value}", "state")
         new = rec.order.replace(**changes)
         if rec.status == OrderStatus.NEW:
-            rec.order = new; rec.history.append((self.now, rec.status, "replace"))
+            rec.order = new; self.log.add(client_id, self.now, rec.status, "replace")
             return Decision(True)
         if "quantity" in changes and abs(new.quantity) < abs(rec.filled) or new.quantity * rec.order.quantity <= 0:
             return Decision(False, f"replace: quantity {new.quantity:g} below filled {rec.filled:g} or changes side", "fields")
@@ -166,12 +202,12 @@ class OrderManager:
         delta = Order(new.symbol, new.quantity - rec.filled, new.kind, new.limit_price, new.stop_price, new.tif, client_id=client_id)
         decision = self.risk.check(delta, self.portfolio, None, working)
         if not decision.approved:
-            rec.history.append((self.now, rec.status, f"replace denied: {decision.reason}"))
+            self.log.add(client_id, self.now, rec.status, f"replace denied: {decision.reason}")
             if self.listener: self.listener("status", rec, f"replace denied: {decision.reason}")
             return decision
         self.broker.replace(client_id, new)
         rec.order = new
-        rec.history.append((self.now, rec.status, "replace"))
+        self.log.add(client_id, self.now, rec.status, "replace")
         if self.listener: self.listener("status", rec, "replace")
         return decision
 
@@ -229,7 +265,7 @@ class OrderManager:
             elif sib.is_open:
                 self.broker.replace(cid, sib.order.replace(quantity=sib.order.quantity - fill.quantity))
                 sib.order = sib.order.replace(quantity=sib.order.quantity - fill.quantity)
-                sib.history.append((self.now, sib.status, f"OCO: reduced by {rec.client_id} fill"))
+                self.log.add(cid, self.now, sib.status, f"OCO: reduced by {rec.client_id} fill")
             else:
                 sib.order = sib.order.replace(quantity=sib.order.quantity - fill.quantity)
 
@@ -286,12 +322,9 @@ class OrderManager:
         return df
 
     def events(self) -> pd.DataFrame:
-        "Every order's life, one row per change: accepted (new), each state change, each replace (from the histories)."
-        recs = self.orders.values()
-        hist = [h for r in recs for h in r.history]
-        ts, status, reason = zip(*hist) if hist else ((), (), ())
-        df = pd.DataFrame({"client_id": [r.client_id for r in recs for _ in r.history], "ts": list(ts),
-                           "status": [getattr(x, "value", x) for x in status], "reason": list(reason)},
+        "Every order's life, one row per change, in the order they happened: accepted (new), each state change, each replace."
+        cid, ts, status, reason = self.log.columns()
+        df = pd.DataFrame({"client_id": cid, "ts": ts, "status": list(map(_ENUM_VALUE.__getitem__, status)), "reason": reason},
                           columns=["client_id", "ts", "status", "reason"])
         df["ts"] = as_time(df["ts"])
         return df

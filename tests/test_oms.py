@@ -163,10 +163,16 @@ def test_denied_by_risk_is_recorded_and_not_sent():
 
 def test_accepted_record_equals_the_dataclass_built_one():
     import dataclasses
-    from quantlab.oms import ManagedOrder
+    from quantlab.oms import ManagedOrder, OrderLog
     for order in (Order("A", 5, client_id="a1", reason="target"), Order("B", -2, "limit", limit_price=9.5, client_id="b1")):
-        fast = ManagedOrder.accepted(order, 123, 7)
-        slow = ManagedOrder(order, created=123, tag=7, history=[(123, OrderStatus.NEW, order.reason)])
-        assert fast == slow                                            # every field, client_id included
-        assert all(getattr(fast, f.name) == getattr(slow, f.name) for f in dataclasses.fields(ManagedOrder))
-        assert fast.history is not slow.history and fast.is_open is False and fast.remaining == order.quantity
+        log = OrderLog()
+        log.add("other", 100, OrderStatus.NEW, "x")                    # another order's row first: history must pick its own
+        fast = ManagedOrder.accepted(order, 123, 7, log)
+        slow = ManagedOrder(order, created=123, tag=7)
+        slow.log.add(order.client_id, 123, OrderStatus.NEW, order.reason)
+        assert fast == slow                                            # every compared field, client_id included
+        assert all(getattr(fast, f.name) == getattr(slow, f.name) for f in dataclasses.fields(ManagedOrder) if f.name != "log")
+        assert fast.log is log and fast.history == slow.history == [(123, OrderStatus.NEW, order.reason)]
+        assert fast.is_open is False and fast.remaining == order.quantity
+        log.add(order.client_id, 124, OrderStatus.SUBMITTED, "")      # the index follows the log as it grows
+        assert [h[1] for h in fast.history] == [OrderStatus.NEW, OrderStatus.SUBMITTED] and len(log) == 3
