@@ -183,10 +183,10 @@ def ql_event_run(bars, fast=FAST, slow=SLOW):
 
 
 def ql_event_audit_seconds(bars) -> float:
-    "Seconds to format the audit tables run_backtest leaves for first read (decisions, order events, closes)."
+    "Seconds to format every table run_backtest leaves for first read (orders, fills, round trips; decisions, order events, closes)."
     from quantlab.strategies import event_backtest
     res = event_backtest("sma_cross", bars, dict(fast=FAST, slow=SLOW), commission_bps=BPS)
-    t = time.perf_counter(); res.audit.tables(); return time.perf_counter() - t
+    t = time.perf_counter(); res.orders, res.trades, res.audit.tables(); return time.perf_counter() - t
 
 
 def workloads(a):
@@ -224,9 +224,9 @@ def measure(engine: str, a) -> list[dict]:
     elif engine == "quantlab event":
         eb, panel = make_bars(a.event_bars // k, 1, 1), make_bars(panel_n, panel_a, 2)
         s, _ = best_time(lambda: ql_event_run(eb), a.repeat)
-        record("single", len(eb["close"]), s, f"(+{ql_event_audit_seconds(eb):.2f} s to format the lazy audit tables)")
+        record("single", len(eb["close"]), s, f"(+{ql_event_audit_seconds(eb):.2f} s to format the lazy tables)")
         s, _ = best_time(lambda: ql_event_run(panel), a.repeat)
-        record("panel", panel_n * panel_a, s, f"(+{ql_event_audit_seconds(panel):.2f} s to format the lazy audit tables)")
+        record("panel", panel_n * panel_a, s, f"(+{ql_event_audit_seconds(panel):.2f} s to format the lazy tables)")
     elif engine == "quantlab vector":
         single, panel, sweep_bars = make_bars(single_n, 1, 1), make_bars(panel_n, panel_a, 2), make_bars(sweep_n, 1, 3)
         s, _ = best_time(lambda: ql_vector_run(single), a.repeat); record("single", single_n, s)

@@ -85,20 +85,36 @@ def round_trips(fills: pd.DataFrame, # the fills table (symbol, ts, bar, quantit
                          "entry_bar": bar[ent], "exit_bar": bar[ex], "bars_held": bar[ex] - bar[ent], "pnl": pnl,
                          "commission": comm, "net_pnl": pnl - comm, "return": (pnl - comm) / (take * lp * m)}, columns=TRADE_COLUMNS)
 
-# %% ../nbs/10_backtest.ipynb #c56594a2
+# %% ../nbs/10_backtest.ipynb #65f1179b
 @dataclass
 class BacktestResult:
     "Everything one backtest produced."
     equity: pd.Series  # cash + positions at each bar's close
     returns: pd.Series  # simple returns of equity
     positions: pd.DataFrame  # quantity per symbol after each bar
-    orders: pd.DataFrame  # one row per order: intent, state, fills, risk decision
-    fills: pd.DataFrame  # every execution with price, size, costs, assumptions
-    trades: pd.DataFrame  # FIFO round trips
     costs: pd.Series  # total cost by kind: commission, spread, slippage, borrow
     audit: AuditTrail  # decisions, orders, risk, state changes, fills, closes; .query(sql)
     run_card: dict  # provenance: code, data, params, models, versions
     run: EngineRun = field(repr=False, default=None)  # the raw engine run (portfolio, OMS, broker)
+    multipliers: dict = field(repr=False, default_factory=dict)  # contract multiplier per symbol (for round trips)
+    _trades: pd.DataFrame | None = field(repr=False, default=None, compare=False)
+
+    @property
+    def orders(self) -> pd.DataFrame:
+        "One row per order: intent, state, fills, risk decision (built on first read)."
+        return self.audit.table("orders")
+
+    @property
+    def fills(self) -> pd.DataFrame:
+        "Every execution with price, size, costs, assumptions, realised P&L and position before and after (built on first read)."
+        return self.audit.table("fills")
+
+    @property
+    def trades(self) -> pd.DataFrame:
+        "FIFO round trips, one row per closed piece (built on first read)."
+        if self._trades is None:
+            with gc_paused(): self._trades = round_trips(self.fills, self.multipliers)
+        return self._trades
 
     def summary(self) -> pd.Series:
         "Headline figures (daily-bar annualisation, 252 bars a year)."
@@ -143,7 +159,7 @@ def _limits_dict(risk) -> dict:
     lim = risk.limits if isinstance(risk, RiskEngine) else (risk or RiskLimits())
     return {k: (None if v == float("inf") else v) for k, v in asdict(lim).items()}
 
-# %% ../nbs/10_backtest.ipynb #f508d320
+# %% ../nbs/10_backtest.ipynb #3dd2dcfa
 def run_backtest(strategy: Strategy, # what decides
                  data: pd.DataFrame | Mapping[str, pd.DataFrame], # long bars (BarStore.read_bars) or wide panels per field
                  cash: float = 1_000_000.0, # starting cash
@@ -165,9 +181,7 @@ def run_backtest(strategy: Strategy, # what decides
         elapsed = time.perf_counter() - t0
         eq = run.equity
         returns = eq.pct_change().fillna(0.0).rename("returns")
-        fills, orders = run.audit.table("fills"), run.audit.table("orders")  # the other audit tables are built when first read
         mults = {s: run.portfolio.instrument(s).multiplier for s in run.symbols}
-        trades = round_trips(fills, mults)
         costs = pd.Series(run.portfolio.costs, name="costs")
         card = {
             "strategy": strategy.name, "params": strategy.params, "mode": mode, "cash": cash,
@@ -178,4 +192,4 @@ def run_backtest(strategy: Strategy, # what decides
             "git_sha": git_sha(Path(quantlab.__file__).resolve().parent), "package_versions": package_versions(),
             "started_at": started, "elapsed_seconds": elapsed,
         }
-        return BacktestResult(eq, returns, run.positions, orders, fills, trades, costs, run.audit, card, run)
+        return BacktestResult(eq, returns, run.positions, costs, run.audit, card, run, mults)  # orders, fills, trades: on first read
