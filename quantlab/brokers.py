@@ -238,7 +238,7 @@ class SquareRootImpact:
         if not (s == s and v == v and v > 0): return 0.0
         return self.coefficient * s * math.sqrt(abs(quantity) / v) * price
 
-# %% ../nbs/08_brokers.ipynb #5cbc57c1
+# %% ../nbs/08_brokers.ipynb #63d4c0d8
 class _Working:
     __slots__ = ("order", "col", "active_from", "expires", "filled", "notional", "triggered", "touch", "lot", "mult")
 
@@ -353,17 +353,16 @@ class SimBroker:
 
     def next_event(self, i: int) -> int:
         "The first bar after `i` at which a working order can fill, expire or activate (len(bars) if none)."
-        T = len(self.bars.ts)
-        best = T
-        for w in self._working.values():
-            start = max(i + 1, w.active_from)
+        first, best = i + 1, len(self.bars.ts)
+        for w in self._working.values():  # (comparisons instead of min/max calls: this runs on every bar an order works)
+            start = w.active_from if w.active_from > first else first
             if start >= best: continue
             if w.order.kind is _MARKET: cand = start
             else:
                 if w.touch is None or w.touch < start: w.touch = self._first_touch(w, start)
                 cand = w.touch
-            if w.expires < T: cand = min(cand, max(w.expires, start))
-            best = min(best, cand)
+            if w.expires < cand: cand = w.expires if w.expires > start else start  # expiry before the fill: that bar
+            if cand < best: best = cand
         return best
 
     def _first_touch(self, w: _Working, start: int) -> int:
@@ -398,7 +397,8 @@ class SimBroker:
         o, j = w.order, w.col
         op, hi, lo = f["open"].item(i, j), f["high"].item(i, j), f["low"].item(i, j)  # Python floats: cheaper arithmetic below
         if not (op == op and hi == hi and lo == lo): return  # no bar for this symbol
-        buy = o.quantity > 0
+        q = o.quantity
+        buy = q > 0
         kind, taker, cap = o.kind, True, None
         if kind is _MARKET:
             fm = self.fill_model
@@ -421,7 +421,8 @@ class SimBroker:
             else: ref, taker = (op, True) if op >= p else ((p, False) if hi >= p else (None, False))
             if ref is None: return
             cap = p
-        qty = abs(o.quantity) - abs(w.filled)
+        filled = w.filled  # signed like the order, so |q| - |filled| is one subtraction either side
+        qty = q - filled if buy else filled - q
         if self.partial is not None: qty = min(qty, self.partial.max_quantity(self.bars, i, j, w.lot))
         if qty <= 0: return
         half = slip = 0.0
@@ -433,19 +434,21 @@ class SimBroker:
         if cap is not None and (price > cap if buy else price < cap):
             price = cap  # a limit is never beaten; the cost beyond it is forgone
             total = abs(price - ref); half = min(half, total); slip = total - half
-        comm = self.commission.calculate(qty, price, w.mult, abs(w.filled), w.notional) if self.commission else 0.0
+        mult = w.mult
+        comm = self.commission.calculate(qty, price, mult, filled if buy else -filled, w.notional) if self.commission else 0.0
         self._nfill += 1
         note = self._market_note if kind is _MARKET else self._kind_note(o, ref, op, taker)
-        fill = tuple.__new__(Fill, (o.client_id, o.symbol, sign * qty, price, self.bars.ts.item(i), comm, half * qty * w.mult,
-                                    slip * qty * w.mult, ref, f"{self._prefix}{self._nfill}", note, i))  # = Fill(...), all 12 fields
+        sq = sign * qty
+        fill = tuple.__new__(Fill, (o.client_id, o.symbol, sq, price, self.bars.ts.item(i), comm, half * qty * mult,
+                                    slip * qty * mult, ref, f"{self._prefix}{self._nfill}", note, i))  # = Fill(...), all 12 fields
         self._fills.append(fill)  # = self.deliver(fill), inlined (the hot path)
         self.sync_version += 1
-        sq, mult = sign * qty, w.mult
-        w.filled += sq; w.notional += qty * price * mult
+        w.filled = filled = filled + sq; w.notional += qty * price * mult
         self._cash -= sq * price * mult + comm
         positions = self._positions
         positions[o.symbol] = positions.get(o.symbol, 0.0) + sq
-        if abs(abs(o.quantity) - abs(w.filled)) <= 1e-12: self._working.pop(o.client_id, None)
+        rest = q - filled if buy else filled - q  # = |q| - |filled|
+        if -1e-12 <= rest <= 1e-12: self._working.pop(o.client_id, None)
 
     def _kind_note(self, o, ref, op, taker) -> str:
         if o.kind is OrderKind.MARKET: return getattr(self.fill_model, "name", "market")

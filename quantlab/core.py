@@ -177,7 +177,7 @@ def sessions_between(start, end, cal: str = "XNYS") -> pd.DatetimeIndex:
     s = s.tz_localize(None) if s.tz is not None else s
     return s[(s >= pd.Timestamp(start).tz_localize(None).normalize()) & (s <= pd.Timestamp(end).tz_localize(None).normalize())]
 
-# %% ../nbs/00_core.ipynb #e6d6657e
+# %% ../nbs/00_core.ipynb #58efbc1b
 @dataclass(frozen=True)
 class Instrument:
     "What trades, and the units it trades in."
@@ -203,7 +203,7 @@ class Instrument:
     def round_quantity(self, quantity: float) -> float:
         "`quantity` rounded towards zero to whole lots."
         t = quantity / self.lot_size  # math.trunc: the same value as np.trunc, without numpy's scalar overhead per order
-        return float(math.trunc(t) * self.lot_size) if math.isfinite(t) else t * self.lot_size
+        return float(math.trunc(t) * self.lot_size) if t - t == 0.0 else t * self.lot_size  # (t - t == 0: finite)
 
 # %% ../nbs/00_core.ipynb #e49aa2a6
 @contextlib.contextmanager

@@ -184,7 +184,7 @@ class AuditTrail:
                 self._con.execute(f"create or replace view {name} as select * from read_parquet('{f}')")
         return self._con.execute(sql).df()
 
-# %% ../nbs/09_engine.ipynb #a8d7abae
+# %% ../nbs/09_engine.ipynb #2cacc726
 @dataclass
 class EngineRun:
     "What the loop produced (backtest wraps it into a BacktestResult)."
@@ -282,7 +282,9 @@ class Engine:
         self._units = np.zeros(N)  # signed units per column (the audit's positions before each decision)
         self._has_short, self._shorts, self._rates = False, set(), rates
         self._nan_row = np.isnan(close).any(axis=1).tolist() if has_nan else None  # rows that need NaN-skipping marks
-        self._one = self.symbols[0] if N == 1 else None  # one symbol: its mark is one dict write
+        self._one = self.symbols[0] if N == 1 else None  # one symbol: its mark is one dict write, its equity one product
+        self._mult0 = float(mult[0]) if N == 1 else 1.0
+        self._versioned = hasattr(broker, "sync_version")  # the OMS has nothing to pull while the broker's counter stands still
         self._wide = N > 16 and not has_nan  # many symbols: size against cash + q . close (one dot product, not a loop over positions)
         self._last_w = [0.0] * N  # the last acted-on array targets, as a list (None after dict targets)
         self._last_np = self._next_np = None  # the same as an array, for wide universes
@@ -311,26 +313,29 @@ class Engine:
         if self.progress:
             from tqdm.auto import tqdm
             pbar = tqdm(total=T, unit="bar", desc=st.name)
-        ev_idx = np.flatnonzero(events).tolist() if not every_bar else None
-        n_ev, step = len(ev_idx or ()), self._step
+        ev_idx = np.flatnonzero(events).tolist() + [T] if not every_bar else None  # event bars, then T as a sentinel
+        step = self._step
         events = events.tolist() if every_bar else None
         has_working, next_event = getattr(broker, "has_working", None), getattr(broker, "next_event", None)
-        ptr, i, shown = 0, 0, 0
+        ptr, i, shown, e, tick = 0, 0, 0, (ev_idx[0] if ev_idx else T), max(1, T // 100)
         while i < T:
-            if every_bar: nxt = i
+            if every_bar: nxt = i; is_event = events[i]
             else:
-                while ptr < n_ev and ev_idx[ptr] < i: ptr += 1
-                nxt = ev_idx[ptr] if ptr < n_ev else T
-                if i == 0: nxt = 0
+                while e < i: ptr += 1; e = ev_idx[ptr]  # the first event bar at or after i (the sentinel ends the scan)
+                nxt = e if i else 0  # bar 0 always steps
                 if nxt > i and (oms._open or (has_next_event and has_working())):
-                    nxt = min(nxt, next_event(i - 1)) if has_next_event else i
+                    if not has_next_event: nxt = i
+                    else:
+                        wake = next_event(i - 1)  # the broker's next bar with something to do
+                        if wake < nxt: nxt = wake
+                is_event = nxt == e
             if nxt >= T:
                 carry(i, T); break
             if self._has_short: carry(i, nxt)
-            step(nxt, events[nxt] if every_bar else (ptr < n_ev and ev_idx[ptr] == nxt), close_0, daydiff)
+            step(nxt, is_event, close_0, daydiff)
             ev_bars.append(nxt); ev_cash.append(pf.cash)
             i = nxt + 1
-            if pbar is not None and i - shown > max(1, T // 100): pbar.update(i - shown); shown = i
+            if pbar is not None and i - shown > tick: pbar.update(i - shown); shown = i
         if pbar is not None: pbar.update(T - shown); pbar.close()
         nevents = len(ev_bars)
         ev = np.array(ev_bars, dtype=np.intp)
@@ -362,8 +367,9 @@ class Engine:
         if i > 0 and self._has_short:  # today's borrow fee on the positions held overnight
             pf.charge_series("borrow", (close_0[i - 1:i] * self._short).sum(axis=1) / 360.0 * daydiff[i:i + 1])
         if self._broker_on_bar is not None: self._broker_on_bar(i)
-        fills = oms.sync()
-        if fills: self._book(fills, i, ts)
+        if not self._versioned or self.broker.sync_version != oms.synced_version:  # (= what `sync` checks first, without the call)
+            fills = oms.sync()
+            if fills: self._book(fills, i, ts)
         if self._one is not None:  # = pf.mark_row(...) for one symbol
             p = self._close_row.item(i, 0)
             if p == p: pf.prices[self._one] = p
@@ -388,12 +394,17 @@ class Engine:
                 self._last_targets, self._last_w = targets, w
                 self._last_np = self._next_np if w is not None and len(w) > 16 else None
                 vol = st.volatility(ctx) if self._volatility else None
-                eq = pf.cash + float(self._q @ self._close_row[i]) if self._wide else None  # = pf.equity to ~1e-15 (summed in another order)
+                if self._wide: eq = pf.cash + float(self._q @ self._close_row[i])  # = pf.equity to ~1e-15 (summed in another order)
+                elif self._one is not None:  # = pf.equity exactly: the same products as Portfolio.market_value
+                    u = self._units.item(0)
+                    eq = pf.cash + u * pf.prices[self._one] * self._mult0 if u else pf.cash
+                else: eq = None
                 for o in orders_for_targets(pf, targets, sizer=st.sizer, volatility=vol, pending=oms.working() if oms._open else None,
                                                min_trade_notional=st.min_trade_notional, reason="target", only=only, ids=oms.next_id, equity=eq):
                     oms.submit(o)
             if intents: self._route(intents)
-            if fills := oms.sync(): self._book(fills, i, ts)
+            if not self._versioned or self.broker.sync_version != oms.synced_version:
+                if fills := oms.sync(): self._book(fills, i, ts)
 
     def _targets(self, result):
         "`on_bar`'s result as (targets dict or None, symbols whose target changed or None for all, weight array or None)."

@@ -96,7 +96,7 @@ class ManagedOrder:
         "Working at the broker (submitted or partially filled)."
         return self.status in OPEN
 
-# %% ../nbs/07_oms.ipynb #1931e250
+# %% ../nbs/07_oms.ipynb #cd69dc7d
 class OrderManager:
     "Client order ids, the state machine, risk before the broker, brackets/OCO, cancel/replace."
 
@@ -117,7 +117,7 @@ class OrderManager:
         self._open: dict[str, ManagedOrder] = {}
         self._seen_fills: set[str] = set()
         self._fill_cursor = self._update_cursor = 0
-        self._broker_version = None
+        self.synced_version = None  # the broker's `sync_version` at the last sync (None: never synced)
         self._versioned = hasattr(broker, "sync_version")
         self.now = None  # the current time (a UTC Timestamp, or int ns in backtests); the engine or live clock sets it
         self.tag = None  # stamped on each order accepted from now on (the engine sets its audit decision id)
@@ -214,13 +214,13 @@ class OrderManager:
     def sync(self) -> list[Fill]:
         "Apply the broker's new updates and fills; return the fills not seen before."
         broker, versioned = self.broker, self._versioned
-        if versioned and broker.sync_version == self._broker_version: return []  # nothing new: the common case
+        if versioned and broker.sync_version == self.synced_version: return []  # nothing new: the common case
         out = []
         while True:
             if versioned:  # optional: a counter the broker bumps on every fill or update; read before pulling
                 version = broker.sync_version
-                if version == self._broker_version: return out
-                self._broker_version = version
+                if version == self.synced_version: return out
+                self.synced_version = version
             updates = broker.updates_since(self._update_cursor)
             fills = broker.fills_since(self._fill_cursor)
             if not updates and not fills: return out
@@ -235,14 +235,18 @@ class OrderManager:
             for u in updates: self._on_update(u)
 
     def _on_fill(self, fill: Fill) -> None:
-        rec = self.orders.get(fill.client_id)
-        if rec is None: raise StateError(f"fill {fill.fill_id} for unknown order {fill.client_id}")
-        total = rec.filled + fill.quantity
-        rec.avg_price = (rec.avg_price * rec.filled + fill.price * fill.quantity) / total
+        cid, _, fq, fp = fill[:4]  # client id, symbol, quantity, price: one unpack (hot path)
+        rec = self.orders.get(cid)
+        if rec is None: raise StateError(f"fill {fill.fill_id} for unknown order {cid}")
+        q, filled = rec.order.quantity, rec.filled
+        total = filled + fq
+        rec.avg_price = (rec.avg_price * filled + fp * fq) / total
         rec.filled = total
-        if abs(total) > abs(rec.order.quantity) + 1e-9:
-            raise StateError(f"order {rec.client_id} overfilled: {total:g} of {rec.order.quantity:g}")
-        done = abs(rec.order.quantity - total) <= 1e-9 * max(1.0, abs(total))
+        size, aq = (total if total >= 0 else -total), (q if q >= 0 else -q)  # abs() without the calls
+        if size > aq + 1e-9:
+            raise StateError(f"order {rec.client_id} overfilled: {total:g} of {q:g}")
+        gap = q - total
+        done = (gap if gap >= 0 else -gap) <= 1e-9 * (size if size > 1.0 else 1.0)
         self._set(rec, _FILLED if done else _PARTIAL, fill.fill_id)
         if self.listener: self.listener("fill", rec, fill)
         if rec.order.oco: self._oco_filled(rec, fill, done)

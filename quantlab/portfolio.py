@@ -45,7 +45,7 @@ class Position:
         elif (q1 > 0) != (q0 > 0): self.avg_cost = price  # flipped: the rest opens at the fill price
         return pnl
 
-# %% ../nbs/05_portfolio.ipynb #f96ddeaa
+# %% ../nbs/05_portfolio.ipynb #2f0eaf49
 COST_KINDS = ("commission", "spread", "slippage", "borrow")
 
 
@@ -143,23 +143,24 @@ class Portfolio:
              ) -> float:
         "Book `fill` (cash, position, costs by kind); return the realised P&L; check the invariant."
         _, symbol, q, price, _, commission, spread, slippage = fill[:8]  # one unpack instead of a dozen field reads (hot path)
-        if not (math.isfinite(q) and math.isfinite(price) and price > 0):
+        if not (q - q == 0.0 and 0.0 < price < math.inf):  # finite quantity, finite positive price (NaN fails both)
             raise StateError(f"fill {fill.fill_id or fill.client_id}: bad quantity {q!r} or price {price!r}")
         pos = self.positions.get(symbol)
         if pos is None:
             pos = self.positions[symbol] = Position(symbol, multiplier=self.instrument(symbol).multiplier)
-        basis_before = pos.avg_cost * pos.quantity * pos.multiplier
+        m = pos.multiplier
+        basis_before = pos.avg_cost * pos.quantity * m
         pnl = pos.apply(q, price)
-        self._basis += pos.avg_cost * pos.quantity * pos.multiplier - basis_before
+        self._basis = basis = self._basis + (pos.avg_cost * pos.quantity * m - basis_before)
         self._realised += pnl
-        self.cash -= q * price * pos.multiplier + commission
+        self.cash = cash = self.cash - (q * price * m + commission)
         self._charged += commission
         c = self.costs
         c["commission"] += commission; c["spread"] += spread; c["slippage"] += slippage
         if symbol not in self.prices: self.prices[symbol] = price
         if self.check_invariant:
-            scale = abs(self.initial_cash) + abs(self.cash) + abs(self._basis) + 1.0
-            if abs(self.cash + self._basis - (self.initial_cash + self._realised - self._charged)) > 1e-9 * scale:
+            scale = abs(self.initial_cash) + abs(cash) + abs(basis) + 1.0
+            if abs(cash + basis - (self.initial_cash + self._realised - self._charged)) > 1e-9 * scale:
                 raise StateError(f"accounting invariant broken after fill {fill.fill_id or fill.client_id}: "
                                  f"cash + cost of positions = {self.cash + self._basis!r} but initial + realised - costs = "
                                  f"{self.initial_cash + self._realised - self._charged!r}")
@@ -256,7 +257,7 @@ class FixedQuantity:
         "Units to hold for `weight`."
         return weight * self.quantity_per_weight
 
-# %% ../nbs/05_portfolio.ipynb #d8391bdf
+# %% ../nbs/05_portfolio.ipynb #6aafe184
 def orders_for_targets(portfolio: Portfolio, # the account (positions, equity at its marks)
                        targets: Mapping[str, float], # complete book: symbol -> weight of equity; missing held symbols go to 0
                        prices: Mapping[str, float] | None = None, # prices to size at; default the portfolio's marks
@@ -284,14 +285,14 @@ def orders_for_targets(portfolio: Portfolio, # the account (positions, equity at
     for s in symbols:
         w = float(targets.get(s, 0.0))
         price = prices.get(s, math.nan)
-        if not (price > 0 and math.isfinite(price)) or not math.isfinite(w): continue
+        if not (0.0 < price < math.inf and w - w == 0.0): continue  # a finite positive price and a finite weight
         inst = instruments.get(s) or portfolio.instrument(s)
         vol = volatility.get(s) if volatility is not None else None
         target = inst.round_quantity(sizer.quantity(w, equity, price, inst.multiplier, vol)) if w else 0.0
         pos = positions.get(s)
         held = (pos.quantity if pos is not None else 0.0) + (pending.get(s, 0.0) if pending else 0.0)
         delta = inst.round_quantity(target - held)
-        if delta == 0 or abs(delta * price * inst.multiplier) < min_trade_notional: continue
+        if delta == 0 or (min_trade_notional and abs(delta * price * inst.multiplier) < min_trade_notional): continue
         cid = ids() if ids is not None else None  # = Order(s, delta, reason=reason, client_id=cid), built unchecked:
         orders.append(tuple.__new__(Order, (s, delta, _MARKET, None, None, _DAY, cid, None, None, reason)))  # every field is valid
     return orders
