@@ -184,7 +184,7 @@ class AuditTrail:
                 self._con.execute(f"create or replace view {name} as select * from read_parquet('{f}')")
         return self._con.execute(sql).df()
 
-# %% ../nbs/09_engine.ipynb #2cacc726
+# %% ../nbs/09_engine.ipynb #87cd9625
 @dataclass
 class EngineRun:
     "What the loop produced (backtest wraps it into a BacktestResult)."
@@ -286,12 +286,12 @@ class Engine:
         self._mult0 = float(mult[0]) if N == 1 else 1.0
         self._versioned = hasattr(broker, "sync_version")  # the OMS has nothing to pull while the broker's counter stands still
         self._wide = N > 16 and not has_nan  # many symbols: size against cash + q . close (one dot product, not a loop over positions)
-        self._last_w = [0.0] * N  # the last acted-on array targets, as a list (None after dict targets)
+        self._last_w = [0.0] * N  # the last acted-on array targets, as a list (an array for wide universes; None after dict targets)
         self._last_np = self._next_np = None  # the same as an array, for wide universes
         cash_at, set_at = np.empty(T), np.zeros(T, dtype=bool)
         ev_bars, ev_cash = [], []  # cash after each event bar (written into cash_at at the end)
         self._q_log = []  # (bar, column, quantity x multiplier) after every booked fill
-        self._ctx, self._last_targets, self._every_bar = ctx, None, every_bar
+        self._ctx, self._last_targets, self._every_bar = ctx, None, every_bar  # (_last_targets: the last dict targets, None after arrays)
         self._on_fill = type(st).on_fill is not Strategy.on_fill  # skip the calls when the strategy does not override them
         self._volatility = type(st).volatility is not Strategy.volatility
         self._naive, self._broker_on_bar = self.mode == "every_bar", getattr(broker, "on_bar", None)
@@ -391,7 +391,7 @@ class Engine:
                 audit._decisions.extend((i, ts, tg, self._units.copy(), pf.cash))
                 oms.tag = len(audit._decisions) // 5
             if act:
-                self._last_targets, self._last_w = targets, w
+                self._last_targets, self._last_w = (targets, None) if w is None else (None, w)
                 self._last_np = self._next_np if w is not None and len(w) > 16 else None
                 vol = st.volatility(ctx) if self._volatility else None
                 if self._wide: eq = pf.cash + float(self._q @ self._close_row[i])  # = pf.equity to ~1e-15 (summed in another order)
@@ -424,13 +424,16 @@ class Engine:
                 a = result.astype(float).reshape(-1)  # a copy: the array may be a read-only view of a feature
                 a[a != a] = 0.0
                 if self._last_np is None or len(self._last_np) != len(a): self._last_np = np.asarray(last, dtype=float)
-                only = [symbols[k] for k in np.flatnonzero(a != self._last_np).tolist()] if on_change else None
-                self._next_np, w = a, a.tolist()
+                self._next_np = a
+                if on_change:  # the changed symbols' weights only: with `only`, orders_for_targets reads no other
+                    changed = np.flatnonzero(a != self._last_np).tolist()
+                    return {symbols[k]: a.item(k) for k in changed}, [symbols[k] for k in changed], a
+                w = a.tolist()
             return dict(zip(symbols, w)), only, w
         targets = as_targets(result, self.symbols)
         only = None
         if on_change:
-            last = self._last_targets or {}
+            last = self._last_targets if self._last_targets is not None else dict(zip(symbols, self._last_w if self._last_w is not None else ()))
             only = {s for s, w in targets.items() if last.get(s, 0.0) != w} | {s for s, w in last.items() if w and s not in targets}
         return targets, only, None
 

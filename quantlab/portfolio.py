@@ -257,7 +257,7 @@ class FixedQuantity:
         "Units to hold for `weight`."
         return weight * self.quantity_per_weight
 
-# %% ../nbs/05_portfolio.ipynb #6aafe184
+# %% ../nbs/05_portfolio.ipynb #8e4dca91
 def orders_for_targets(portfolio: Portfolio, # the account (positions, equity at its marks)
                        targets: Mapping[str, float], # complete book: symbol -> weight of equity; missing held symbols go to 0
                        prices: Mapping[str, float] | None = None, # prices to size at; default the portfolio's marks
@@ -266,7 +266,7 @@ def orders_for_targets(portfolio: Portfolio, # the account (positions, equity at
                        pending: Mapping[str, float] | None = None, # signed quantity of working orders per symbol
                        min_trade_notional: float = 0.0, # skip smaller trades
                        reason: str = "rebalance", # recorded on the orders
-                       only=None, # trade only these symbols (those whose target changed): a set keeps the order below, a list its own; None = all
+                       only=None, # trade only these symbols (those whose target changed; `targets` is read for no other): a set keeps the order below, a list its own; None = all
                        ids=None, # client id source, e.g. `OrderManager.next_id`; None leaves ids to the OMS
                        equity: float | None = None, # equity to size against; default the portfolio's at its marks
                       ) -> list[Order]:
