@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from quantlab.backtest import BacktestResult, round_trips, run_backtest
+from quantlab.backtest import BacktestResult, data_fingerprint, round_trips, run_backtest
 from quantlab.brokers import BasisPoints, FixedSpread, PerShare, SimBroker
 from quantlab.orders import bracket
 from quantlab.strategy import Strategy
@@ -97,7 +97,11 @@ def test_run_card_and_result_parts(yhoo):
     assert card["strategy"] == "CrossOrders" and card["params"] == {"size": 50} and card["cash"] == 50_000.0
     assert card["bars"] == len(yhoo) and 0 < card["event_bars"] < len(yhoo) / 5
     assert len(card["data_fingerprint"]) == 16 and card["package_versions"]["numpy"]
-    assert "ib_fixed" in card["broker"] and "git_sha" in card
+    # hashed on a worker thread during the run: the same value as hashing the run's data afterwards
+    assert card["data_fingerprint"] == data_fingerprint(res.run.data) == data_fingerprint(panels(yhoo))
+    from quantlab.core import git_sha
+    import quantlab, pathlib
+    assert "ib_fixed" in card["broker"] and card["git_sha"] == git_sha(pathlib.Path(quantlab.__file__).resolve().parent)
     assert isinstance(res, BacktestResult) and res.returns.index.equals(res.equity.index)
     assert set(res.orders.status) == {"filled"} and res.summary()["trades"] == len(res.trades)
 
