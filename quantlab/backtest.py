@@ -171,7 +171,7 @@ def _limits_dict(risk) -> dict:
     lim = risk.limits if isinstance(risk, RiskEngine) else (risk or RiskLimits())
     return {k: (None if v == float("inf") else v) for k, v in asdict(lim).items()}
 
-# %% ../nbs/10_backtest.ipynb #d0fad4f8
+# %% ../nbs/10_backtest.ipynb #daf47bf2
 def run_backtest(strategy: Strategy, # what decides
                  data: pd.DataFrame | Mapping[str, pd.DataFrame], # long bars (BarStore.read_bars) or wide panels per field
                  cash: float = 1_000_000.0, # starting cash
@@ -183,7 +183,7 @@ def run_backtest(strategy: Strategy, # what decides
                  progress: bool = False, # tqdm progress bar
                 ) -> BacktestResult:
     "Run `strategy` on `data` through the full pipeline; return a `BacktestResult`."
-    with gc_paused():  # the run's many small objects would make every collection re-scan them (see core)
+    with gc_paused(promote=True):  # the run's many small objects would make every collection re-scan them (see core)
         started, t0 = utc_now(), time.perf_counter()
         broker = broker if broker is not None else SimBroker(cash=cash)
         if hasattr(broker, "_cash") and not broker._fills: broker._cash = float(cash)

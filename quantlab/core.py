@@ -205,15 +205,18 @@ class Instrument:
         t = quantity / self.lot_size  # math.trunc: the same value as np.trunc, without numpy's scalar overhead per order
         return float(math.trunc(t) * self.lot_size) if t - t == 0.0 else t * self.lot_size  # (t - t == 0: finite)
 
-# %% ../nbs/00_core.ipynb #e49aa2a6
+# %% ../nbs/00_core.ipynb #6e288858
 @contextlib.contextmanager
-def gc_paused():
+def gc_paused(promote: bool = False, # at the end of the outermost block, move live objects to the oldest generation
+              ):
     "Disable the cyclic garbage collector inside the block (restored after, also on errors; nests)."
     enabled = gc.isenabled()
     gc.disable()
     try: yield
     finally:
-        if enabled: gc.enable()
+        if enabled:
+            if promote and gc.get_freeze_count() == 0: gc.freeze(); gc.unfreeze()  # (see above)
+            gc.enable()
 
 # %% ../nbs/00_core.ipynb #a2df4752
 def fingerprint(df: pd.DataFrame | pd.Series, # the data to identify

@@ -184,7 +184,7 @@ class AuditTrail:
                 self._con.execute(f"create or replace view {name} as select * from read_parquet('{f}')")
         return self._con.execute(sql).df()
 
-# %% ../nbs/09_engine.ipynb #87cd9625
+# %% ../nbs/09_engine.ipynb #f59dffa4
 @dataclass
 class EngineRun:
     "What the loop produced (backtest wraps it into a BacktestResult)."
@@ -257,7 +257,7 @@ class Engine:
 
     def run(self) -> EngineRun:
         "Walk the bars; return the run."
-        with gc_paused(): return self._run()  # see "Keeping the step cheap" above
+        with gc_paused(promote=True): return self._run()  # see "Keeping the step cheap" above, and core's gc_paused
 
     def _run(self) -> EngineRun:
         T, N, st, pf, oms, broker = len(self.index), len(self.symbols), self.strategy, self.portfolio, self.oms, self.broker

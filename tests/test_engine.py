@@ -255,6 +255,17 @@ def test_the_collector_is_paused_only_during_a_run_and_restored_after_an_error(s
     assert seen == [False] * 4 and gc.isenabled()
 
 
+def test_a_runs_records_leave_the_young_generations(spx):
+    # the orders, records and fills a run keeps are promoted to the oldest generation at its end (core.gc_paused),
+    # so the collector does not scan them in the youngest and middle generations first
+    import gc
+    run = Engine(LongShortSma(), spx).run()
+    kept = list(run.oms.orders.values())[:50] + [r.order for r in list(run.oms.orders.values())[:50]] + run.audit._fills[:50]
+    assert len(kept) == 150
+    young = {id(o) for g in (0, 1) for o in gc.get_objects(generation=g)}
+    assert not any(id(o) in young for o in kept) and gc.get_freeze_count() == 0 and gc.isenabled()
+
+
 def test_positions_rebuilt_from_the_fill_log_equal_the_portfolio_after_every_fill(stocks):
     # the equity curve comes from a per-fill position log forward-filled once; check it against the fills themselves
     run = Engine(LongShortSma(), stocks, broker=SimBroker(partial=VolumeShare(0.001))).run()
