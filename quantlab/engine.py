@@ -184,7 +184,7 @@ class AuditTrail:
                 self._con.execute(f"create or replace view {name} as select * from read_parquet('{f}')")
         return self._con.execute(sql).df()
 
-# %% ../nbs/09_engine.ipynb #f59dffa4
+# %% ../nbs/09_engine.ipynb #f0b9e360
 @dataclass
 class EngineRun:
     "What the loop produced (backtest wraps it into a BacktestResult)."
@@ -285,6 +285,7 @@ class Engine:
         self._one = self.symbols[0] if N == 1 else None  # one symbol: its mark is one dict write, its equity one product
         self._mult0 = float(mult[0]) if N == 1 else 1.0
         self._versioned = hasattr(broker, "sync_version")  # the OMS has nothing to pull while the broker's counter stands still
+        self._always, self._on_change = st.rebalance == "always", st.rebalance == "on_change"
         self._wide = N > 16 and not has_nan  # many symbols: size against cash + q . close (one dot product, not a loop over positions)
         self._last_w = [0.0] * N  # the last acted-on array targets, as a list (an array for wide universes; None after dict targets)
         self._last_np = self._next_np = None  # the same as an array, for wide universes
@@ -340,23 +341,23 @@ class Engine:
         nevents = len(ev_bars)
         ev = np.array(ev_bars, dtype=np.intp)
         cash_at[ev] = ev_cash; set_at[ev] = True
-        last = np.maximum.accumulate(np.where(set_at, np.arange(T), -1))
-        has = last >= 0
-        cash_f = np.where(has, cash_at[np.maximum(last, 0)], pf.initial_cash)
-        q_f = np.zeros((T, N))  # positions change only at fills: the last value per (bar, column), carried forward
+        # values known at some bars, carried forward: each value repeated up to the next one (one pass, no T-sized scans)
+        at = np.flatnonzero(set_at)
+        cash_f = np.repeat(np.r_[pf.initial_cash, cash_at[at]], np.diff(np.r_[0, at, T]))
+        q_f = np.zeros((T, N))  # positions change only at fills: per column, the log's values carried forward
         if self._q_log:
             bars_, cols_, vals_ = (np.array(c) for c in zip(*self._q_log))
-            key = bars_ * N + cols_
-            _, first_rev = np.unique(key[::-1], return_index=True)
-            last = len(key) - 1 - first_rev  # the log is in time order: the last entry per (bar, column) wins
-            q_f = np.full((T, N), np.nan)
-            q_f[bars_[last], cols_[last]] = vals_[last]
-            q_f = np.nan_to_num(pd.DataFrame(q_f).ffill().to_numpy(), nan=0.0)
-        value = np.where(q_f != 0, q_f * close_0, 0.0).sum(axis=1)
-        equity = cash_f + value
+            order = np.argsort(cols_, kind="stable")  # by column, time order kept within each
+            bars_, cols_, vals_ = bars_[order], cols_[order], vals_[order]
+            cuts = np.flatnonzero(np.diff(cols_)) + 1
+            for b, c, v in zip(np.split(bars_, cuts), np.split(cols_, cuts), np.split(vals_, cuts)):
+                q_f[:, c[0]] = np.repeat(np.r_[0.0, v], np.diff(np.r_[0, b, T]))  # several fills in a bar: the last one wins
+        value = np.where(q_f != 0, q_f * close_0, 0.0)
+        equity = cash_f + (value.sum(axis=1) if N > 1 else value[:, 0])
         qty = q_f / mult
-        return EngineRun(self.index, self.symbols, pd.Series(equity, self.index, name="equity"),
-                         pd.Series(cash_f, self.index, name="cash"), pd.DataFrame(qty, self.index, self.symbols),
+        return EngineRun(self.index, self.symbols, pd.Series(equity, self.index, name="equity", copy=False),
+                         pd.Series(cash_f, self.index, name="cash", copy=False),
+                         pd.DataFrame(qty, self.index, self.symbols, copy=False),
                          pf, oms, broker, self.audit, nevents, self.data, self.features)
 
     def _step(self, i: int, is_event: bool, close_0: np.ndarray, daydiff: np.ndarray) -> None:
@@ -364,7 +365,7 @@ class Engine:
         pf, oms, ctx = self.portfolio, self.oms, self._ctx
         ts = self._ts.item(i)  # int ns in the hot loop; the audit tables convert
         oms.now, ctx.i, ctx.is_event = ts, i, is_event
-        if i > 0 and self._has_short:  # today's borrow fee on the positions held overnight
+        if self._has_short and i > 0:  # today's borrow fee on the positions held overnight
             pf.charge_series("borrow", (close_0[i - 1:i] * self._short).sum(axis=1) / 360.0 * daydiff[i:i + 1])
         if self._broker_on_bar is not None: self._broker_on_bar(i)
         if not self._versioned or self.broker.sync_version != oms.synced_version:  # (= what `sync` checks first, without the call)
@@ -383,7 +384,7 @@ class Engine:
         pf, oms, st, ctx, audit = self.portfolio, self.oms, self.strategy, self._ctx, self.audit
         result = st.on_bar(ctx)
         targets, only, w = self._targets(result)
-        act = targets is not None and (st.rebalance == "always" or bool(only))
+        act = targets is not None and (self._always or bool(only))
         intents = ctx.take_intents() if ctx.intents else ()
         if act or intents:
             if audit is not None:  # = audit.decision(...), inlined in the hot loop
@@ -409,8 +410,7 @@ class Engine:
     def _targets(self, result):
         "`on_bar`'s result as (targets dict or None, symbols whose target changed or None for all, weight array or None)."
         if result is None: return None, None, None
-        on_change = self.strategy.rebalance == "on_change"
-        symbols, last = self.symbols, self._last_w
+        on_change, symbols, last = self._on_change, self.symbols, self._last_w
         if type(result) is np.ndarray and last is not None and result.size == len(symbols):
             # `only` is a list in the symbols' order (orders_for_targets then takes it as it is, without a scan)
             if len(symbols) == 1:  # one symbol: one float
