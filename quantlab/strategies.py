@@ -20,7 +20,7 @@ from .vector import VectorResult, in_chunks, target_changes, param_grid, simulat
 __all__ = ['STRATEGIES', 'SmaCross', 'RsiReversion', 'XsMomentum', 'get_strategy', 'default_params', 'event_backtest',
            'vector_backtest', 'sweep']
 
-# %% ../nbs/10c_strategies.ipynb #7a7b29ef
+# %% ../nbs/10c_strategies.ipynb #458550d7
 class SmaCross(Strategy):
     "Moving-average crossover: long when SMA(fast) > SMA(slow), else `short` (0 = flat)."
     defaults = {"fast": 10, "slow": 50, "long": 1.0, "short": 0.0}
@@ -28,16 +28,19 @@ class SmaCross(Strategy):
     def _state(self, close: pd.DataFrame) -> pd.DataFrame:
         p, n = self.params, close.shape[1]
         if not 0 < p["fast"] < p["slow"]: raise UsageError(f"SmaCross needs 0 < fast < slow, got fast={p['fast']} slow={p['slow']}")
-        f, s = sma(close, int(p["fast"])), sma(close, int(p["slow"]))
-        state = pd.DataFrame(np.where(f.to_numpy() > s.to_numpy(), p["long"] / n, p["short"] / n), index=close.index, columns=close.columns)
-        return state.where(f.notna() & s.notna(), 0.0)
+        f, s = sma(close, int(p["fast"])).to_numpy(), sma(close, int(p["slow"])).to_numpy()
+        state = np.where(f > s, p["long"] / n, p["short"] / n)
+        state[np.isnan(f) | np.isnan(s)] = 0.0  # no position until both averages exist
+        return pd.DataFrame(state, index=close.index, columns=close.columns)
 
     def features(self, data):
         return {"target": self._state(data["close"])}
 
     def events(self, data, features):
         t = features["target"]
-        return t.ne(t.shift().fillna(0.0)).any(axis=1)
+        a = t.to_numpy()
+        changed = (a != np.vstack([np.zeros((1, a.shape[1])), a[:-1]])).any(axis=1)  # = t.ne(t.shift().fillna(0)).any(axis=1)
+        return pd.Series(changed, index=t.index)
 
     def on_bar(self, ctx):
         return ctx.row("target")
