@@ -42,7 +42,7 @@ def panels_from_bars(bars: pd.DataFrame, # long frame: symbol, ts, open, high, l
     panels = research_panels(bars, fields)
     return {f: p.astype(float).rename_axis(columns=None).set_axis(p.index.tz_convert("UTC")) for f, p in panels.items()}
 
-# %% ../nbs/09_engine.ipynb #b83c3c36
+# %% ../nbs/09_engine.ipynb #a4231cb3
 AUDIT_TABLES = ("decisions", "orders", "order_events", "fills", "closes")
 FILL_COLUMNS = ["fill_id", "client_id", "bar", "ts", "symbol", "quantity", "price", "reference_price", "commission", "spread",
                 "slippage", "assumptions", "realised_pnl", "position_before", "position_after"]
@@ -82,7 +82,7 @@ class AuditTrail:
     def decision(self, bar: int, # bar index of the decision
                  ts, # its time (int ns in simulation)
                  targets, # target weights acted on: a dict, a list or array over the symbols, or None (orders only)
-                 positions, # units held before, an array over the symbols (or a {symbol: units} dict)
+                 positions, # units held before: an array over the symbols, a float (the one symbol's), or a {symbol: units} dict
                  cash: float, # cash before
                 ) -> int:
         "Record a decision; return its id (the engine stamps it on the orders it makes through `OrderManager.tag`)."
@@ -103,10 +103,11 @@ class AuditTrail:
         bars = np.asarray(bar, dtype=np.int64)
         parts = [[pre + obj for obj in json_objects(symbols, a[bars])] for pre, a in ((json.dumps(k) + ": ", a) for k, a in arrays.items())]
         inputs = ["{" + ", ".join(p) + "}" for p in zip(*parts)] if parts else ["{}"] * D
-        held = [k for k, p in enumerate(positions) if type(p) is np.ndarray]
+        held = [k for k, p in enumerate(positions) if type(p) in (np.ndarray, float)]
         pos = [None] * D
         if held:
-            for k, txt in zip(held, json_objects(symbols, np.stack([positions[k] for k in held]), skip_zero=True)): pos[k] = txt
+            units = np.array([positions[k] for k in held], dtype=float).reshape(len(held), -1)
+            for k, txt in zip(held, json_objects(symbols, units, skip_zero=True)): pos[k] = txt
         for k, p in enumerate(positions):
             if pos[k] is None: pos[k] = json.dumps({s: q for s, q in p.items() if q}, default=json_default)
         vec = (list, np.ndarray, float)  # weights over the symbols (a float: the one symbol's weight)
@@ -184,7 +185,7 @@ class AuditTrail:
                 self._con.execute(f"create or replace view {name} as select * from read_parquet('{f}')")
         return self._con.execute(sql).df()
 
-# %% ../nbs/09_engine.ipynb #f0b9e360
+# %% ../nbs/09_engine.ipynb #2fd8c3ee
 @dataclass
 class EngineRun:
     "What the loop produced (backtest wraps it into a BacktestResult)."
@@ -291,7 +292,7 @@ class Engine:
         self._last_np = self._next_np = None  # the same as an array, for wide universes
         cash_at, set_at = np.empty(T), np.zeros(T, dtype=bool)
         ev_bars, ev_cash = [], []  # cash after each event bar (written into cash_at at the end)
-        self._q_log = []  # (bar, column, quantity x multiplier) after every booked fill
+        self._q_log = []  # flat: bar, column, quantity x multiplier after every booked fill
         self._ctx, self._last_targets, self._every_bar = ctx, None, every_bar  # (_last_targets: the last dict targets, None after arrays)
         self._on_fill = type(st).on_fill is not Strategy.on_fill  # skip the calls when the strategy does not override them
         self._volatility = type(st).volatility is not Strategy.volatility
@@ -346,7 +347,8 @@ class Engine:
         cash_f = np.repeat(np.r_[pf.initial_cash, cash_at[at]], np.diff(np.r_[0, at, T]))
         q_f = np.zeros((T, N))  # positions change only at fills: per column, the log's values carried forward
         if self._q_log:
-            bars_, cols_, vals_ = (np.array(c) for c in zip(*self._q_log))
+            log = np.array(self._q_log, dtype=float).reshape(-1, 3)  # (bars and columns are exact in float64)
+            bars_, cols_, vals_ = log[:, 0].astype(np.intp), log[:, 1].astype(np.intp), log[:, 2]
             order = np.argsort(cols_, kind="stable")  # by column, time order kept within each
             bars_, cols_, vals_ = bars_[order], cols_[order], vals_[order]
             cuts = np.flatnonzero(np.diff(cols_)) + 1
@@ -389,7 +391,7 @@ class Engine:
         if act or intents:
             if audit is not None:  # = audit.decision(...), inlined in the hot loop
                 tg = (targets if w is None else w if self._one is None else w[0]) if act else None  # one symbol: its weight
-                audit._decisions.extend((i, ts, tg, self._units.copy(), pf.cash))
+                audit._decisions.extend((i, ts, tg, self._units.copy() if self._one is None else self._units.item(0), pf.cash))
                 oms.tag = len(audit._decisions) // 5
             if act:
                 self._last_targets, self._last_w = (targets, None) if w is None else (None, w)
@@ -457,7 +459,7 @@ class Engine:
             j = col[sym]
             self._units[j] = after
             self._q[j] = q = after * mult
-            self._q_log.append((i, j, q))
+            self._q_log.extend((i, j, q))
             if after < 0:  # (a non-zero borrow weight implies the column is in `_shorts`)
                 self._short[j] = -after * mult * self._rates[j]
                 if self._rates[j]: self._shorts.add(j); self._has_short = True
@@ -468,5 +470,6 @@ class Engine:
             if self._on_fill: self.strategy.on_fill(self._ctx, f)
             if self._ctx.intents:
                 intents = self._ctx.take_intents()
-                if audit is not None: self.oms.tag = audit.decision(i, ts, None, self._units.copy(), pf.cash)
+                if audit is not None:
+                    self.oms.tag = audit.decision(i, ts, None, self._units.copy() if self._one is None else self._units.item(0), pf.cash)
                 self._route(intents)
