@@ -18,8 +18,8 @@ Engines (each measured in its own fresh process, so none inherits another's heap
 Every timing is the best of `--repeat` runs (`--bt-repeat` for backtrader) after one warm-up run (numba
 compiles and caches are excluded, and so is vectorbt's ~70 s first-call compile). Run:
 
-    .venv/bin/python bench/bench_backtest.py            # full (~8 min, most of it backtrader and vectorbt's compile)
-    .venv/bin/python bench/bench_backtest.py --rounds 2 # the same twice, interleaved, best of each (~16 min)
+    .venv/bin/python bench/bench_backtest.py            # full (~2 min; ~8 min when vectorbt compiles for the first time)
+    .venv/bin/python bench/bench_backtest.py --rounds 2 # the same twice, interleaved, best of each (~4 min once compiled)
     .venv/bin/python bench/bench_backtest.py --quick    # 10x smaller everything
     .venv/bin/python bench/bench_backtest.py --skip backtrader,vectorbt   # quantlab only
 
@@ -27,27 +27,36 @@ vectorbt is optional (not a quantlab dependency): `pip install vectorbt` (1.2.0)
 .venv without touching numpy 2.4 / pandas 3.1; without it the vectorbt rows are skipped. Two pandas-3 slow
 paths of vectorbt are avoided so that its engine, not its accessors, is timed (see vbt_run).
 
-Measured 2026-11-24 (third session) on this machine kind (2 cores, a noisy shared VM: a fixed pure-Python
+Measured 2026-11-24 (fourth session) on this machine kind (2 cores, a noisy shared VM: a fixed pure-Python
 loop varies by up to 40% between minutes, and slow spells hit whichever engine is running, so ratios move
 between runs). `--rounds 2` (each engine twice, interleaved, best of each kept):
 
     workload  backtrader  quantlab event  quantlab vector   vectorbt   (bars, or bar-combinations, per second)
-    single         9,777         755,488       24,615,016  9,321,361
-    panel         10,840         874,572       20,672,888  7,830,948
-    sweep          9,551               -       53,785,734 10,480,701
-    ratios: event / backtrader 77x (single), 81x (panel)  [goal 100x: not met]
-            vector / vectorbt sweep 5.1x [goal 3x]; single 2.6x, panel 2.6x
+    single         9,733       1,051,722       23,786,518  9,424,401
+    panel         10,709       1,208,764       20,539,291  7,907,713
+    sweep          9,602               -       52,713,323 10,988,794
+    ratios: event / backtrader 108x (single), 113x (panel)  [goal 100x]
+            vector / vectorbt sweep 4.8x [goal 3x]; single 2.5x, panel 2.6x
+    (round 1 alone: 108x and 113x as well; an earlier full run the same day: 105x and 112x)
 
-backtrader ran ~30% faster that day than the day before (7,301 / 8,660 bars/s), so the ratios barely moved
-although the event engine itself got 1.22x faster. The like-for-like figure is an interleaved A/B of the
-same `event_backtest` calls on the code at the start (38a6c49) and the end of the session, each version in
-its own process, best of 3, alternated three times: single 1.580 s -> 1.290 s, panel 0.363 s -> 0.297 s. backtrader's rate does not depend on the size of the run (9,318 bars/s at 50,000 bars, 9,574 at
-1,000,000 bars in 104.5 s, 10,564 on 100 assets x 2,500 bars), so timing it on fewer bars is fair.
+The event figures include the run card (data fingerprint, git sha) and a BacktestResult whose orders,
+fills and round-trip tables, like the audit's decisions, order events and closes, are formatted when first
+read: "+0.50 s to format the lazy tables" beside each event figure is that formatting, done once if at all.
 
-The event engine spends ~21 us of Python per event bar here (1M-bar single run: 53,769 event bars =
-27,548 decisions + 26,221 fill bars), spread thinly over strategy, portfolio, risk, OMS, broker and audit;
-building the result (order and fill tables, fingerprint, the collector's first pass over the run's
-objects) adds ~0.2 s to the single run.
+Like-for-like, the same `event_backtest` calls on the code at the start of the session (c88333d) and at
+its end, each version in its own process, best of 3, alternated three times: single 1.288 s -> 0.926 s
+(1.39x), panel 0.305 s -> 0.207 s (1.47x). What changed: a run's surviving records went from 284,000 to
+81,000 objects (flat OMS order log and flat audit lists) and are promoted straight to the collector's
+oldest generation (the collector's passes over them had cost ~0.3 s per million-bar run); result tables
+are lazy; the fingerprint and git run beside the engine; the equity curve is rebuilt with np.repeat; wide
+books hand orders_for_targets only the changed symbols; and a set of hot-path trims (see the notebooks).
+backtrader's rate does not depend on the size of the run (9,318 bars/s at 50,000 bars, 9,574 at
+1,000,000 bars in 104.5 s, 10,564 on 100 assets x 2,500 bars, third session), so timing it on fewer bars
+is fair.
+
+The event engine spends ~15 us of Python per event bar here (1M-bar single run: 53,769 event bars =
+27,548 decisions + 26,221 fill bars), spread thinly over strategy, portfolio, risk, OMS, broker and audit
+(no function above 12% in a sampling profile).
 """
 from __future__ import annotations
 
