@@ -185,7 +185,7 @@ class AuditTrail:
                 self._con.execute(f"create or replace view {name} as select * from read_parquet('{f}')")
         return self._con.execute(sql).df()
 
-# %% ../nbs/09_engine.ipynb #2fd8c3ee
+# %% ../nbs/09_engine.ipynb #bdd04723
 @dataclass
 class EngineRun:
     "What the loop produced (backtest wraps it into a BacktestResult)."
@@ -397,7 +397,7 @@ class Engine:
                 self._last_targets, self._last_w = (targets, None) if w is None else (None, w)
                 self._last_np = self._next_np if w is not None and len(w) > 16 else None
                 vol = st.volatility(ctx) if self._volatility else None
-                if self._wide: eq = pf.cash + float(self._q @ self._close_row[i])  # = pf.equity to ~1e-15 (summed in another order)
+                if self._wide: eq = pf.cash + float(self._q.dot(self._close_row[i]))  # = pf.equity to ~1e-15 (summed in another order)
                 elif self._one is not None:  # = pf.equity exactly: the same products as Portfolio.market_value
                     u = self._units.item(0)
                     eq = pf.cash + u * pf.prices[self._one] * self._mult0 if u else pf.cash
@@ -428,7 +428,7 @@ class Engine:
                 if self._last_np is None or len(self._last_np) != len(a): self._last_np = np.asarray(last, dtype=float)
                 self._next_np = a
                 if on_change:  # the changed symbols' weights only: with `only`, orders_for_targets reads no other
-                    changed = np.flatnonzero(a != self._last_np).tolist()
+                    changed = (a != self._last_np).nonzero()[0].tolist()
                     return {symbols[k]: a.item(k) for k in changed}, [symbols[k] for k in changed], a
                 w = a.tolist()
             return dict(zip(symbols, w)), only, w
