@@ -32,20 +32,21 @@ loop varies by up to 40% between minutes, and slow spells hit whichever engine i
 between runs). `--rounds 2` (each engine twice, interleaved, best of each kept):
 
     workload  backtrader  quantlab event  quantlab vector   vectorbt   (bars, or bar-combinations, per second)
-    single         9,733       1,051,722       23,786,518  9,424,401
-    panel         10,709       1,208,764       20,539,291  7,907,713
-    sweep          9,602               -       52,713,323 10,988,794
-    ratios: event / backtrader 108x (single), 113x (panel)  [goal 100x]
-            vector / vectorbt sweep 4.8x [goal 3x]; single 2.5x, panel 2.6x
-    (round 1 alone: 108x and 113x as well; an earlier full run the same day: 105x and 112x)
+    single         9,739       1,041,646       23,334,451  9,567,271
+    panel         10,737       1,230,972       19,821,448  7,546,287
+    sweep          9,478               -       52,382,308 10,972,764
+    ratios: event / backtrader 107x (single), 115x (panel)  [goal 100x]
+            vector / vectorbt sweep 4.8x [goal 3x]; single 2.4x, panel 2.6x
+    (each round alone: 105x and 115x, 108x and 114x; two earlier full runs that day, on code a few
+    percent slower: 105x and 112x, 108x and 113x)
 
 The event figures include the run card (data fingerprint, git sha) and a BacktestResult whose orders,
 fills and round-trip tables, like the audit's decisions, order events and closes, are formatted when first
 read: "+0.50 s to format the lazy tables" beside each event figure is that formatting, done once if at all.
 
 Like-for-like, the same `event_backtest` calls on the code at the start of the session (c88333d) and at
-its end, each version in its own process, best of 3, alternated three times: single 1.288 s -> 0.926 s
-(1.39x), panel 0.305 s -> 0.207 s (1.47x). What changed: a run's surviving records went from 284,000 to
+its end, each version in its own process, best of 3, alternated three times: single 1.210 s -> 0.883 s
+(1.37x), panel 0.285 s -> 0.188 s (1.52x). What changed: a run's surviving records went from 284,000 to
 81,000 objects (flat OMS order log and flat audit lists) and are promoted straight to the collector's
 oldest generation (the collector's passes over them had cost ~0.3 s per million-bar run); result tables
 are lazy; the fingerprint and git run beside the engine; the equity curve is rebuilt with np.repeat; wide
@@ -54,7 +55,7 @@ backtrader's rate does not depend on the size of the run (9,318 bars/s at 50,000
 1,000,000 bars in 104.5 s, 10,564 on 100 assets x 2,500 bars, third session), so timing it on fewer bars
 is fair.
 
-The event engine spends ~15 us of Python per event bar here (1M-bar single run: 53,769 event bars =
+The event engine spends ~14 us of Python per event bar here (1M-bar single run: 53,769 event bars =
 27,548 decisions + 26,221 fill bars), spread thinly over strategy, portfolio, risk, OMS, broker and audit
 (no function above 12% in a sampling profile).
 """

@@ -12,15 +12,15 @@ minute-like 0.1% for 1,000,000 bars); the engine's behaviour on real data is cov
 Measured 2026-11-24 (fourth session) on the shared 2-core machine, full sizes; quantlab best of 3
 (`--repeat`), backtrader one run (its rate is steady); see bench_backtest.py for the issue's side-by-side
 comparison with costs, interleaved rounds and vectorbt:
-  one asset, 1,000,000 bars: 54,486 event bars, 27,572 fills; Engine.run 1,021,835 bars/s
-      (run_backtest 1,003,836 bars/s); backtrader 9,893 bars/s -> 103x (101x)
-  100 assets x 2,500 bars: 2,440 event bars, 6,819 fills; Engine.run 1,089,510 bars/s
-      (run_backtest 1,100,367 bars/s); backtrader 11,180 bars/s -> 97x (98x)
-  (one timing each instead of the best of 3, the same day: 97x and 92x. Third session: 782,000 and 878,000
-  bars/s, 78x and 80x; second: 555,000 and 440,000, 73x and 64x; first: 233,000 and 378,000, 28x and 40x.)
-Without commissions backtrader runs this 100-asset case ~5% faster than bench_backtest.py's (11.2k against
-10.7k bars/s), and this strategy builds its features with pandas and a new weight array per decision, so
-the ratio here sits just under 100x while the issue's benchmark (5 bps costs) measures 108x and 113x.
+  one asset, 1,000,000 bars: 54,486 event bars, 27,572 fills; Engine.run 1,041,566 bars/s
+      (run_backtest 1,035,942 bars/s); backtrader 9,843 bars/s -> 106x (105x)
+  100 assets x 2,500 bars: 2,440 event bars, 6,819 fills; Engine.run 1,224,999 bars/s
+      (run_backtest 1,213,056 bars/s); backtrader 11,342 bars/s -> 108x (107x)
+  (third session: 782,000 and 878,000 bars/s, 78x and 80x, one timing each; second: 555,000 and 440,000,
+  73x and 64x; first: 233,000 and 378,000, 28x and 40x.)
+Without commissions backtrader runs the 100-asset case ~5% faster here than in bench_backtest.py (11.3k
+against 10.7k bars/s). One timing each instead of the best of 3 reads lower (97x and 92x on code a few
+percent slower, the same day): the first run in a process pays for fresh memory.
 """
 import argparse
 import collections
