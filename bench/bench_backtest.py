@@ -35,7 +35,7 @@ between runs). `--rounds 2` (each engine twice, interleaved, best of each kept):
     single         9,739       1,041,646       23,334,451  9,567,271
     panel         10,737       1,230,972       19,821,448  7,546,287
     sweep          9,478               -       52,382,308 10,972,764
-    ratios: event / backtrader 107x (single), 115x (panel)  [goal 100x]
+    ratios: event / backtrader 107.0x (single), 114.6x (panel)  [goal 100x]
             vector / vectorbt sweep 4.8x [goal 3x]; single 2.4x, panel 2.6x
     (each round alone: 105x and 115x, 108x and 114x; two earlier full runs that day, on code a few
     percent slower: 105x and 112x, 108x and 113x)
