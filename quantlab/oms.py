@@ -96,7 +96,7 @@ class ManagedOrder:
         "Working at the broker (submitted or partially filled)."
         return self.status in OPEN
 
-# %% ../nbs/07_oms.ipynb #cd69dc7d
+# %% ../nbs/07_oms.ipynb #2d128e35
 class OrderManager:
     "Client order ids, the state machine, risk before the broker, brackets/OCO, cancel/replace."
 
@@ -213,9 +213,7 @@ class OrderManager:
 
     def sync(self) -> list[Fill]:
         "Apply the broker's new updates and fills; return the fills not seen before."
-        broker, versioned = self.broker, self._versioned
-        if versioned and broker.sync_version == self.synced_version: return []  # nothing new: the common case
-        out = []
+        broker, versioned, out = self.broker, self._versioned, []
         while True:
             if versioned:  # optional: a counter the broker bumps on every fill or update; read before pulling
                 version = broker.sync_version
@@ -242,11 +240,9 @@ class OrderManager:
         total = filled + fq
         rec.avg_price = (rec.avg_price * filled + fp * fq) / total
         rec.filled = total
-        size, aq = (total if total >= 0 else -total), (q if q >= 0 else -q)  # abs() without the calls
-        if size > aq + 1e-9:
+        if abs(total) > abs(q) + 1e-9:
             raise StateError(f"order {rec.client_id} overfilled: {total:g} of {q:g}")
-        gap = q - total
-        done = (gap if gap >= 0 else -gap) <= 1e-9 * (size if size > 1.0 else 1.0)
+        done = abs(q - total) <= 1e-9 * max(1.0, abs(total))
         self._set(rec, _FILLED if done else _PARTIAL, fill.fill_id)
         if self.listener: self.listener("fill", rec, fill)
         if rec.order.oco: self._oco_filled(rec, fill, done)

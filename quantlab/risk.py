@@ -51,7 +51,7 @@ class Decision(NamedTuple):
     reason: str = "ok"  # why (in words)
     check: str = ""  # which check decided ("" when approved)
 
-# %% ../nbs/06a_risk.ipynb #560345d8
+# %% ../nbs/06a_risk.ipynb #0305713b
 _APPROVED = Decision(True)
 # Enum members as module constants for the hot path (`TradingState.ACTIVE` is a slow lookup on Python 3.11: see orders)
 _ACTIVE, _HALTED = TradingState.ACTIVE, TradingState.HALTED
@@ -112,7 +112,7 @@ class RiskEngine:
         "Approve or deny `order`, with the check and the reason."
         L, s = self.limits, order.symbol
         q = order.quantity
-        if not (type(q) is float and q - q == 0.0 and q != 0.0) and (not isinstance(q, (int, float)) or not math.isfinite(q) or q == 0):
+        if not isinstance(q, (int, float)) or not math.isfinite(q) or q == 0:
             return Decision(False, f"field 'quantity' is {q!r}: must be finite and non-zero", "fields")
         if order.limit_price is not None or order.stop_price is not None:
             for name in ("limit_price", "stop_price"):
