@@ -40,7 +40,7 @@ setuptools.setup(
     url=cfg["git_url"],
     packages=setuptools.find_packages(include=["quantlab", "quantlab.*"]),
     include_package_data=True,
-    package_data={"quantlab": ["templates/*.ipynb"]},
+    package_data={"quantlab.reports": ["templates/*.ipynb"]},
     install_requires=_reqs("requirements"),
     extras_require={
         "dev": _reqs("dev_requirements"),

@@ -13,7 +13,7 @@ Engines (each measured in its own fresh process, so none inherits another's heap
               audit trail recorded), and a BacktestResult with equity, positions, orders, fills, round trips
               and the run card. The audit's decisions / order_events / closes tables are formatted on first
               read; that extra time is printed beside the figure.
-  quantlab vector        quantlab.vector (sma_cross_weights + simulate; sma_cross_sweep for the sweep)
+  quantlab vector        quantlab.backtest.vector (sma_cross_weights + simulate; sma_cross_sweep for the sweep)
 
 Every timing is the best of `--repeat` runs (`--bt-repeat` for backtrader) after one warm-up run (numba
 compiles and caches are excluded, and so is vectorbt's ~70 s first-call compile). Run:
@@ -172,19 +172,19 @@ def vbt_run(bars: dict[str, pd.DataFrame], fast=FAST, slow=SLOW):
 
 # -- quantlab ----------------------------------------------------------------------------------------------
 def ql_vector_run(bars, fast=FAST, slow=SLOW):
-    from quantlab.vector import simulate, sma_cross_weights
+    from quantlab.backtest.vector import simulate, sma_cross_weights
     n = bars["close"].shape[1]
     w = sma_cross_weights(bars["close"], fast, slow, long=1.0 / n)
     return simulate(w, bars["close"], bars["open"], commission_bps=BPS, lot_size=0).final_value
 
 
 def ql_sweep_run(bars, grid):
-    from quantlab.vector import sma_cross_sweep
+    from quantlab.backtest.vector import sma_cross_sweep
     return sma_cross_sweep(bars["close"], bars["open"], grid, commission_bps=BPS, lot_size=0).final_value
 
 
 def ql_event_available() -> bool:
-    return importlib.util.find_spec("quantlab.backtest") is not None and importlib.util.find_spec("quantlab.strategies") is not None
+    return importlib.util.find_spec("quantlab.backtest.driver") is not None and importlib.util.find_spec("quantlab.strategies") is not None
 
 
 def ql_event_run(bars, fast=FAST, slow=SLOW):
@@ -266,7 +266,7 @@ def main(argv=None):
         print("vectorbt not importable here: pip install vectorbt (see the report for the version that worked)")
         engines.remove("vectorbt")
     if "quantlab event" in engines and not ql_event_available():
-        print("quantlab.backtest / quantlab.strategies not importable: event engine skipped"); engines.remove("quantlab event")
+        print("quantlab.backtest.driver / quantlab.strategies not importable: event engine skipped"); engines.remove("quantlab event")
     print(f"python {sys.version.split()[0]}, numpy {np.__version__}, pandas {pd.__version__}")
     # each engine in a fresh process: none inherits another's heap, JIT caches or worker threads (vectorbt's
     # run left the event engine ~40% slower when they shared one process)

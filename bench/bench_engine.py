@@ -32,10 +32,11 @@ import time
 import numpy as np
 import pandas as pd
 
-from quantlab.backtest import run_backtest
-from quantlab.brokers import SimBroker
-from quantlab.engine import Engine
-from quantlab.strategy import Strategy
+from quantlab.backtest.driver import run_backtest
+from quantlab.trading.brokers.sim import SimBroker
+from quantlab.trading.engine import Engine
+from quantlab.backtest.driver import run_events
+from quantlab.trading.strategy import Strategy
 
 
 class SmaCross(Strategy):
@@ -75,7 +76,7 @@ def bench_quantlab(panels, weight, mode="events", repeat=1):
     t_engine = c_engine = t_full = math.inf
     for _ in range(repeat):
         t, c = time.perf_counter(), time.process_time()
-        run = Engine(SmaCross(weight=weight), panels, broker=SimBroker(commission=0), cash=1e7, mode=mode).run()
+        run = run_events(SmaCross(weight=weight), panels, broker=SimBroker(commission=0), cash=1e7, mode=mode)
         dt, dc = time.perf_counter() - t, time.process_time() - c
         if dt < t_engine: t_engine, c_engine = dt, dc
     for _ in range(repeat):

@@ -19,8 +19,8 @@ import time
 import numpy as np
 import pandas as pd
 
-from quantlab import metrics
-from quantlab.executor import get_executor, values
+from quantlab.research import metrics
+from quantlab.evaluate.executor import get_executor, values
 
 _CLOSE = None
 TASK = None

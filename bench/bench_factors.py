@@ -13,9 +13,9 @@ import time
 import numpy as np
 import pandas as pd
 
-from quantlab.factors import FACTORS, cs_rank, cs_zscore, demean, neutralize, winsorize, momentum, market_beta
-from quantlab.guard import check_no_lookahead
-from quantlab.indicators import INDICATORS, panels_from_bars
+from quantlab.research.factors import FACTORS, cs_rank, cs_zscore, demean, neutralize, winsorize, momentum, market_beta
+from quantlab.research.guard import check_no_lookahead
+from quantlab.research.indicators import INDICATORS, panels_from_bars
 
 
 def random_bars(n_assets: int, years: int, seed: int) -> pd.DataFrame:

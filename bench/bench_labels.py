@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pandas as pd
 
-from quantlab.labels import ewm_volatility, triple_barrier
+from quantlab.research.labels import ewm_volatility, triple_barrier
 
 
 def panel(n_dates=5000, n_assets=500, seed=0):

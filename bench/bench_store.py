@@ -26,9 +26,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from quantlab import schema, validate
+from quantlab.data import schema
+from quantlab.data import validate
 from quantlab.core import calendar
-from quantlab.store import BarStore
+from quantlab.data.store import BarStore
 
 
 def minute_bars(symbols: int, sessions: int, seed: int = 0) -> pd.DataFrame:

@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 
 from quantlab.core import calendar
-from quantlab.schema import coerce_bars
-from quantlab.validate import validate_bars
+from quantlab.data.schema import coerce_bars
+from quantlab.data.validate import validate_bars
 
 
 def minute_bars(n: int, symbols: int, seed: int = 0) -> pd.DataFrame:

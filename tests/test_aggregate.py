@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from quantlab import schema
-from quantlab.aggregate import (clean_quotes, quotes_to_bars, trades_to_dollar_bars, trades_to_time_bars,
+from quantlab.data import schema
+from quantlab.data.aggregate import (clean_quotes, quotes_to_bars, trades_to_dollar_bars, trades_to_time_bars,
                                 trades_to_volume_bars)
 from quantlab.core import DataError
 

@@ -8,10 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from quantlab.backtest import BacktestResult, data_fingerprint, round_trips, run_backtest
-from quantlab.brokers import BasisPoints, FixedSpread, PerShare, SimBroker
-from quantlab.orders import bracket
-from quantlab.strategy import Strategy
+from quantlab.backtest.driver import BacktestResult, data_fingerprint, round_trips, run_backtest
+from quantlab.trading.brokers.sim import BasisPoints, FixedSpread, PerShare, SimBroker
+from quantlab.trading.orders import bracket
+from quantlab.trading.strategy import Strategy
 
 collections.Iterable = collections.abc.Iterable   # backtrader 1.9.78 on Python 3.10+ (see TOOLCHAIN.md)
 bt = pytest.importorskip("backtrader")

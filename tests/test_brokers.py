@@ -6,10 +6,10 @@ import pandas as pd
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from quantlab.brokers import (BarArrays, BarClose, BarLatency, BarVWAP, BasisPoints, Broker, FixedSlippage, FixedSpread,
+from quantlab.trading.brokers.sim import (BarArrays, BarClose, BarLatency, BarVWAP, BasisPoints, Broker, FixedSlippage, FixedSpread,
                               NextOpen, PerOrder, PerShare, QuoteSpread, SecondsLatency, SimBroker, SquareRootImpact,
                               VolatilitySpread, VolumeShare)
-from quantlab.orders import Order, OrderStatus
+from quantlab.trading.orders import Order, OrderStatus
 
 
 def bars(rows, freq="D", extra=None):

@@ -1,4 +1,4 @@
-"""quantlab strategies run inside backtrader (quantlab.btbridge) agree with quantlab's event engine to the cent
+"""quantlab strategies run inside backtrader (quantlab.backtest.btbridge) agree with quantlab's event engine to the cent
 on the bundled S&P 500 series: every execution (bar, shares, price, commission), every closed trade and the
 equity at every close. Conventions (see nbs/10b_btbridge.ipynb): decision at the close in next(), backtrader's
 default market fill at the next open (cheat-on-open off), shares = trunc(weight x value / close), commission
@@ -11,10 +11,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from quantlab.btbridge import run_in_backtrader
+from quantlab.backtest.btbridge import run_in_backtrader
 from quantlab.core import UsageError
 from quantlab.strategies import RsiReversion, SmaCross, event_backtest
-from quantlab.strategy import Strategy
+from quantlab.trading.strategy import Strategy
 
 CENT = 0.005
 
@@ -63,8 +63,8 @@ class _Explicit(Strategy):
 def test_explicit_market_orders_are_bridged(spx):
     data = {k: v.iloc[:60] for k, v in spx.items()}
     b = run_in_backtrader(_Explicit(), data, commission_bps=10)
-    from quantlab.backtest import run_backtest
-    from quantlab.brokers import BasisPoints, SimBroker
+    from quantlab.backtest.driver import run_backtest
+    from quantlab.trading.brokers.sim import BasisPoints, SimBroker
     r = run_backtest(_Explicit(), data, broker=SimBroker(commission=BasisPoints(10)))
     assert b.fills["bar"].tolist() == r.fills["bar"].tolist() == [6, 21, 31]
     assert b.fills["quantity"].tolist() == r.fills["quantity"].tolist() == [100, -40, -60]

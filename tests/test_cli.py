@@ -281,7 +281,7 @@ def test_data_dir_option_wins_over_the_environment(data_dir, tmp_path, quandl):
 def test_samples_lists_the_bundled_samples():
     code, out, err = run("data", "samples", "--json")
     assert code == 0, err
-    from quantlab import samples
+    from quantlab.data import samples
     assert [r["name"] for r in json.loads(out)] == list(samples.list_samples()["name"])
 
 

@@ -1,4 +1,4 @@
-"""The event-driven engine (quantlab.backtest.run_backtest) and the vectorised engine (quantlab.vector.simulate)
+"""The event-driven engine (quantlab.backtest.driver.run_backtest) and the vectorised engine (quantlab.backtest.vector.simulate)
 agree to 1e-9 relative on real data, for strategies both can express: market orders at the next open (next
 close for close-only data), commission in bps of traded notional, the same lot rounding (towards zero).
 
@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from quantlab.strategies import event_backtest, sweep, vector_backtest
-from quantlab.vector import param_grid
+from quantlab.backtest.vector import param_grid
 
 RTOL = 1e-9
 
@@ -96,10 +96,10 @@ def test_sweep_column_equals_event_run(spx):
 
 def test_slippage_and_commission_agree_on_sp500(spx):
     # the event engine's FixedSlippage moves the fill price by bps against the trade, as vector's slippage_bps
-    from quantlab.backtest import run_backtest
-    from quantlab.brokers import BasisPoints, FixedSlippage, SimBroker
+    from quantlab.backtest.driver import run_backtest
+    from quantlab.trading.brokers.sim import BasisPoints, FixedSlippage, SimBroker
     from quantlab.strategies import SmaCross
-    from quantlab.vector import simulate
+    from quantlab.backtest.vector import simulate
     st = SmaCross(fast=20, slow=100, long=0.9)
     ev = run_backtest(st, spx, broker=SimBroker(commission=BasisPoints(4), slippage=FixedSlippage(3)))
     vr = simulate(st.vector_weights(spx), spx["close"], spx["open"], commission_bps=4, slippage_bps=3)

@@ -1,12 +1,12 @@
-"""quantlab.corporate: adjustment factors checked against the vendors' own adjusted columns."""
+"""quantlab.data.corporate: adjustment factors checked against the vendors' own adjusted columns."""
 import numpy as np
 import pandas as pd
 import pytest
 from hypothesis import given, settings, strategies as st
 
 from quantlab.core import DataError, UsageError, session_closes
-from quantlab.corporate import actions_from_columns, adjust_bars, adjustment_factors, unadjust_splits
-from quantlab.loaders import load_file
+from quantlab.data.corporate import actions_from_columns, adjust_bars, adjustment_factors, unadjust_splits
+from quantlab.data.loaders import load_file
 
 
 @pytest.fixture(scope="module")

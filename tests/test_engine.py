@@ -7,13 +7,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from quantlab.brokers import (BarLatency, BasisPoints, FixedSlippage, FixedSpread, PerShare, SimBroker, SquareRootImpact,
+from quantlab.trading.brokers.sim import (BarLatency, BasisPoints, FixedSlippage, FixedSpread, PerShare, SimBroker, SquareRootImpact,
                               VolatilitySpread, VolumeShare)
 from quantlab.core import DataError, UsageError
-from quantlab.engine import Engine, panels_from_bars
-from quantlab.portfolio import VolatilityTarget
-from quantlab.risk import RiskLimits
-from quantlab.strategy import Strategy, check_no_lookahead, rebalance_schedule
+from quantlab.trading.engine import Engine, panels_from_bars
+from quantlab.backtest.driver import run_events
+from quantlab.trading.portfolio import VolatilityTarget
+from quantlab.trading.risk import RiskLimits
+from quantlab.trading.strategy import Strategy, check_no_lookahead, rebalance_schedule
 
 
 def load_sp500() -> pd.DataFrame:
@@ -103,9 +104,9 @@ class Brackets(Strategy):
 
 
 def both(strategy_cls, data, **kw):
-    fast = Engine(strategy_cls(), data, **kw).run()
+    fast = run_events(strategy_cls(), data, **kw)
     kw = {k: (v() if callable(v) else v) for k, v in kw.items()}
-    slow = Engine(strategy_cls(), data, mode="every_bar", **kw).run()
+    slow = run_events(strategy_cls(), data, mode="every_bar", **kw)
     return fast, slow
 
 
@@ -114,8 +115,8 @@ def costly_broker():
 
 
 def test_event_mode_equals_every_bar_mode_on_sp500_long_short_with_costs_and_borrow(spx):
-    fast = Engine(LongShortSma(), spx, broker=costly_broker(), borrow_rate=0.03).run()
-    slow = Engine(LongShortSma(), spx, broker=costly_broker(), borrow_rate=0.03, mode="every_bar").run()
+    fast = run_events(LongShortSma(), spx, broker=costly_broker(), borrow_rate=0.03)
+    slow = run_events(LongShortSma(), spx, broker=costly_broker(), borrow_rate=0.03, mode="every_bar")
     assert fast.events < len(fast.equity) / 5 and slow.events == len(slow.equity)
     np.testing.assert_array_equal(fast.equity.to_numpy(), slow.equity.to_numpy())
     np.testing.assert_array_equal(fast.positions.to_numpy(), slow.positions.to_numpy())
@@ -124,16 +125,16 @@ def test_event_mode_equals_every_bar_mode_on_sp500_long_short_with_costs_and_bor
 
 
 def test_event_mode_equals_every_bar_mode_with_volatility_sizing(spx):
-    fast = Engine(VolTargeted(), spx, broker=SimBroker(commission=PerShare.ib_tiered())).run()
-    slow = Engine(VolTargeted(), spx, broker=SimBroker(commission=PerShare.ib_tiered()), mode="every_bar").run()
+    fast = run_events(VolTargeted(), spx, broker=SimBroker(commission=PerShare.ib_tiered()))
+    slow = run_events(VolTargeted(), spx, broker=SimBroker(commission=PerShare.ib_tiered()), mode="every_bar")
     np.testing.assert_array_equal(fast.equity.to_numpy(), slow.equity.to_numpy())
 
 
 def test_event_mode_equals_every_bar_mode_with_brackets_stops_partials_and_latency(stocks):
     def broker(): return SimBroker(commission=PerShare.ib_fixed(), spread=FixedSpread(5), slippage=FixedSlippage(2),
                                    partial=VolumeShare(0.001), latency=BarLatency(1))
-    fast = Engine(Brackets(), stocks, broker=broker(), borrow_rate=0.02).run()
-    slow = Engine(Brackets(), stocks, broker=broker(), borrow_rate=0.02, mode="every_bar").run()
+    fast = run_events(Brackets(), stocks, broker=broker(), borrow_rate=0.02)
+    slow = run_events(Brackets(), stocks, broker=broker(), borrow_rate=0.02, mode="every_bar")
     np.testing.assert_array_equal(fast.equity.to_numpy(), slow.equity.to_numpy())
     orders = fast.oms.frame()
     assert (orders.reason == "take_profit").any() and (orders.reason == "stop_loss").any()
@@ -157,8 +158,8 @@ def test_event_mode_equals_every_bar_mode_on_twenty_stocks_monthly(closes20):
             m = pd.Series(ctx.row("mom"), index=ctx.symbols).dropna()
             if len(m) < 6: return None
             return {**{s: 0.3 for s in m.nlargest(3).index}, **{s: -0.1 for s in m.nsmallest(3).index}}
-    fast = Engine(Monthly(), closes20, broker=SimBroker(spread=FixedSpread(3)), borrow_rate=0.01).run()
-    slow = Engine(Monthly(), closes20, broker=SimBroker(spread=FixedSpread(3)), borrow_rate=0.01, mode="every_bar").run()
+    fast = run_events(Monthly(), closes20, broker=SimBroker(spread=FixedSpread(3)), borrow_rate=0.01)
+    slow = run_events(Monthly(), closes20, broker=SimBroker(spread=FixedSpread(3)), borrow_rate=0.01, mode="every_bar")
     np.testing.assert_array_equal(fast.equity.to_numpy(), slow.equity.to_numpy())
     assert fast.portfolio.costs["borrow"] > 0 and fast.events < 250
 
@@ -166,13 +167,13 @@ def test_event_mode_equals_every_bar_mode_on_twenty_stocks_monthly(closes20):
 def test_naive_mode_catches_a_strategy_whose_events_miss_decisions(spx):
     class Inconsistent(LongShortSma):
         def events(self, data, features): return super().events(data, features) & (np.arange(len(data["close"])) % 2 == 0)[:, None]
-    fast = Engine(Inconsistent(), spx, broker=SimBroker(commission=0)).run()
-    slow = Engine(Inconsistent(), spx, broker=SimBroker(commission=0), mode="every_bar").run()
+    fast = run_events(Inconsistent(), spx, broker=SimBroker(commission=0))
+    slow = run_events(Inconsistent(), spx, broker=SimBroker(commission=0), mode="every_bar")
     assert not np.array_equal(fast.equity.to_numpy(), slow.equity.to_numpy())
 
 
 def test_equity_is_cash_plus_positions_at_the_close_and_matches_the_broker_ledger(stocks):
-    run = Engine(Brackets(), stocks, broker=SimBroker(commission=PerShare.ib_fixed())).run()
+    run = run_events(Brackets(), stocks, broker=SimBroker(commission=PerShare.ib_fixed()))
     close = stocks["close"].ffill().fillna(0.0)
     np.testing.assert_allclose(run.equity, run.cash + (run.positions * close).sum(axis=1), rtol=1e-12)
     assert run.broker.positions() == {s: q for s, q in run.positions.iloc[-1].items() if q}
@@ -187,7 +188,7 @@ def test_context_never_shows_data_after_now(spx):
             h = ctx.history("close")
             seen.append((ctx.now, h.index[-1], len(h), ctx.i))
             with pytest.raises(ValueError): ctx.row("close")[0] = 0.0
-    Engine(Peek(), spx).run()
+    run_events(Peek(), spx)
     assert seen and all(now == last and n == i + 1 for now, last, n, i in seen)
 
 
@@ -197,7 +198,7 @@ def test_strategies_features_are_point_in_time(spx, stocks):
 
 
 def test_a_decision_fills_no_earlier_than_the_next_bar(spx):
-    run = Engine(LongShortSma(), spx).run()
+    run = run_events(LongShortSma(), spx)
     q = run.audit.query("select d.bar as decided, min(f.bar) as first_fill from decisions d join orders o using (decision_id) "
                         "join fills f using (client_id) group by d.bar")
     assert len(q) > 50 and (q.first_fill == q.decided + 1).all()
@@ -206,22 +207,22 @@ def test_a_decision_fills_no_earlier_than_the_next_bar(spx):
 def test_long_store_frame_and_wide_panels_give_the_same_run(stocks):
     long = pd.concat([pd.DataFrame({"symbol": s, "ts": stocks["close"].index, **{k: stocks[k][s].to_numpy() for k in stocks}})
                       for s in stocks["close"].columns]).dropna(subset=["close"])
-    a = Engine(Brackets(), stocks).run(); b = Engine(Brackets(), long).run()
+    a = run_events(Brackets(), stocks); b = run_events(Brackets(), long)
     np.testing.assert_array_equal(a.equity.to_numpy(), b.equity.to_numpy())
 
 
 def test_daily_loss_limit_halts_trading(spx):
-    run = Engine(LongShortSma(), spx, risk=RiskLimits(max_daily_loss=0.03)).run()
+    run = run_events(LongShortSma(), spx, risk=RiskLimits(max_daily_loss=0.03))
     assert run.oms.frame().risk_reason.str.contains("HALTED").any()
 
 
 def test_bad_inputs_are_refused(spx):
-    with pytest.raises(UsageError, match="mode"): Engine(LongShortSma(), spx, mode="fast")
+    with pytest.raises(UsageError, match="mode"): run_events(LongShortSma(), spx, mode="fast")
     naive = {k: v.tz_localize(None) if False else v.set_axis(v.index.tz_localize(None)) for k, v in spx.items()}
-    with pytest.raises(UsageError, match="UTC"): Engine(LongShortSma(), naive)
+    with pytest.raises(UsageError, match="UTC"): run_events(LongShortSma(), naive)
     class Misaligned(Strategy):
         def features(self, data): return {"x": data["close"].iloc[1:]}
-    with pytest.raises(UsageError, match="not indexed like the bars"): Engine(Misaligned(), spx).run()
+    with pytest.raises(UsageError, match="not indexed like the bars"): run_events(Misaligned(), spx)
     dup = pd.DataFrame({"symbol": ["A", "A"], "ts": pd.to_datetime(["2024-01-02", "2024-01-02"], utc=True),
                         "open": 1.0, "high": 1.0, "low": 1.0, "close": 1.0})
     with pytest.raises(DataError, match="row 2"): panels_from_bars(dup)
@@ -230,7 +231,7 @@ def test_bad_inputs_are_refused(spx):
 def test_rebalance_schedule_is_point_in_time_on_real_sessions():
     from arch.data import sp500
     from quantlab.core import session_closes
-    from quantlab.guard import check_no_lookahead
+    from quantlab.research.guard import check_no_lookahead
     raw = sp500.load()
     close = pd.Series(raw["Close"].to_numpy(), index=session_closes(raw.index), name="SP500").to_frame()
     for when in ("last", "first"):
@@ -251,7 +252,7 @@ def test_the_collector_is_paused_only_during_a_run_and_restored_after_an_error(s
             seen.append(gc.isenabled())
             if ctx.i == 3: raise RuntimeError("strategy bug at bar 3")
     assert gc.isenabled()
-    with pytest.raises(RuntimeError, match="bar 3"): Engine(Probe(), spx).run()
+    with pytest.raises(RuntimeError, match="bar 3"): run_events(Probe(), spx)
     assert seen == [False] * 4 and gc.isenabled()
 
 
@@ -259,7 +260,7 @@ def test_a_runs_records_leave_the_young_generations(spx):
     # the orders, records and fills a run keeps are promoted to the oldest generation at its end (core.gc_paused),
     # so the collector does not scan them in the youngest and middle generations first
     import gc
-    run = Engine(LongShortSma(), spx).run()
+    run = run_events(LongShortSma(), spx)
     kept = list(run.oms.orders.values())[:50] + [r.order for r in list(run.oms.orders.values())[:50]] + run.audit._fills[:50]
     assert len(kept) == 150
     young = {id(o) for g in (0, 1) for o in gc.get_objects(generation=g)}
@@ -268,7 +269,7 @@ def test_a_runs_records_leave_the_young_generations(spx):
 
 def test_positions_rebuilt_from_the_fill_log_equal_the_portfolio_after_every_fill(stocks):
     # the equity curve comes from a per-fill position log forward-filled once; check it against the fills themselves
-    run = Engine(LongShortSma(), stocks, broker=SimBroker(partial=VolumeShare(0.001))).run()
+    run = run_events(LongShortSma(), stocks, broker=SimBroker(partial=VolumeShare(0.001)))
     fills = run.audit["fills"]
     assert len(fills) > 100 and fills.groupby("bar").size().max() > 1   # several fills in one bar happen
     expected = fills.groupby(["bar", "symbol"]).position_after.last().unstack().reindex(range(len(run.index))).ffill().fillna(0.0)
@@ -276,11 +277,11 @@ def test_positions_rebuilt_from_the_fill_log_equal_the_portfolio_after_every_fil
     np.testing.assert_array_equal(got.to_numpy(), expected.to_numpy())
 
 
-def test_wide_books_size_against_a_vectorised_equity_equal_to_the_portfolios(closes20, monkeypatch):
-    # with more than 16 symbols and no NaN closes, the engine sizes orders against cash + quantities . closes
-    # (one dot product) instead of Portfolio.equity's loop over positions; the two must agree at every decision
-    import quantlab.engine as engine_module
-    from quantlab.portfolio import orders_for_targets
+def test_orders_are_sized_against_a_vectorised_equity_equal_to_the_portfolios(closes20, monkeypatch):
+    # whatever the universe's size, the engine sizes orders against cash + quantities . marks (one dot product)
+    # instead of Portfolio.equity's loop over positions; the two must agree at every decision
+    import quantlab.trading.engine as engine_module
+    from quantlab.trading.portfolio import orders_for_targets
     from quantlab.strategies import get_strategy
     close = closes20["close"].dropna(axis=1)
     assert close.shape[1] > 16 and not close.isna().any().any()
@@ -289,12 +290,15 @@ def test_wide_books_size_against_a_vectorised_equity_equal_to_the_portfolios(clo
         seen.append((kw.get("equity"), portfolio.equity))
         return orders_for_targets(portfolio, targets, **kw)
     monkeypatch.setattr(engine_module, "orders_for_targets", recording)
-    run = Engine(get_strategy("sma_cross", fast=10, slow=50), {"close": close}, broker=SimBroker(commission=BasisPoints(5))).run()
+    run = run_events(get_strategy("sma_cross", fast=10, slow=50), {"close": close}, broker=SimBroker(commission=BasisPoints(5)))
     assert len(seen) > 500 and len(run.audit["fills"]) > 1000
     passed, held = np.array(seen, dtype=float).T
     assert not np.isnan(passed).any()                                  # every decision got the vectorised equity
     np.testing.assert_allclose(passed, held, rtol=1e-12, atol=0)
-    # and with a NaN in the panel (a late listing), the engine falls back to Portfolio.equity
+    # and with NaN closes in the panel (a late listing), the marks carry the last known close, as the portfolio's do
     seen.clear()
-    Engine(get_strategy("sma_cross", fast=10, slow=50), closes20, broker=SimBroker(commission=BasisPoints(5))).run()
-    assert seen and all(e is None for e, _ in seen)
+    assert closes20["close"].isna().any().any()
+    run_events(get_strategy("sma_cross", fast=10, slow=50), closes20, broker=SimBroker(commission=BasisPoints(5)))
+    passed, held = np.array(seen, dtype=float).T
+    assert len(seen) > 500
+    np.testing.assert_allclose(passed, held, rtol=1e-12, atol=0)

@@ -1,4 +1,4 @@
-"""quantlab.executor: identical, ordered results in-process, on local processes and on a Dask cluster
+"""quantlab.evaluate.executor: identical, ordered results in-process, on local processes and on a Dask cluster
 (a LocalCluster on 127.0.0.1), failures reported with their parameters, progress shown."""
 import os
 import time
@@ -7,9 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from quantlab import metrics
+from quantlab.research import metrics
 from quantlab.core import UsageError
-from quantlab.executor import (DaskExecutor, Executor, InProcessExecutor, LocalExecutor, TaskFailed, TaskResult,
+from quantlab.evaluate.executor import (DaskExecutor, Executor, InProcessExecutor, LocalExecutor, TaskFailed, TaskResult,
                                failures, get_executor, values)
 
 distributed = pytest.importorskip("distributed")

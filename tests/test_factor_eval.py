@@ -1,4 +1,4 @@
-"""quantlab.factor_eval against scipy, statsmodels and pandas references, on real prices and planted signals."""
+"""quantlab.research.factor_eval against scipy, statsmodels and pandas references, on real prices and planted signals."""
 import numpy as np
 import pandas as pd
 import pytest
@@ -6,12 +6,12 @@ import scipy.stats
 import statsmodels.api as sm
 
 from quantlab.core import UsageError
-from quantlab.factor_eval import (fama_french, fama_french_regression, store_fama_french, factor_quantiles, hac_regression, ic_decay,
+from quantlab.research.factor_eval import (fama_french, fama_french_regression, store_fama_french, factor_quantiles, hac_regression, ic_decay,
                                   ic_summary, information_coefficient, monthly_returns, newey_west, newey_west_many,
                                   nw_maxlags, plot_ic, plot_ic_decay, plot_quantile_returns, quantile_returns,
                                   quantile_turnover, rank_autocorrelation, synthetic_factor)
-from quantlab.indicators import returns
-from quantlab.labels import forward_returns
+from quantlab.research.indicators import returns
+from quantlab.research.labels import forward_returns
 
 
 @pytest.fixture(scope="module")
@@ -166,7 +166,7 @@ def test_fama_french_index_units_and_availability():
 
 
 def test_store_asof_join_gives_only_months_already_over(data_dir, stocks):
-    from quantlab.store import BarStore
+    from quantlab.data.store import BarStore
     store = BarStore(data_dir)
     store_fama_french(store, publication_lag="5D")
     days = stocks.loc["2009-12-20":"2010-03-10"].index

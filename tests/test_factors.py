@@ -1,4 +1,4 @@
-"""quantlab.factors on real data against independent numpy / scipy / statsmodels computations."""
+"""quantlab.research.factors on real data against independent numpy / scipy / statsmodels computations."""
 import numpy as np
 import pandas as pd
 import pytest
@@ -6,7 +6,7 @@ import scipy.stats
 import statsmodels.api as sm
 
 from quantlab.core import UsageError, session_closes
-from quantlab.factors import (FACTORS, MIN_ASSETS, amihud, combine, cs_rank, cs_zscore, demean, low_volatility,
+from quantlab.research.factors import (FACTORS, MIN_ASSETS, amihud, combine, cs_rank, cs_zscore, demean, low_volatility,
                               market_beta, momentum, neutralize, reversal, trend, winsorize)
 
 # Static sector labels of the pypfopt tickers (GICS sectors as of 2018), for group tests.

@@ -5,12 +5,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from quantlab.core import QuantlabError, UsageError
-from quantlab.factors import FACTORS, FEATURES, demean, momentum, neutralize, market_beta
-from quantlab.guard import LookaheadError, check_no_lookahead, truncate
-from quantlab.indicators import INDICATORS, ema, macd, panels_from_bars
+from quantlab.research.factors import FACTORS, FEATURES, demean, momentum, neutralize, market_beta
+from quantlab.research.guard import LookaheadError, check_no_lookahead, truncate
+from quantlab.research.indicators import INDICATORS, ema, macd, panels_from_bars
 
-from quantlab.loaders import load_file
-from quantlab.store import BarStore
+from quantlab.data.loaders import load_file
+from quantlab.data.store import BarStore
 
 REGISTRY = {**{f"indicator:{k}": v for k, v in INDICATORS.items()}, **{f"factor:{k}": v for k, v in FACTORS.items()}}
 assert len(REGISTRY) == len(FEATURES) and set(FEATURES.values()) == set(REGISTRY.values())

@@ -1,4 +1,4 @@
-"""quantlab.indicators against TA-Lib's own output, independent pandas/numpy/statsmodels computations, on real data.
+"""quantlab.research.indicators against TA-Lib's own output, independent pandas/numpy/statsmodels computations, on real data.
 
 Close-only indicators run on the 20 adjusted closes of pypfopt/stock_prices.csv (late listings = leading NaNs);
 ATR/OBV/stochastic run on the backtrader YHOO/ORCL/NVDA OHLCV files, ingested through the store.
@@ -9,10 +9,10 @@ import pytest
 import statsmodels.api as sm
 import talib
 
-from quantlab.loaders import load_file
-from quantlab.store import BarStore
+from quantlab.data.loaders import load_file
+from quantlab.data.store import BarStore
 from quantlab.core import DataError, UsageError, session_closes
-from quantlab.indicators import (INDICATORS, atr, bollinger, dollar_volume, ema, macd, market_returns, obv,
+from quantlab.research.indicators import (INDICATORS, atr, bollinger, dollar_volume, ema, macd, market_returns, obv,
                                  panels_from_bars, relative_volume, returns, rolling_beta, rolling_corr, rsi, sma,
                                  stochastic, to_panel, volatility)
 

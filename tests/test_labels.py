@@ -1,10 +1,10 @@
-"""quantlab.labels against brute-force references on real prices and on hand-made paths."""
+"""quantlab.research.labels against brute-force references on real prices and on hand-made paths."""
 import numpy as np
 import pandas as pd
 import pytest
 
 from quantlab.core import DataError, UsageError, session_closes
-from quantlab.labels import (ewm_volatility, forward_returns, known_labels, label_end, meta_labels,
+from quantlab.research.labels import (ewm_volatility, forward_returns, known_labels, label_end, meta_labels,
                              triple_barrier)
 
 
@@ -156,7 +156,7 @@ def test_events_and_min_target_filter_starts():
 
 
 def test_guard_flags_labels_but_not_the_volatility_target(stocks):
-    from quantlab.guard import check_no_lookahead
+    from quantlab.research.guard import check_no_lookahead
     panel = stocks[["AAPL", "XOM", "GE"]].iloc[-1500:]
     cuts = panel.index[[400, 900, 1200]]
     fwd = check_no_lookahead(lambda c: forward_returns(c, 5), panel, dates=cuts, raise_on_leak=False)

@@ -1,4 +1,4 @@
-"""quantlab.loaders on every real sample format, and on damaged copies of the files."""
+"""quantlab.data.loaders on every real sample format, and on damaged copies of the files."""
 import gzip
 import warnings
 
@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 
 from quantlab.core import DataError, UsageError
-from quantlab.corporate import adjust_bars
-from quantlab.loaders import PRESETS, Loaded, load_file, read_table
-from quantlab.validate import validate_bars
+from quantlab.data.corporate import adjust_bars
+from quantlab.data.loaders import PRESETS, Loaded, load_file, read_table
+from quantlab.data.validate import validate_bars
 
 
 def _sha256sums(shared) -> dict:

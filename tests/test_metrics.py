@@ -1,4 +1,4 @@
-"""quantlab.metrics against empyrical-reloaded, scipy and backtesting.py on real prices.
+"""quantlab.research.metrics against empyrical-reloaded, scipy and backtesting.py on real prices.
 
 Conventions that match empyrical are compared to 1e-10 on the 20 pypfopt stocks (with SPY as the
 benchmark) and on the S&P 500 index shipped with arch. Where quantlab differs on purpose (NaN rows are
@@ -14,7 +14,7 @@ from scipy import stats
 
 empyrical = pytest.importorskip("empyrical")
 
-from quantlab import metrics as m
+from quantlab.research import metrics as m
 from quantlab.core import UsageError
 
 TOL = 1e-10

@@ -1,4 +1,4 @@
-"""quantlab.models: purged splitters against their definition and scikit-learn, out-of-sample walk-forward,
+"""quantlab.research.models: purged splitters against their definition and scikit-learn, out-of-sample walk-forward,
 PCA against numpy, and model records reproduced bit for bit in a fresh process."""
 import json
 import subprocess
@@ -17,10 +17,10 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from quantlab.core import StateError, UsageError
-from quantlab.factors import reversal
-from quantlab.guard import check_no_lookahead
-from quantlab.labels import forward_returns, label_end, triple_barrier
-from quantlab.models import (PurgedKFold, WalkForwardSplit, load_model, return_pca, save_model, stack_panels,
+from quantlab.research.factors import reversal
+from quantlab.research.guard import check_no_lookahead
+from quantlab.research.labels import forward_returns, label_end, triple_barrier
+from quantlab.research.models import (PurgedKFold, WalkForwardSplit, load_model, return_pca, save_model, stack_panels,
                              walk_forward_predict)
 
 
@@ -239,7 +239,7 @@ def test_model_record_reproduces_predictions_bit_for_bit_in_a_new_process(events
     assert record["versions"]["scikit-learn"] and record["n_train"] == int(train.sum())
     X_test.to_parquet(tmp_path / "x.parquet")
     code = ("import sys, numpy as np, pandas as pd\n"
-            "from quantlab.models import load_model\n"
+            "from quantlab.research.models import load_model\n"
             f"rec = load_model({str(path)!r})\n"
             f"X = pd.read_parquet({str(tmp_path / 'x.parquet')!r})\n"
             "again = rec.reproduce(X)['prediction'].to_numpy()\n"

@@ -3,12 +3,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from quantlab.brokers import BarArrays, SimBroker, VolumeShare
+from quantlab.trading.brokers.sim import BarArrays, SimBroker, VolumeShare
 from quantlab.core import StateError, UsageError
-from quantlab.oms import OrderManager
-from quantlab.orders import Fill, Order, OrderStatus, OrderUpdate, bracket
-from quantlab.portfolio import Portfolio
-from quantlab.risk import RiskEngine, RiskLimits
+from quantlab.trading.oms import OrderManager
+from quantlab.trading.orders import Fill, Order, OrderStatus, OrderUpdate, bracket
+from quantlab.trading.portfolio import Portfolio
+from quantlab.trading.risk import RiskEngine, RiskLimits
 
 S = OrderStatus
 
@@ -163,7 +163,7 @@ def test_denied_by_risk_is_recorded_and_not_sent():
 
 def test_accepted_record_equals_the_dataclass_built_one():
     import dataclasses
-    from quantlab.oms import ManagedOrder, OrderLog
+    from quantlab.trading.oms import ManagedOrder, OrderLog
     for order in (Order("A", 5, client_id="a1", reason="target"), Order("B", -2, "limit", limit_price=9.5, client_id="b1")):
         log = OrderLog()
         log.add("other", 100, OrderStatus.NEW, "x")                    # another order's row first: history must pick its own

@@ -5,11 +5,11 @@ import pytest
 from hypothesis import given, strategies as st
 
 from quantlab.core import StateError, UsageError
-from quantlab.orders import (TERMINAL, TRANSITIONS, Fill, Order, OrderKind, OrderStatus, TimeInForce, bracket,
+from quantlab.trading.orders import (TERMINAL, TRANSITIONS, Fill, Order, OrderKind, OrderStatus, TimeInForce, bracket,
                              check_transition)
 
 S = OrderStatus
-# the table written out independently of quantlab.orders.TRANSITIONS
+# the table written out independently of quantlab.trading.orders.TRANSITIONS
 VALID = {
     (S.NEW, S.SUBMITTED), (S.NEW, S.DENIED), (S.NEW, S.REJECTED), (S.NEW, S.CANCELLED),
     (S.SUBMITTED, S.PARTIALLY_FILLED), (S.SUBMITTED, S.FILLED), (S.SUBMITTED, S.CANCELLED),

@@ -1,4 +1,4 @@
-"""quantlab.overfit: bootstrap intervals (against arch), trade-order reshuffles, the trial ledger, the deflated
+"""quantlab.evaluate.overfit: bootstrap intervals (against arch), trade-order reshuffles, the trial ledger, the deflated
 Sharpe ratio (against the paper's worked example and a hand computation), PBO by CSCV (against a plain-loop
 reference and synthetic cases with known answers) and Hansen's SPA test."""
 import itertools
@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from quantlab import metrics
+from quantlab.research import metrics
 from quantlab.core import UsageError
-from quantlab.executor import LocalExecutor, values
-from quantlab.overfit import (TrialLedger, bootstrap_ci, bootstrap_returns, deflated_sharpe, deflated_sharpe_ratio,
+from quantlab.evaluate.executor import LocalExecutor, values
+from quantlab.evaluate.overfit import (TrialLedger, bootstrap_ci, bootstrap_returns, deflated_sharpe, deflated_sharpe_ratio,
                               expected_max_sharpe, max_drawdown_ci, probability_of_backtest_overfitting, sharpe_ci,
                               spa_test, trade_order_drawdowns)
 

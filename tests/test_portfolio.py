@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from quantlab.core import Instrument, StateError
-from quantlab.orders import Fill
-from quantlab.portfolio import FixedFraction, FixedQuantity, Portfolio, Position, VolatilityTarget, orders_for_targets
+from quantlab.trading.orders import Fill
+from quantlab.trading.portfolio import FixedFraction, FixedQuantity, Portfolio, Position, VolatilityTarget, orders_for_targets
 
 fills_st = st.lists(st.tuples(st.sampled_from(["A", "B", "ES"]),
                               st.integers(-500, 500).filter(bool),

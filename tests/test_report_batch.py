@@ -4,8 +4,8 @@ import json
 import nbformat
 import pytest
 
-from quantlab.executor import failures
-from quantlab.reports import list_runs, run_reports
+from quantlab.evaluate.executor import failures
+from quantlab.reports.render import list_runs, run_reports
 
 
 @pytest.fixture
@@ -13,7 +13,7 @@ def template(tmp_path):
     nb = nbformat.v4.new_notebook(cells=[
         nbformat.v4.new_code_cell("k = 1  # multiplier\nmetrics_path = None", metadata={"tags": ["parameters"]}),
         nbformat.v4.new_code_cell("from quantlab.core import UsageError\nif k < 0: raise UsageError(f'parameter k must be >= 0, got {k}')"),
-        nbformat.v4.new_code_cell("import numpy as np\nfrom arch.data import sp500\nfrom quantlab import reports, metrics\n"
+        nbformat.v4.new_code_cell("import numpy as np\nfrom arch.data import sp500\nfrom quantlab.reports import render as reports\nfrom quantlab.research import metrics\n"
                                   "r = sp500.load()['Adj Close'].pct_change().dropna() * k\n"
                                   "reports.record_metrics({'k': k, 'sharpe': float(metrics.sharpe_ratio(r))}, metrics_path)")])
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "python3", "language": "python"}

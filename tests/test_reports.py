@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from quantlab import reports
+from quantlab.reports import render as reports
 from quantlab.core import UsageError
 
 SMALL = ["goog", "eurusd", "ff3"]  # two bars samples on two calendars, one series: a few seconds of work
@@ -60,10 +60,10 @@ def test_html_is_standalone_with_plotly_inline(cli_run):
 
 
 def test_metrics_agree_with_validating_the_same_store(cli_run):
-    from quantlab import samples
+    from quantlab.data import samples
     from quantlab.core import fingerprint
-    from quantlab.store import BarStore
-    from quantlab.validate import validate_bars
+    from quantlab.data.store import BarStore
+    from quantlab.data.validate import validate_bars
     run_dir = Path(cli_run["stdout"].strip().splitlines()[-1]).parent
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert {"samples", "symbols", "rows", "errors", "warnings", "counts", "fingerprints", "python", "run"} <= set(metrics)

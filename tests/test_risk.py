@@ -5,14 +5,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from quantlab.brokers import BarArrays, SimBroker
+from quantlab.trading.brokers.sim import BarArrays, SimBroker
 from quantlab.core import UsageError
-from quantlab.engine import Engine
-from quantlab.oms import OrderManager
-from quantlab.orders import Fill, Order, OrderStatus
-from quantlab.portfolio import Portfolio
-from quantlab.risk import Decision, RiskEngine, RiskLimits, TradingState
-from quantlab.strategy import Strategy
+from quantlab.trading.engine import Engine
+from quantlab.backtest.driver import run_events
+from quantlab.trading.oms import OrderManager
+from quantlab.trading.orders import Fill, Order, OrderStatus
+from quantlab.trading.portfolio import Portfolio
+from quantlab.trading.risk import Decision, RiskEngine, RiskLimits, TradingState
+from quantlab.trading.strategy import Strategy
 
 
 class SpyBroker(SimBroker):
@@ -115,7 +116,7 @@ def test_denied_orders_never_reach_the_broker_in_a_real_backtest(shared_data):
             else: ctx.order("ORCL", -ctx.position() or 10)                  # fine
 
     spy = SpyBroker(commission=0)
-    run = Engine(Noisy(), panels, broker=spy, risk=RiskLimits(max_order_notional=50_000, price_band=0.05)).run()
+    run = run_events(Noisy(), panels, broker=spy, risk=RiskLimits(max_order_notional=50_000, price_band=0.05))
     frame = run.oms.frame()
     denied = set(frame.loc[frame.status == "denied", "client_id"])
     sent = {o.client_id for o in spy.received}

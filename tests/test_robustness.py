@@ -3,8 +3,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from quantlab import metrics
-from quantlab.robustness import sensitivity_table, stability_score, stress_periods, stress_test, plot_sensitivity
+from quantlab.research import metrics
+from quantlab.evaluate.robustness import sensitivity_table, stability_score, stress_periods, stress_test, plot_sensitivity
 
 
 @pytest.fixture(scope="module")

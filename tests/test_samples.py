@@ -3,10 +3,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from quantlab import loaders
+from quantlab.data import loaders
 from quantlab.core import UsageError, session_closes
-from quantlab.samples import SAMPLES, ingest_samples, list_samples, load_sample
-from quantlab.store import BarStore
+from quantlab.data.samples import SAMPLES, ingest_samples, list_samples, load_sample
+from quantlab.data.store import BarStore
 
 
 def test_list_samples_names_every_set_and_its_package():

@@ -1,11 +1,11 @@
-"""quantlab.schema: canonical columns, dtypes, and errors that name file, row and column."""
+"""quantlab.data.schema: canonical columns, dtypes, and errors that name file, row and column."""
 import numpy as np
 import pandas as pd
 import pytest
 from hypothesis import given, settings, strategies as st
 
 from quantlab.core import DataError
-from quantlab.schema import (ACTION_COLUMNS, BAR_COLUMNS, QUOTE_COLUMNS, TRADE_COLUMNS, coerce_actions, coerce_bars,
+from quantlab.data.schema import (ACTION_COLUMNS, BAR_COLUMNS, QUOTE_COLUMNS, TRADE_COLUMNS, coerce_actions, coerce_bars,
                              coerce_quotes, coerce_trades, column_names, empty_actions, empty_bars, empty_quotes,
                              empty_trades, parse_float, parse_utc)
 

@@ -11,10 +11,10 @@ import pyarrow.parquet as pq
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from quantlab import store as store_mod
+from quantlab.data import store as store_mod
 from quantlab.core import DataError, StateError, UsageError, session_closes
-from quantlab.corporate import actions_from_columns
-from quantlab.store import BarStore
+from quantlab.data.corporate import actions_from_columns
+from quantlab.data.store import BarStore
 
 KNOWN_LATER = pd.Timestamp("2015-03-02 12:00", tz="UTC")  # every "later" write in these tests is known then
 
@@ -363,8 +363,8 @@ def test_symbols_with_a_slash_and_series_names_are_safe(data_dir):
 
 def test_raw_bars_are_refused_for_a_symbol_stored_vendor_adjusted(data_dir, shared_data):
     "pmdarima's MSFT is split- and dividend-adjusted; Quandl's MSFT is raw: one symbol cannot hold both."
-    from quantlab.loaders import load_file
-    from quantlab.samples import ingest_samples
+    from quantlab.data.loaders import load_file
+    from quantlab.data.samples import ingest_samples
     store = BarStore(data_dir)
     ingest_samples(store, ["msft"], progress=False)
     before = {p.relative_to(data_dir): p.read_bytes() for p in data_dir.rglob("*") if p.is_file() and p.name != ".lock"}

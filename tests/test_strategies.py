@@ -8,8 +8,8 @@ import talib
 from quantlab.core import UsageError
 from quantlab.strategies import (STRATEGIES, RsiReversion, SmaCross, XsMomentum, default_params, get_strategy, sweep,
                                  vector_backtest)
-from quantlab.strategy import check_no_lookahead
-from quantlab.vector import param_grid
+from quantlab.trading.strategy import check_no_lookahead
+from quantlab.backtest.vector import param_grid
 
 
 @pytest.fixture(scope="module")

@@ -3,13 +3,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from quantlab import metrics
+from quantlab.research import metrics
 from quantlab.core import UsageError
-from quantlab.executor import TaskFailed
-from quantlab.overfit import TrialLedger, deflated_sharpe_ratio
+from quantlab.evaluate.executor import TaskFailed
+from quantlab.evaluate.overfit import TrialLedger, deflated_sharpe_ratio
 from quantlab.strategies import sweep as strategy_sweep
-from quantlab.sweep import load_panels, parse_grid, run_sweep, run_walkforward
-from quantlab.vector import param_grid
+from quantlab.evaluate.sweep import load_panels, parse_grid, run_sweep, run_walkforward
+from quantlab.backtest.vector import param_grid
 
 
 @pytest.fixture(scope="module")

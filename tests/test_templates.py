@@ -1,4 +1,4 @@
-"""The backtest, factor and robustness report templates run end to end through `quantlab.reports.run_report` on
+"""The backtest, factor and robustness report templates run end to end through `quantlab.reports.render.run_report` on
 bundled real data with small parameters: the four output files, metrics that agree with an independent
 recomputation (the event engine rerun here with empyrical's metrics, Spearman ICs from scipy), a standalone HTML
 that draws in headless Chromium without network, and bad parameters that stop with an error naming them."""
@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from quantlab import reports
+from quantlab.reports import render as reports
 from quantlab.core import UsageError
 
 BT_PARAMS = {"strategy": "sma_cross", "params": {"fast": 10, "slow": 30}, "samples": ["sp500"],
@@ -35,7 +35,7 @@ def _load(run):
 
 
 def _panels(sample, start, end):
-    from quantlab import samples
+    from quantlab.data import samples
     bars = samples.load_sample(sample).bars
     data = {f: bars.pivot(index="ts", columns="symbol", values=f).sort_index() for f in ("open", "high", "low", "close", "volume")}
     s, e = pd.Timestamp(start, tz="UTC"), pd.Timestamp(end, tz="UTC")
@@ -69,11 +69,11 @@ def test_backtest_writes_four_files_and_params(bt):
 
 
 def test_backtest_metrics_agree_with_a_rerun_and_empyrical(bt):
-    "Rerun the same backtest here and measure it with empyrical, not quantlab.metrics."
+    "Rerun the same backtest here and measure it with empyrical, not quantlab.research.metrics."
     import empyrical
     from quantlab import strategies
-    from quantlab.backtest import run_backtest
-    from quantlab.brokers import BasisPoints, FixedSlippage, FixedSpread, SimBroker
+    from quantlab.backtest.driver import run_backtest
+    from quantlab.trading.brokers.sim import BasisPoints, FixedSlippage, FixedSpread, SimBroker
     from quantlab.core import Instrument
     _, m, _, _ = bt
     data = _panels("sp500", BT_PARAMS["start"], BT_PARAMS["end"])
@@ -105,7 +105,7 @@ def test_backtest_intraday_sample_shows_time_of_day(tmp_path):
     run = _run("backtest", {"samples": ["eurusd"], "start": "2017-06-01", "end": "2017-08-31", "params": {"fast": 12, "slow": 48},
                             "lot_size": 1000.0, "benchmark": "EURUSD", "time_zone": "UTC", "rolling_window": 120}, tmp_path)
     m, _, html = _load(run)
-    from quantlab import samples
+    from quantlab.data import samples
     ts = samples.load_sample("eurusd").bars["ts"]
     ts = ts[(ts >= pd.Timestamp("2017-06-01", tz="UTC")) & (ts <= pd.Timestamp("2017-08-31", tz="UTC"))]
     years = (ts.iloc[-1] - ts.iloc[0]).total_seconds() / (365.25 * 86400)
@@ -119,7 +119,7 @@ def test_backtest_intraday_sample_shows_time_of_day(tmp_path):
 def test_factor_report_ic_matches_scipy_spearman(tmp_path):
     "A wide CSV of real closes; the recorded mean IC equals per-date scipy Spearman correlations."
     from scipy import stats
-    from quantlab import samples
+    from quantlab.data import samples
     close = pd.concat({s.upper(): samples.load_sample(s).bars.set_index("ts")["close"] for s in ("sp500", "nasdaq", "goog", "msft")},
                       axis=1, sort=True).loc["2006-01-01":"2010-12-31"]
     csv = tmp_path / "prices.csv"

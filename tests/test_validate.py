@@ -1,4 +1,4 @@
-"""quantlab.validate on the real sample files and on damaged copies of them."""
+"""quantlab.data.validate on the real sample files and on damaged copies of them."""
 import json
 
 import exchange_calendars as xcals
@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from quantlab.core import DataError
-from quantlab.loaders import load_file
-from quantlab.validate import CHECKS, ERROR_CHECKS, validate_bars
+from quantlab.data.loaders import load_file
+from quantlab.data.validate import CHECKS, ERROR_CHECKS, validate_bars
 
 YAHOO = ["yhoo-1996-2015.txt", "orcl-1995-2014.txt", "nvda-1999-2014.txt"]
 
@@ -223,7 +223,7 @@ def test_validate_never_crashes_and_agrees_with_a_row_by_row_reference(rows):
 
 
 def test_empty_and_single_row_inputs():
-    from quantlab.schema import empty_bars
+    from quantlab.data.schema import empty_bars
     rep = validate_bars(empty_bars())
     assert rep.ok and len(rep.findings) == 0 and len(rep.summary()) == 0 and rep.to_dict()["rows"] == 0
     one = pd.DataFrame({"symbol": ["A"], "ts": [pd.Timestamp("2024-01-02 21:00", tz="UTC")], "open": [1.0],

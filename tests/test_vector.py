@@ -1,4 +1,4 @@
-"""quantlab.vector against independent references on real data: a plain-Python bar loop written here (the
+"""quantlab.backtest.vector against independent references on real data: a plain-Python bar loop written here (the
 accounting spelled out once more, slowly), TA-Lib for the moving averages, and a plain-Python stop machine.
 Engine-to-engine agreement is in tests/test_concordance.py."""
 import math
@@ -9,7 +9,7 @@ import pytest
 import talib
 
 from quantlab.core import UsageError
-from quantlab.vector import (param_grid, simulate, sma_cross_sweep, sma_cross_weights,
+from quantlab.backtest.vector import (param_grid, simulate, sma_cross_sweep, sma_cross_weights,
                              sma_grid, stop_exits, target_changes)
 
 

@@ -3,8 +3,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from quantlab import metrics
-from quantlab.walkforward import walk_forward, walk_forward_folds, walk_forward_runs, param_grid
+from quantlab.research import metrics
+from quantlab.evaluate.walkforward import walk_forward, walk_forward_folds, walk_forward_runs, param_grid
 
 
 @pytest.fixture(scope="module")
