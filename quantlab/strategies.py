@@ -27,8 +27,8 @@ class SmaCross(Strategy):
 
     @property
     def warmup(self) -> int:
-        "Bars the features need: the slow average's window (live, each bar's features come from the last `slow` bars)."
-        return int(self.params["slow"])
+        "Bars the features and events need: the slow average's window and the bar before (an event is a change of target)."
+        return int(self.params["slow"]) + 1
 
     def _state(self, close: pd.DataFrame) -> pd.DataFrame:
         p, n = self.params, close.shape[1]
@@ -112,6 +112,8 @@ def _period_starts(index: pd.DatetimeIndex, freq: str = "M") -> pd.Series:
 class XsMomentum(Strategy):
     "Cross-sectional momentum: monthly top-k by 12-1 return, each scaled to a volatility target."
     defaults = {"lookback": 252, "skip": 21, "top": 5, "vol_window": 63, "target_vol": 0.10, "max_leverage": 1.0, "freq": "M"}
+
+    warmup = None  # live, features on all bars so far: a rolling std over a trailing window differs from the batch one in the last bits
 
     def _targets(self, close: pd.DataFrame) -> pd.DataFrame:
         p = self.params

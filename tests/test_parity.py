@@ -22,7 +22,7 @@ def spx(spx_fields):
 
 @pytest.fixture(scope="module")
 def stocks20(pypfopt_closes):
-    close = pypfopt_closes.loc["2005":]  # 13 years x 20 stocks (some listed late: leading NaNs)
+    close = pypfopt_closes.loc["2012":]  # 6 years x 20 stocks (one listed late: leading NaNs)
     return {"close": close}
 
 
@@ -60,7 +60,7 @@ def test_bar_by_bar_driver_makes_the_backtests_decisions_orders_and_fills(spx, s
     live = drive(Engine(get_strategy(name, **PARAMS[name]), list(data["close"].columns), broker=broker()), HistoricalFeed(data))
     assert len(batch.audit.table("fills")) > 10
     _assert_same_run(live, batch)
-    assert live.events == len(live.equity) > batch.events  # live steps every bar; the backtest only where something happens
+    assert live.events == len(live.equity) >= batch.events  # live steps every bar; the backtest only where something happens
 
 
 def test_parity_holds_when_trading_starts_after_a_warm_up(spx):
@@ -89,8 +89,9 @@ def test_incremental_features_and_events_equal_the_batch_ones_bit_for_bit(spx, s
     batch = Engine(st, list(data["close"].columns))
     batch.load(data)
     live = Engine(get_strategy(name, **PARAMS[name]), list(data["close"].columns))
-    live.open_feed(tuple(data), capacity=8)  # small: the arrays are reallocated along the way
-    for bar in HistoricalFeed(data): live.append(bar)
+    feed = HistoricalFeed(data)
+    live.open_feed(feed.fields, capacity=8)  # small: the arrays are reallocated along the way
+    for bar in feed: live.append(bar)
     n = len(data["close"])
     np.testing.assert_array_equal(live.events[:n], batch.events)
     assert batch.events.sum() > 5

@@ -171,7 +171,7 @@ def _limits_dict(risk) -> dict:
     lim = risk.limits if isinstance(risk, RiskEngine) else (risk or RiskLimits())
     return {k: (None if v == float("inf") else v) for k, v in asdict(lim).items()}
 
-# %% ../../nbs/backtest/01_driver.ipynb #a3d39cfb
+# %% ../../nbs/backtest/01_driver.ipynb #82729870
 def first_bar(index: pd.DatetimeIndex, # the bars
               start=None, # a time (naive = UTC) or None for the first bar
              ) -> int:

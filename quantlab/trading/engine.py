@@ -291,7 +291,7 @@ class Engine:
     def load(self, data: Mapping[str, pd.DataFrame], # wide panels per field (index UTC, columns the symbols)
             ) -> None:
         "Take a whole history: the bars, and the strategy's features and events computed once, vectorised."
-        self.data = dict(data)
+        self.data = as_panels(data)
         self._attach(BarArrays.from_panels(self.data))
         self.features = self._checked_features(self.strategy.features(self.data) or {}, self.data["close"].index)
         self.events = event_mask(self.strategy.events(self.data, self.features), self.data["close"].index)
