@@ -31,7 +31,7 @@ def test_every_notebook_has_a_page_and_links_resolve(site):
 
 
 def test_api_pages_show_docs_for_exports(site):
-    core = (site / "00_core.html").read_text(encoding="utf-8")
+    core = (site / "core.html").read_text(encoding="utf-8")
     # show_doc entries for exported names, with their documented arguments
     for name in ("DataError", "atomic_path", "session_closes", "Instrument", "fingerprint"):
         assert f"id=\"{name.lower()}\"" in core or f">{name}<" in core, name
@@ -42,7 +42,7 @@ def test_api_pages_show_docs_for_exports(site):
 def test_check_site_reports_broken_links(site, tmp_path):
     broken = tmp_path / "site"
     shutil.copytree(site, broken)
-    (broken / "00_core.html").write_text('<a href="nowhere.html">x</a><a href="index.html#no-such-anchor">y</a>', encoding="utf-8")
+    (broken / "core.html").write_text('<a href="nowhere.html">x</a><a href="index.html#no-such-anchor">y</a>', encoding="utf-8")
     problems = check_site(broken, REPO / "nbs")
     assert any("broken link nowhere.html" in p for p in problems)
     assert any("missing anchor index.html#no-such-anchor" in p for p in problems)

@@ -76,9 +76,13 @@ def test_run_backtest_start_keeps_the_earlier_bars_as_warm_up(spx):
     res = run_backtest(get_strategy("sma_cross", fast=20, slow=200), spx, start="2009-07-01")
     assert res.equity.index[0] == spx["close"].index[spx["close"].index.searchsorted(pd.Timestamp("2009-07-01", tz="UTC"))]
     fills = res.fills
-    assert len(fills) > 0 and fills["ts"].min() < pd.Timestamp("2009-08-01", tz="UTC")  # trades in the first month
+    assert len(fills) > 0 and fills["ts"].min() >= pd.Timestamp("2009-07-01", tz="UTC")
+    first = res.run.data["close"].index.searchsorted(pd.Timestamp("2009-07-01", tz="UTC"))
+    slow = res.run.features["target"]
+    assert first >= 200 and len(slow) == len(spx["close"])  # the features were computed on the whole history, warm-up included
     cut = run_backtest(get_strategy("sma_cross", fast=20, slow=200), {k: v.loc["2009-07-01":] for k, v in spx.items()})
-    assert cut.fills["ts"].min() > fills["ts"].min()  # the old way, history cut off: no position until 200 bars later
+    assert fills["ts"].min() < pd.Timestamp("2009-08-01", tz="UTC")  # long at the start: the position is taken at once
+    assert cut.fills["ts"].min() > fills["ts"].min()  # the old way, history cut off: no average for 200 bars
 
 
 @pytest.mark.parametrize("name", ["sma_cross", "rsi_reversion", "xs_momentum"])

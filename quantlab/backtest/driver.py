@@ -215,7 +215,7 @@ def _walk(engine: Engine, first: int, naive: bool, progress: bool) -> np.ndarray
         nxt = i if every_bar or i == first else _next_bar(engine, events, i)
         _carry_borrow(engine, i, min(nxt, T), cash_at)
         if nxt >= T: break
-        engine.step(nxt, decide=naive or nxt == first or bool(engine.events.item(nxt)))  # the first bar: the strategy takes its position
+        engine.step(nxt, decide=naive or bool(engine.events.item(nxt)) or nxt == first > 0)  # after a warm-up: take the position
         cash_at[nxt] = engine.portfolio.cash
         if pbar is not None: pbar.update(nxt + 1 - i)
         i = nxt + 1

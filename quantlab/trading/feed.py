@@ -71,16 +71,15 @@ def drive(engine: Engine, # a fresh engine (no history yet)
     if list(feed.symbols) != engine.symbols: raise UsageError(f"feed symbols {list(feed.symbols)} differ from the engine's {engine.symbols}")
     engine.open_feed(feed.fields, capacity=len(feed) if hasattr(feed, "__len__") else 1024)
     first = _first_bar(feed, start)
-    cash, first_step = [], None
+    cash = []
     bars = feed
     if progress:
         from tqdm.auto import tqdm
         bars = tqdm(feed, total=len(feed) if hasattr(feed, "__len__") else None, unit="bar", desc=engine.strategy.name)
     for bar in bars:
         i = engine.append(bar)
-        if bar.ts < first: continue
-        first_step = i if first_step is None else first_step
-        engine.step(i, decide=i == first_step or bool(engine.events[i]))  # the first bar: the strategy takes its position
+        if bar.ts < first: continue  # warm-up: the features see the bar, nothing trades
+        engine.step(i, decide=bool(engine.events[i]) or (not cash and i > 0))  # after a warm-up: take the position
         cash.append(engine.portfolio.cash)
     return _valued_run(engine, np.array(cash), engine.bars.n - len(cash))
 
