@@ -48,7 +48,7 @@ class HistoricalFeed:
                 ):
         self.bars = BarArrays.from_panels(as_panels(data))
         self.symbols, self.fields = self.bars.symbols, tuple(self.bars.fields)
-        self.start = 0 if start is None else int(self.bars.index.searchsorted(pd.Timestamp(start, tz="UTC") if pd.Timestamp(start).tz is None else pd.Timestamp(start)))
+        self.start = start  # `drive` trades from here (None: the first bar)
 
     def __len__(self) -> int:
         return self.bars.n
@@ -88,7 +88,6 @@ def _first_bar(feed, start) -> int:
     "The time (int ns) of the first bar to trade."
     start = start if start is not None else getattr(feed, "start", None)
     if start is None: return np.iinfo(np.int64).min
-    if isinstance(start, (int, np.integer)): return feed.bars.ts.item(int(start)) if int(start) < len(feed) else np.iinfo(np.int64).max
     t = pd.Timestamp(start)
     return (t.tz_localize("UTC") if t.tz is None else t.tz_convert("UTC")).value
 
