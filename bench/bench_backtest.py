@@ -4,6 +4,10 @@ Workloads (synthetic seeded random-walk OHLC, so the sizes are free):
   single  one asset x 1,000,000 bars
   panel   100 assets x 2,500 bars
   sweep   100 (fast, slow) pairs on one asset x 100,000 bars (10M bar-combinations)
+  trail   every bar, on_bar keeps a 5% trailing stop under a long-above-SMA(50) entry; one asset x 200,000 bars
+  vol     every bar, a volatility-target weight re-sized (an order on most bars); one asset x 100,000 bars
+          (trail and vol: quantlab event engine and backtrader only, the same logic in each; backtrader on
+          --bt-bars and half of it)
 
 Engines (each measured in its own fresh process, so none inherits another's heap, JIT caches or threads):
   backtrader  (event-driven reference; timed on a reduced bar count, reported as bars/s)
@@ -139,6 +143,81 @@ def bt_run(bars: dict[str, pd.DataFrame], pairs=((FAST, SLOW),)) -> float:
     return values[-1]
 
 
+# -- every-bar workloads: a user's on_bar logic runs on every bar (no event skipping) -----------------------
+TRAIL_WINDOW, TRAIL_PCT, VOL_WINDOW, VOL_TARGET = 50, 0.05, 20, 0.008
+
+
+def bt_every_bar(bars: dict[str, pd.DataFrame], kind: str) -> float:
+    """backtrader, the same logic as the quantlab strategies below, on one asset.
+
+    trail: long when the close is above its SMA(50); out when it falls 5% below the highest close since entry.
+    vol:   every bar, target weight min(1, 0.8% / stdev of the last 20 close-to-close returns): an order on most bars."""
+    import backtrader as bt
+
+    class Trail(bt.Strategy):
+        def __init__(self):
+            self.sma, self.peak, self.held = bt.indicators.SMA(self.data.close, period=TRAIL_WINDOW), 0.0, False
+
+        def next(self):
+            c = self.data.close[0]
+            if self.held:
+                self.peak = max(self.peak, c)
+                if c < self.peak * (1 - TRAIL_PCT): self.held = False; self.order_target_percent(target=0.0)
+            elif c > self.sma[0]: self.held, self.peak = True, c; self.order_target_percent(target=0.95)
+
+    class VolTarget(bt.Strategy):
+        def __init__(self):
+            self.vol = bt.indicators.StdDev(bt.indicators.PctChange(self.data.close, period=1), period=VOL_WINDOW)
+
+        def next(self):
+            v = self.vol[0]
+            if v == v and v > 0: self.order_target_percent(target=min(0.95, VOL_TARGET / v))
+
+    cerebro = bt.Cerebro(stdstats=False)
+    df = pd.DataFrame({k: bars[k].iloc[:, 0] for k in ("open", "high", "low", "close", "volume")})
+    df.index = df.index.tz_localize(None)
+    cerebro.adddata(bt.feeds.PandasData(dataname=df, timeframe=bt.TimeFrame.Minutes))
+    cerebro.addstrategy(Trail if kind == "trail" else VolTarget)
+    cerebro.broker.setcash(1_000_000.0)
+    cerebro.broker.setcommission(commission=BPS / 1e4)
+    cerebro.broker.set_checksubmit(False)
+    cerebro.run()
+    return cerebro.broker.getvalue()
+
+
+def ql_every_bar(bars: dict[str, pd.DataFrame], kind: str):
+    "quantlab's event engine, the same logic as `bt_every_bar`, written as a user would: state in the strategy, on_bar every bar."
+    from quantlab.backtest.driver import run_backtest
+    from quantlab.trading.brokers.sim import BasisPoints, SimBroker
+    from quantlab.trading.strategy import Strategy
+
+    class Trail(Strategy):
+        def features(self, data):
+            return {"sma": data["close"].rolling(TRAIL_WINDOW).mean()}
+
+        def on_start(self, ctx):
+            self.peak, self.held = 0.0, False
+
+        def on_bar(self, ctx):
+            c = ctx.row("close").item(0)
+            if self.held:
+                self.peak = max(self.peak, c)
+                if c < self.peak * (1 - TRAIL_PCT): self.held = False; return {ctx.symbols[0]: 0.0}
+            elif c > ctx.row("sma").item(0): self.held, self.peak = True, c; return {ctx.symbols[0]: 0.95}
+
+    class VolTarget(Strategy):
+        def features(self, data):
+            return {"vol": data["close"].pct_change().rolling(VOL_WINDOW).std()}
+
+        def on_bar(self, ctx):
+            v = ctx.row("vol").item(0)
+            if v == v and v > 0: return {ctx.symbols[0]: min(0.95, VOL_TARGET / v)}
+
+    broker = SimBroker(cash=1_000_000.0, commission=BasisPoints(BPS))
+    res = run_backtest(Trail() if kind == "trail" else VolTarget(), dict(bars), broker=broker)
+    return res.equity.iloc[-1], len(res.fills)
+
+
 # -- vectorbt ----------------------------------------------------------------------------------------------
 def vbt_available() -> bool:
     return importlib.util.find_spec("vectorbt") is not None
@@ -224,6 +303,9 @@ def measure(engine: str, a) -> list[dict]:
         sb = make_bars(a.bt_bars // 5 // k, 1, 3)
         pairs = list(grid.itertuples(index=False))[:a.bt_pairs]
         s, _ = best_time(lambda: bt_run(sb, pairs), a.bt_repeat); record("sweep", len(sb["close"]) * len(pairs), s, f"({len(pairs)} pairs)")
+        for kind, n in (("trail", a.bt_bars // k), ("vol", a.bt_bars // 2 // k)):
+            eb = make_bars(n, 1, 4)
+            s, _ = best_time(lambda: bt_every_bar(eb, kind), a.bt_repeat); record(kind, n, s, f"({n:,} bars)")
     elif engine == "vectorbt":
         warnings.filterwarnings("ignore")
         single, panel, sweep_bars = make_bars(single_n, 1, 1), make_bars(panel_n, panel_a, 2), make_bars(sweep_n, 1, 3)
@@ -237,6 +319,9 @@ def measure(engine: str, a) -> list[dict]:
         record("single", len(eb["close"]), s, f"(+{ql_event_audit_seconds(eb):.2f} s to format the lazy tables)")
         s, _ = best_time(lambda: ql_event_run(panel), a.repeat)
         record("panel", panel_n * panel_a, s, f"(+{ql_event_audit_seconds(panel):.2f} s to format the lazy tables)")
+        for kind, n in (("trail", 200_000 // k), ("vol", 100_000 // k)):
+            eb = make_bars(n, 1, 4)
+            s, (_, fills) = best_time(lambda: ql_every_bar(eb, kind), a.repeat); record(kind, n, s, f"({fills:,} fills)")
     elif engine == "quantlab vector":
         single, panel, sweep_bars = make_bars(single_n, 1, 1), make_bars(panel_n, panel_a, 2), make_bars(sweep_n, 1, 3)
         s, _ = best_time(lambda: ql_vector_run(single), a.repeat); record("single", single_n, s)
@@ -291,7 +376,8 @@ def main(argv=None):
     for eng, ref in (("quantlab event", "backtrader"), ("quantlab vector", "vectorbt"), ("quantlab vector", "backtrader")):
         if eng in rate and ref in rate: ratios[f"{eng} / {ref}"] = rate[eng] / rate[ref]
     if ratios:
-        print("\nspeed ratios (goals: event / backtrader >= 100, vector sweep / vectorbt sweep >= 3):")
+        print("\nspeed ratios (goals: event / backtrader >= 100 on single and panel, >= 40 on trail, >= 20 on vol;"
+              " vector sweep / vectorbt sweep >= 3):")
         print(pd.DataFrame(ratios).map(lambda v: f"{v:,.1f}x").to_string())
 
 

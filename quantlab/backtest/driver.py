@@ -206,26 +206,37 @@ def run_events(strategy: Strategy, # what decides
 
 def _walk(engine: Engine, first: int, naive: bool, progress: bool) -> np.ndarray:
     "Step from bar `first` to the end (every bar when `naive`); return cash after each bar (NaN where nothing changed it)."
-    T, every_bar = engine.bars.n, naive or engine.tracks_daily_loss  # a daily loss limit watches every bar's equity
+    T = engine.bars.n
     cash_at = np.full(T, np.nan)
-    events = np.r_[np.flatnonzero(engine.events), T]  # event bars, then T as a sentinel
-    pbar = _progress(T - first, engine.strategy.name) if progress else None
-    i = first
-    while i < T:
-        nxt = i if every_bar or i == first else _next_bar(engine, events, i)
-        _carry_borrow(engine, i, min(nxt, T), cash_at)
-        if nxt >= T: break
-        engine.step(nxt, decide=naive or bool(engine.events.item(nxt)) or nxt == first > 0)  # after a warm-up: take the position
-        cash_at[nxt] = engine.portfolio.cash
-        if pbar is not None: pbar.update(nxt + 1 - i)
-        i = nxt + 1
-    if pbar is not None: pbar.close()
+    # every bar: the naive reference, a daily loss limit (it watches every bar's equity), or a strategy with no quiet bars
+    every_bar = naive or engine.tracks_daily_loss or bool(engine.events[first:T].all())
+    pbar, done = _progress(T - first, engine.strategy.name) if progress else None, first
+    for i in range(first, T) if every_bar else _event_bars(engine, first, cash_at):
+        engine.step(i, decide=naive or engine.events.item(i) or i == first > 0)  # after a warm-up: take the position at once
+        cash_at[i] = engine.portfolio.cash
+        if pbar is not None: pbar.update(i + 1 - done); done = i + 1
+    if pbar is not None: pbar.update(T - done); pbar.close()
     return cash_at
 
 
-def _next_bar(engine: Engine, events: np.ndarray, i: int) -> int:
-    "The next bar to step at or after `i`: the next event, or earlier where the broker's working orders can fill or expire."
-    nxt = events.item(np.searchsorted(events, i))
+def _event_bars(engine: Engine, first: int, cash_at: np.ndarray):
+    "The bars to step from `first` on, each chosen after the previous one was stepped; borrow fees carried over the bars between."
+    T = engine.bars.n
+    events = np.flatnonzero(engine.events).tolist() + [T]  # event bars, then T as a sentinel
+    i, k = first, 0
+    while i < T:
+        if i == first: nxt = i
+        else:
+            while events[k] < i: k += 1  # the walk only moves forward: so does its place in the events
+            nxt = _next_bar(engine, events[k], i)
+        if nxt > i: _carry_borrow(engine, i, min(nxt, T), cash_at)
+        if nxt >= T: return
+        yield nxt
+        i = nxt + 1
+
+
+def _next_bar(engine: Engine, nxt: int, i: int) -> int:
+    "The next bar to step at or after `i`: the next event `nxt`, or earlier where the broker's working orders can fill or expire."
     if nxt > i and engine.oms.has_open():
         next_event = getattr(engine.broker, "next_event", None)
         nxt = min(nxt, next_event(i - 1)) if next_event is not None else i  # a broker that cannot say: every bar

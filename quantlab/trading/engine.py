@@ -206,6 +206,7 @@ class PositionBook:
                 ):
         self.col = {s: j for j, s in enumerate(symbols)}
         self.mult, self.rates = multipliers, borrow_rates
+        self._owing = set()  # the columns whose short position pays a borrow fee
         self.units, self.q, self.short = np.zeros(len(symbols)), np.zeros(len(symbols)), np.zeros(len(symbols))
         self.log = []  # flat: bar, column, units x multiplier after each change
 
@@ -214,13 +215,15 @@ class PositionBook:
         j = self.col[symbol]
         q = units * self.mult.item(j)
         self.units[j], self.q[j] = units, q
-        self.short[j] = -q * self.rates.item(j) if q < 0 else 0.0
+        self.short[j] = fee = -q * self.rates.item(j) if q < 0 else 0.0
+        if fee: self._owing.add(j)
+        else: self._owing.discard(j)
         self.log.extend((bar, j, q))
 
     @property
     def has_short(self) -> bool:
         "Any position paying a borrow fee?"
-        return bool(self.rates.any()) and bool(self.short.any())
+        return bool(self._owing)
 
     def quantities(self, T: int) -> np.ndarray:
         "(T, N) units x multiplier held after each bar: the log's values, each carried forward to the next change."
@@ -371,8 +374,8 @@ class Engine:
             ) -> None:
         "Run bar `i` through the pipeline: broker events, OMS sync, accounting, marks, then strategy, portfolio, risk, OMS, broker."
         ts = self.bars.ts.item(i)
-        self.oms.now, self.ctx.i, self.ctx.is_event = ts, i, bool(self.events[i])
-        self._charge_borrow(i)
+        self.oms.now, self.ctx.i, self.ctx.is_event = ts, i, self.events.item(i)
+        if i and self.book.has_short: self._charge_borrow(i)
         if self._broker_on_bar is not None: self._broker_on_bar(i)  # a simulated broker works its orders against the bar
         self._sync(i, ts)
         self.portfolio.mark_row(self.symbols, self.bars.fields["close"][i])
@@ -382,7 +385,6 @@ class Engine:
 
     def _charge_borrow(self, i: int) -> None:
         "Today's borrow fee on the shorts held overnight."
-        if i == 0 or not self.book.has_short: return
         days = np.array([self.bars.ts.item(i) // DAY_NS - self.bars.ts.item(i - 1) // DAY_NS], dtype=float)
         self.portfolio.charge_series("borrow", borrow_fees(self.bars.marks[i - 1:i], self.book.short, days))
 
@@ -393,7 +395,9 @@ class Engine:
 
     def _decide(self, i: int, ts: int) -> None:
         "The strategy's turn: target weights and/or orders -> audit -> sizing -> risk and OMS -> broker."
-        weights = self._weights(self.strategy.on_bar(self.ctx))
+        result = self.strategy.on_bar(self.ctx)
+        if result is None and not self.ctx.intents: return  # nothing to do: most bars of an every-bar strategy
+        weights = self._weights(result)
         changed = self._changed(weights)
         intents = self.ctx.take_intents() if self.ctx.intents else ()
         if not changed and not intents: return
@@ -407,20 +411,20 @@ class Engine:
         if result is None: return None
         if type(result) is np.ndarray and result.size == len(self.symbols):
             w = result.astype(float).reshape(-1)  # a copy: the array may be a read-only view of a feature
-        else:
-            targets = as_targets(result, self.symbols)
-            unknown = set(targets) - set(self.book.col)
-            if unknown: raise UsageError(f"targets name symbols outside the universe: {sorted(unknown)}")
-            w = np.zeros(len(self.symbols))
-            for s, v in targets.items(): w[self.book.col[s]] = v
-        w[w != w] = 0.0
+            w[w != w] = 0.0
+            return w
+        w, col = np.zeros(len(self.symbols)), self.book.col
+        for s, v in as_targets(result, self.symbols).items():  # (NaN already read as 0 there)
+            j = col.get(s)
+            if j is None: raise UsageError(f"targets name a symbol outside the universe: {s!r}")
+            w[j] = v
         return w
 
     def _changed(self, weights: np.ndarray | None) -> list[str]:
         "The symbols to trade: those whose target changed (every symbol when the strategy re-sizes always)."
         if weights is None: return []
         if self._always: return self.symbols
-        return [self.symbols[k] for k in np.flatnonzero(weights != self._last).tolist()]
+        return [self.symbols[k] for k in (weights != self._last).nonzero()[0].tolist()]
 
     def _record_decision(self, i: int, ts: int, weights) -> None:
         if self.audit is not None:
@@ -431,7 +435,7 @@ class Engine:
         st, pf, oms, col = self.strategy, self.portfolio, self.oms, self.book.col
         self._last = weights
         targets = {s: weights.item(col[s]) for s in changed}
-        equity = pf.cash + float(self.book.q @ self.bars.marks[i])  # positions at the last known closes
+        equity = pf.cash + float(self.book.q.dot(self.bars.marks[i]))  # positions at the last known closes (`.dot`: half the cost of `@` on short vectors)
         orders = orders_for_targets(pf, targets, sizer=st.sizer, volatility=st.volatility(self.ctx) if self._volatility else None,
                                     pending=oms.working() if oms.has_open() else None, min_trade_notional=st.min_trade_notional,
                                     reason="target", only=changed, ids=oms.next_id, equity=equity)

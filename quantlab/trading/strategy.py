@@ -124,14 +124,13 @@ class Context:
         return list(self._arrays)
 
     def _get(self, name):
-        a = self._arrays.get(name)
-        if a is None: raise UsageError(f"no field or feature {name!r}; have {sorted(self._arrays)}")
-        return a
+        try: return self._arrays[name]
+        except KeyError: raise UsageError(f"no field or feature {name!r}; have {sorted(self._arrays)}") from None
 
     def row(self, name: str) -> np.ndarray:
         "Values of `name` at now, one per symbol (read-only view)."
-        a = self._arrays.get(name)  # (= self._get(name), inlined: strategies call this on every decision)
-        return a[self.i] if a is not None else self._get(name)
+        try: return self._arrays[name][self.i]
+        except KeyError: return self._get(name)[self.i]  # raises, naming the fields there are
 
     def value(self, name: str, symbol: str | None = None) -> float:
         "Value of `name` at now for `symbol` (the only symbol when None)."

@@ -516,8 +516,7 @@ class SimBroker:
         sq = sign * qty
         fill = tuple.__new__(Fill, (o.client_id, o.symbol, sq, price, self.bars.ts.item(i), comm, half * qty * mult,
                                     slip * qty * mult, ref, f"{self._prefix}{self._nfill}", note, i))  # = Fill(...), all 12 fields
-        self._fills.append(fill)  # = self.deliver(fill), inlined (the hot path)
-        self.sync_version += 1
+        self.deliver(fill)
         w.filled = filled = filled + sq; w.notional += qty * price * mult
         self._cash -= sq * price * mult + comm
         positions = self._positions
