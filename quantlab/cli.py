@@ -409,6 +409,141 @@ def _build_docs(parser: argparse.ArgumentParser) -> None:
 
 register(Command("docs", "render the notebooks into a static docs site (offline)", _build_docs))
 
+# %% ../nbs/cli.ipynb #9ca41baa
+def _live_config(args):
+    "The deployment: a TOML file, or a strategy name with options."
+    from quantlab.live.runner import config_from_dict, load_config
+    if str(args.target).endswith(".toml"): return load_config(args.target)
+    if not args.name: raise UsageError("quantlab live run STRATEGY needs --name (or give a CONFIG.toml)")
+    kind, _, source = args.feed.partition(":")
+    if kind != "replay" or not source: raise UsageError(f"--feed {args.feed!r}: use replay:SAMPLE (a bundled sample) or replay:FILE.parquet")
+    from quantlab.reports.render import parse_params
+    raw = {"name": args.name, "state_dir": str(Path(args.state_dir or Path("state") / args.name).resolve()),
+           "strategy": {"name": args.target, "params": parse_params(args.param)},
+           "feed": {"kind": "replay", "source": source if source.endswith(".parquet") else f"sample:{source.lower()}", "speed": args.speed,
+                    **({"start": args.start} if args.start else {}), **({"end": args.end} if args.end else {})},
+           "broker": {"kind": args.broker, "cash": args.cash, "commission_bps": args.commission_bps}}
+    return config_from_dict(raw)
+
+
+def _live_panels(cfg, data_dir_):
+    "The replay feed's panels: a bundled sample (`sample:NAME`), or a Parquet file of long bars."
+    from quantlab.trading.engine import as_panels
+    if cfg.source.startswith("sample:"):
+        from quantlab.evaluate.sweep import load_panels
+        return load_panels(None, None, cfg.end, sample=cfg.source.split(":", 1)[1], data_dir_=data_dir_)
+    import pandas as pd
+    bars = pd.read_parquet(cfg.source)
+    if cfg.end: bars = bars[bars["ts"] <= pd.Timestamp(cfg.end, tz="UTC")]
+    return as_panels(bars)
+
+
+def _live_run(args) -> int:
+    from quantlab.live.runner import Runner
+    from quantlab.strategies import get_strategy
+    cfg = _live_config(args)
+    panels = _live_panels(cfg, args.data_dir)
+    strategy = lambda: get_strategy(cfg.strategy, **cfg.params)
+    st = Runner(cfg, strategy(), panels).run(max_bars=args.max_bars)
+    if st["bars"] == len(panels["close"]) and st["parity"] is None: st["parity"] = _live_parity(cfg, strategy(), panels)
+    _print_json(st) if args.json else _print_status(st)
+    return 0
+
+
+def _live_parity(cfg, strategy, panels) -> dict:
+    "Run the backtest on the same bars and costs; compare its fills with the journal's; record the verdict."
+    from quantlab.backtest.driver import run_backtest
+    from quantlab.live.journal import Journal
+    from quantlab.live.runner import parity
+    from quantlab.trading.brokers.sim import BasisPoints, SimBroker
+    bt = run_backtest(strategy, panels, cfg.cash, SimBroker(commission=BasisPoints(cfg.commission_bps) if cfg.commission_bps else 0),
+                      start=cfg.start)
+    j = Journal(Path(cfg.state_dir) / "journal.sqlite")
+    try:
+        verdict = parity(j, bt.fills)
+        j.set_state("parity", verdict)
+    finally: j.close()
+    return verdict
+
+
+def _state_dir(name: str) -> Path:
+    if name.endswith(".toml"):
+        from quantlab.live.runner import load_config
+        return Path(load_config(name).state_dir)
+    p = Path(name)
+    return p if (p / "journal.sqlite").exists() else Path("state") / name
+
+
+def _print_status(st: dict) -> None:
+    for k, v in st.items(): print(f"{k:>20}: {json.dumps(v, default=str) if isinstance(v, (dict, list)) else v}")
+
+
+def _live_status(args) -> int:
+    from quantlab.live.runner import status
+    st = status(_state_dir(args.name))
+    _print_json(st) if args.json else _print_status(st)
+    return 0
+
+
+def _live_command(command: str):
+    def run(args) -> int:
+        from quantlab.live.journal import Journal
+        d = _state_dir(args.name)
+        if not (d / "journal.sqlite").exists(): raise UsageError(f"{d}: no deployment journal here")
+        j = Journal(d / "journal.sqlite")
+        try: seq = j.command("halt_flatten" if command == "halt" and args.flatten else command, args.reason)
+        finally: j.close()
+        print(f"{command} queued as command {seq} for {d} (applied before the runner's next bar, or at its next start)")
+        return 0
+    return run
+
+
+def _live_journal(args) -> int:
+    from quantlab.live.journal import Journal
+    d = _state_dir(args.name)
+    j = Journal(d / "journal.sqlite", readonly=True)
+    try: df = j.frame(since=args.since)
+    finally: j.close()
+    if args.json: _print_json(_records(df))
+    else: _print_table(df.set_index("seq"), max_rows=args.rows)
+    return 0
+
+
+def _build_live(parser: argparse.ArgumentParser) -> None:
+    "`quantlab live run | status | halt | resume | journal`."
+    sub = parser.add_subparsers(dest="live_command", metavar="ACTION", parser_class=_Parser)
+    parser.set_defaults(parser=parser)
+    p = sub.add_parser("run", help="recover, reconcile and trade a deployment (paper broker, replay feed)")
+    p.add_argument("target", help="CONFIG.toml, or a registered strategy name")
+    p.add_argument("--name", help="deployment name (with a strategy name)")
+    p.add_argument("--state-dir", help="state directory (default state/NAME)")
+    p.add_argument("-p", "--param", nargs=2, action="append", metavar=("KEY", "VALUE"), default=[], help="a strategy parameter")
+    p.add_argument("--broker", default="paper", choices=["paper"], help="the broker (paper; ib comes with the IB adapter)")
+    p.add_argument("--feed", default="replay:sp500", help="replay:SAMPLE or replay:FILE.parquet (default replay:sp500)")
+    p.add_argument("--start", help="first bar to trade; earlier bars warm the features up")
+    p.add_argument("--end", help="last bar of the replay")
+    p.add_argument("--speed", type=float, default=0.0, help="0: as fast as possible; k: k x wall-clock time")
+    p.add_argument("--cash", type=float, default=1_000_000.0)
+    p.add_argument("--commission-bps", type=float, default=0.0)
+    p.add_argument("--max-bars", type=int, help="stop after this many new bars")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=_live_run)
+    p = sub.add_parser("status", help="state, positions, working orders, last bar, last reconciliation, alerts, parity")
+    p.add_argument("name"); p.add_argument("--json", action="store_true"); p.set_defaults(run=_live_status)
+    for command, text in (("halt", "kill switch: HALTED, working orders cancelled (--flatten also closes positions)"),
+                          ("resume", "leave HALTED (the only way out), journaled with the reason")):
+        p = sub.add_parser(command, help=text)
+        p.add_argument("name"); p.add_argument("--reason", required=True)
+        if command == "halt": p.add_argument("--flatten", action="store_true")
+        p.set_defaults(run=_live_command(command))
+    p = sub.add_parser("journal", help="the event journal")
+    p.add_argument("name"); p.add_argument("--since", type=_timestamp("--since")); p.add_argument("--json", action="store_true")
+    p.add_argument("--rows", type=int, default=40)
+    p.set_defaults(run=_live_journal)
+
+
+register(Command("live", "paper trading: run a deployment, its status, halt / resume, its journal", _build_live))
+
 # %% ../nbs/cli.ipynb #0753b369
 if __name__ == "__main__" and "__file__" in globals():
     sys.exit(main())

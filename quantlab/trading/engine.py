@@ -271,6 +271,7 @@ class Engine:
                  instruments=None, # Instrument per symbol (lots, ticks, multipliers)
                  borrow_rate: float | Mapping[str, float] = 0.0, # annual fee on short market value
                  audit: bool = True, # keep an audit trail
+                 key: str | None = None, # a live deployment's name: deterministic client ids `key:bar:symbol:n`
                 ):
         self.strategy, self.symbols = strategy, [str(s) for s in symbols]
         self.portfolio = pf = Portfolio(cash, instruments, borrow_rate)
@@ -281,7 +282,7 @@ class Engine:
         self.broker = broker if broker is not None else SimBroker(cash=cash)
         self.risk = risk if isinstance(risk, RiskEngine) else RiskEngine(risk)
         self.audit = AuditTrail() if audit else None
-        self.oms = OrderManager(self.broker, pf, self.risk)
+        self.oms = OrderManager(self.broker, pf, self.risk, key=key)
         self.bars, self.data, self.features, self.events = None, {}, {}, None
         self.steps = 0  # bars on which the pipeline ran
         self._last = np.zeros(len(self.symbols))  # the target weights last acted on
@@ -346,6 +347,17 @@ class Engine:
             self.broker.attach(bars)
         self._broker_on_bar = getattr(self.broker, "on_bar", None)
 
+    def use_broker(self, broker) -> None:
+        "Trade through `broker` from now on (live: the real broker after a recovery replayed the journal); the OMS reads its reports from the start."
+        self.broker = broker
+        self._attach(self.bars)
+        self.oms.rebind(broker)
+
+    def sync_broker(self) -> None:
+        "Read the broker's new reports now, outside a step (a live runner reconciling); fills are booked at the newest bar."
+        i = self.bars.n - 1
+        self._sync(i, self.bars.ts.item(i))
+
     def _start(self) -> None:
         self.ctx = Context(self.bars.ts, self.symbols, {}, self.portfolio, self.strategy.params, self.oms.open_orders, self.oms.next_id)
         self._bind()
@@ -374,7 +386,7 @@ class Engine:
             ) -> None:
         "Run bar `i` through the pipeline: broker events, OMS sync, accounting, marks, then strategy, portfolio, risk, OMS, broker."
         ts = self.bars.ts.item(i)
-        self.oms.now, self.ctx.i, self.ctx.is_event = ts, i, self.events.item(i)
+        self.oms.now, self.oms.bar, self.ctx.i, self.ctx.is_event = ts, i, i, self.events.item(i)
         if i and self.book.has_short: self._charge_borrow(i)
         if self._broker_on_bar is not None: self._broker_on_bar(i)  # a simulated broker works its orders against the bar
         self._sync(i, ts)

@@ -107,9 +107,10 @@ class OrderManager:
                  prefix: str = "o", # client id prefix
                  start_id: int = 1, # first number (live: one past the highest id ever persisted)
                  listener: Callable | None = None, # called as listener(kind, record, extra) on "order", "status", "fill"
+                 key: str | None = None, # a live deployment's name: ids become `key:bar:symbol:n` (see `next_id`)
                 ):
         self.broker, self.portfolio, self.risk = broker, portfolio, risk or RiskEngine()
-        self.prefix, self._seq = prefix, itertools.count(start_id)
+        self.prefix, self._seq, self.key = prefix, itertools.count(start_id), key
         self.listener = listener
         self.orders: dict[str, ManagedOrder] = {}
         self._children: dict[str, list[str]] = {}
@@ -120,15 +121,21 @@ class OrderManager:
         self.synced_version = None  # the broker's `sync_version` at the last sync (None: never synced)
         self._versioned = hasattr(broker, "sync_version")
         self.now = None  # the current time (a UTC Timestamp, or int ns in backtests); the engine or live clock sets it
+        self.bar = None  # the current bar's index (the engine sets it; keyed ids carry it)
+        self.retired: set[str] = set()  # ids never to issue again (live: intents that were never sent)
         self.tag = None  # stamped on each order accepted from now on (the engine sets its audit decision id)
         self.log = OrderLog()  # every order's history
         self._log_extend = self.log.rows.extend
 
-    def next_id(self) -> str:
-        "A new client order id (never reused within this manager)."
-        while True:
-            cid = f"{self.prefix}{next(self._seq)}"
-            if cid not in self.orders: return cid
+    def next_id(self, symbol: str | None = None, # the order's instrument (keyed ids carry it)
+               ) -> str:
+        "A new client order id, never one this manager holds: `o1, o2, ...`, or with a `key`, `key:bar:symbol:n` (n = 1, 2, ...)."
+        if self.key is None:
+            while (cid := f"{self.prefix}{next(self._seq)}") in self.orders: pass
+            return cid
+        n = 1
+        while (cid := f"{self.key}:{self.bar}:{symbol}:{n}") in self.orders or cid in self.retired: n += 1
+        return cid
 
     def _set(self, rec: ManagedOrder, status: OrderStatus, reason: str = "") -> None:
         old = rec.status
@@ -146,7 +153,7 @@ class OrderManager:
               ) -> ManagedOrder:
         "Accept `order` (idempotent on client id), check risk, send it unless denied or waiting for a parent."
         if order.client_id is None:
-            order = order.with_client_id(self.next_id())
+            order = order.with_client_id(self.next_id(order.symbol))
         cid = order.client_id
         old = self.orders.get(cid)
         if old is not None:
@@ -281,6 +288,28 @@ class OrderManager:
                 self._send(rec)
             elif parent.status in TERMINAL:
                 self._set(rec, OrderStatus.CANCELLED, f"parent {parent.client_id} {parent.status.value}")
+
+    # -- live: a new broker connection, orders it never received, orders it has that we did not place --
+    def rebind(self, broker) -> None:
+        "Talk to `broker` from now on, reading its reports from the start (fills already booked are skipped by id)."
+        self.broker, self._versioned = broker, hasattr(broker, "sync_version")
+        self._fill_cursor = self._update_cursor = 0
+        self.synced_version = None
+
+    def retire(self, client_id: str, reason: str) -> None:
+        "An order the broker never received (found nowhere after a restart): rejected with `reason`; its id stays taken."
+        rec = self.orders[client_id]
+        self._set(rec, OrderStatus.REJECTED if rec.status != OrderStatus.NEW else OrderStatus.CANCELLED, reason)
+
+    def adopt(self, order: Order, # the broker's order (its client id as the broker knows it)
+              reason: str = "external", # why it is here
+             ) -> ManagedOrder:
+        "Take over a working order the broker has and this manager did not place (tagged 'external'; not risk-checked)."
+        if order.client_id in self.orders: raise UsageError(f"adopt: {order.client_id} is already known")
+        rec = ManagedOrder.accepted(order, self.now, "external", self.log)
+        self.orders[order.client_id] = rec
+        self._set(rec, _SUBMITTED, reason)
+        return rec
 
     def working(self, symbol: str | None = None) -> dict[str, float]:
         "Signed remaining quantity of working orders per symbol."

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import math
 from enum import Enum
 from typing import NamedTuple
@@ -14,7 +15,7 @@ from ..core import StateError, UsageError
 
 # %% auto #0
 __all__ = ['S', 'TRANSITIONS', 'TERMINAL', 'OrderKind', 'TimeInForce', 'OrderStatus', 'check_transition', 'Order', 'bracket',
-           'Fill', 'OrderUpdate']
+           'Fill', 'OrderUpdate', 'record_json', 'order_from_json', 'fill_from_json', 'update_from_json']
 
 # %% ../../nbs/trading/01_orders.ipynb #70d9f53b
 class OrderKind(str, Enum):
@@ -181,3 +182,24 @@ class OrderUpdate(NamedTuple):
     ts: object = None  # when
     reason: str = ""  # why (IOC remainder, DAY expiry, OCO sibling filled, broker text)
     bar: int = -1  # bar index in backtests
+
+# %% ../../nbs/trading/01_orders.ipynb #827beee2
+def record_json(record: Order | Fill | OrderUpdate) -> str:
+    "An order, fill or update as one JSON object (enums by value, times as text)."
+    return json.dumps({k: getattr(v, "value", v) for k, v in record._asdict().items()}, default=str)
+
+
+def order_from_json(text: str) -> Order:
+    "The `Order` that `record_json` wrote (checked again)."
+    return Order(**json.loads(text))
+
+
+def fill_from_json(text: str) -> Fill:
+    "The `Fill` that `record_json` wrote."
+    return Fill(**json.loads(text))
+
+
+def update_from_json(text: str) -> OrderUpdate:
+    "The `OrderUpdate` that `record_json` wrote."
+    d = json.loads(text); d["status"] = OrderStatus(d["status"])
+    return OrderUpdate(**d)

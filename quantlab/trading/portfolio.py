@@ -267,7 +267,7 @@ def orders_for_targets(portfolio: Portfolio, # the account (positions, equity at
                        min_trade_notional: float = 0.0, # skip smaller trades
                        reason: str = "rebalance", # recorded on the orders
                        only=None, # trade only these symbols (those whose target changed; `targets` is read for no other): a set keeps the order below, a list its own; None = all
-                       ids=None, # client id source, e.g. `OrderManager.next_id`; None leaves ids to the OMS
+                       ids=None, # client id source called with the symbol, e.g. `OrderManager.next_id`; None leaves ids to the OMS
                        equity: float | None = None, # equity to size against; default the portfolio's at its marks
                       ) -> list[Order]:
     "Market orders that move `portfolio` to `targets`, sized, lot-rounded and filtered."
@@ -293,7 +293,7 @@ def orders_for_targets(portfolio: Portfolio, # the account (positions, equity at
         held = (pos.quantity if pos is not None else 0.0) + (pending.get(s, 0.0) if pending else 0.0)
         delta = inst.round_quantity(target - held)
         if delta == 0 or (min_trade_notional and abs(delta * price * inst.multiplier) < min_trade_notional): continue
-        cid = ids() if ids is not None else None  # = Order(s, delta, reason=reason, client_id=cid), built unchecked:
+        cid = ids(s) if ids is not None else None  # = Order(s, delta, reason=reason, client_id=cid), built unchecked:
         orders.append(tuple.__new__(Order, (s, delta, _MARKET, None, None, _DAY, cid, None, None, reason)))  # every field is valid
     return orders
 

@@ -73,7 +73,7 @@ class Context:
                  portfolio: Portfolio, # the account (read it; do not mutate it)
                  params: Mapping | None = None, # the strategy's parameters
                  open_orders: Callable | None = None, # symbol|None -> list of working orders (the OMS view)
-                 next_id: Callable[[], str] | None = None, # client order id source (the OMS's)
+                 next_id: Callable[[str], str] | None = None, # client order id source, given the symbol (the OMS's)
                 ):
         self.symbols = list(symbols)
         self._col = {s: j for j, s in enumerate(self.symbols)}
@@ -82,7 +82,7 @@ class Context:
         self.portfolio, self.params = portfolio, dict(params or {})
         self._open_orders = open_orders or (lambda symbol=None: [])
         _seq = itertools.count(1)
-        self._next_id = next_id or (lambda: f"o{next(_seq)}")
+        self._next_id = next_id or (lambda symbol=None: f"o{next(_seq)}")
         self.i, self.is_event, self.intents = -1, True, []
 
     def bind(self, ts: np.ndarray, # int64 ns bar times (a growing history: with room beyond `n`)
@@ -168,7 +168,7 @@ class Context:
     # -- the order pad: intents for the engine --
     def submit(self, order: Order) -> str:
         "Queue `order`; return its client id."
-        if order.client_id is None: order = order.replace(client_id=self._next_id())
+        if order.client_id is None: order = order.replace(client_id=self._next_id(order.symbol))
         self.intents.append(("submit", order))
         return order.client_id
 
@@ -194,7 +194,7 @@ class Context:
 
     def bracket(self, symbol: str, quantity: float, take_profit: float, stop_loss: float, **kwargs) -> str:
         "Queue an entry with OCO take-profit and stop-loss children; return the entry's id."
-        orders = make_bracket(symbol, quantity, take_profit, stop_loss, client_id=self._next_id(), **kwargs)
+        orders = make_bracket(symbol, quantity, take_profit, stop_loss, client_id=self._next_id(symbol), **kwargs)
         for o in orders: self.intents.append(("submit", o))
         return orders[0].client_id
 

@@ -1,0 +1,344 @@
+"""The live runner on real data (the bundled S&P 500 and the 20-stock pypfopt panel), against the paper broker:
+the parity proof, restarts, the lock, reconciliation, and the faults of ../shared/IB_NOTES.md (numbered as there)."""
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from quantlab.backtest.driver import run_backtest
+from quantlab.core import StateError
+from quantlab.live.journal import Journal
+from quantlab.live.runner import Runner, StateLock, config_from_dict, parity, status
+from quantlab.strategies import get_strategy
+from quantlab.trading.brokers.paper import PaperBroker
+from quantlab.trading.brokers.sim import BasisPoints, SimBroker
+from quantlab.trading.orders import Order
+from quantlab.trading.strategy import Strategy
+
+PARAMS = {"fast": 5, "slow": 20}  # short windows: many trades in a few hundred bars
+
+
+class Crash(BaseException):
+    "Stands in for the process dying at that line (nothing after it runs; `finally` blocks do, as they would not)."
+
+
+@pytest.fixture(scope="module")
+def spx(spx_fields):
+    return {k: v.iloc[:400] for k, v in spx_fields.items()}
+
+
+def _config(tmp, name="spx", start_bar=30, data=None, **extra):
+    raw = {"name": name, "state_dir": str(tmp), "strategy": {"name": "sma_cross", "params": PARAMS},
+           "broker": {"commission_bps": 5}, **extra}
+    if data is not None: raw["feed"] = {"start": str(data["close"].index[start_bar])}
+    return config_from_dict(raw)
+
+
+def _run(cfg, data, **kw):
+    return Runner(cfg, get_strategy("sma_cross", **PARAMS), data).run(**kw)
+
+
+def _fills(state_dir):
+    j = Journal(Path(state_dir) / "journal.sqlite", readonly=True)
+    try: return pd.DataFrame([f._asdict() for _, _, f in j.fills()])[["bar", "symbol", "quantity", "price", "commission"]]
+    finally: j.close()
+
+
+def _paper(state_dir):
+    return PaperBroker(Path(state_dir) / "paper.sqlite")
+
+
+@pytest.fixture(scope="module")
+def reference(spx, tmp_path_factory):
+    "The uninterrupted session every fault test must end equal to."
+    d = tmp_path_factory.mktemp("reference")
+    _run(_config(d, data=spx), spx)
+    return {"fills": _fills(d), "positions": _paper(d).positions(), "cash": _paper(d).cash()}
+
+
+def _assert_ended_like(reference, d):
+    pd.testing.assert_frame_equal(_fills(d), reference["fills"])
+    pb = _paper(d)
+    assert pb.positions() == reference["positions"] and pb.cash() == pytest.approx(reference["cash"], abs=1e-6)
+    assert pb.duplicates() == []  # no client id reached the broker twice
+    assert len(pb.executions()) == len(reference["fills"])  # no fill lost or counted twice
+
+
+# -- the parity proof ------------------------------------------------------------------------------------------
+def test_paper_session_makes_the_backtests_fills_spx(spx, tmp_path, reference):
+    cfg = _config(tmp_path, data=spx)
+    st = _run(cfg, spx)
+    bt = run_backtest(get_strategy("sma_cross", **PARAMS), spx, broker=SimBroker(commission=BasisPoints(5)), start=cfg.start)
+    j = Journal(tmp_path / "journal.sqlite")
+    verdict = parity(j, bt.fills)
+    assert verdict["equal"] and verdict["fills"] == len(bt.fills) > 20, verdict
+    assert st["bars"] == 400 and st["last_bar_finished"] and st["trading_state"]["state"] == "ACTIVE"
+    assert _paper(tmp_path).positions() == {s: q for s, q in bt.positions.iloc[-1].items() if q}
+
+
+def test_paper_session_makes_the_backtests_fills_on_20_stocks(pypfopt_closes, tmp_path):
+    data = {"close": pypfopt_closes.loc["2017":]}
+    cfg = _config(tmp_path, data=data, start_bar=25)
+    _run(cfg, data)
+    bt = run_backtest(get_strategy("sma_cross", **PARAMS), data, broker=SimBroker(commission=BasisPoints(5)), start=cfg.start)
+    verdict = parity(Journal(tmp_path / "journal.sqlite"), bt.fills)
+    assert verdict["equal"] and verdict["fills"] > 100, verdict
+    assert _paper(tmp_path).positions() == {s: q for s, q in bt.positions.iloc[-1].items() if q}
+
+
+def test_a_second_parity_check_fails_when_a_fill_differs(spx, tmp_path):
+    cfg = _config(tmp_path, data=spx)
+    _run(cfg, spx)
+    bt = run_backtest(get_strategy("sma_cross", **PARAMS), spx, broker=SimBroker(commission=BasisPoints(5)), start=cfg.start)
+    fills = bt.fills.copy(); fills.loc[fills.index[3], "price"] += 0.01
+    assert parity(Journal(tmp_path / "journal.sqlite"), fills)["first_difference"] == 3
+
+
+# -- restarts and the lock --------------------------------------------------------------------------------------
+def test_a_stopped_and_restarted_session_ends_like_an_uninterrupted_one(spx, tmp_path, reference):
+    cfg = _config(tmp_path, data=spx)
+    for n in (50, 120, 7):
+        st = _run(cfg, spx, max_bars=n)
+        assert st["last_bar_finished"]
+    _run(cfg, spx)
+    _assert_ended_like(reference, tmp_path)
+    rec = status(tmp_path)["last_reconciliation"]
+    assert rec["status"] == "ok" and rec["differences"] == {}
+
+
+def test_a_second_runner_on_the_same_state_directory_refuses_to_start(tmp_path):
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        (tmp_path / "runner.lock").write_text(str(sleeper.pid))
+        with pytest.raises(StateError, match=f"PID {sleeper.pid}"): StateLock(tmp_path).acquire()
+    finally:
+        sleeper.kill(); sleeper.wait()
+    assert StateLock(tmp_path).acquire() == sleeper.pid  # the owner is gone: a stale lock, taken over
+
+
+def test_a_journal_of_another_strategy_is_refused(spx, tmp_path):
+    _run(_config(tmp_path, data=spx), spx, max_bars=40)
+    other = config_from_dict({"name": "spx", "state_dir": str(tmp_path), "strategy": {"name": "sma_cross", "params": {"fast": 7, "slow": 20}}})
+    with pytest.raises(StateError, match="belongs to"): Runner(other, get_strategy("sma_cross", fast=7, slow=20), spx).run()
+
+
+# -- faults (IB_NOTES numbering) ----------------------------------------------------------------------------------
+def _crash_on(monkeypatch, cls, method, call):
+    "Make `cls.method` die on its `call`-th call (once)."
+    original, calls = getattr(cls, method), {"n": 0}
+    def dying(self, *a, **k):
+        calls["n"] += 1
+        if calls["n"] == call: raise Crash(f"{method} call {call}")
+        return original(self, *a, **k)
+    monkeypatch.setattr(cls, method, dying)
+    return original
+
+
+def test_scenario_01_killed_after_the_intent_is_stored_before_it_is_sent(spx, tmp_path, monkeypatch, reference):
+    cfg = _config(tmp_path, data=spx)
+    original = _crash_on(monkeypatch, PaperBroker, "submit", 3)
+    with pytest.raises(Crash): _run(cfg, spx)
+    monkeypatch.setattr(PaperBroker, "submit", original)
+    j = Journal(tmp_path / "journal.sqlite")
+    lost = j.con.execute("select client_id from orders where sent = 0").fetchone()[0]
+    j.close()
+    _run(cfg, spx)
+    j = Journal(tmp_path / "journal.sqlite")
+    assert j.order(lost)["status"] == "never_sent"
+    assert not _paper(tmp_path).received(lost)  # never resent under its id
+    reissued = lost.rsplit(":", 1)[0] + ":2"
+    assert j.order(reissued) is not None and _paper(tmp_path).received(reissued)
+    _assert_ended_like(reference, tmp_path)
+
+
+def test_scenario_02_killed_after_send_before_the_ack_is_stored(spx, tmp_path, monkeypatch, reference):
+    cfg = _config(tmp_path, data=spx)
+    original = _crash_on(monkeypatch, Journal, "sent", 4)
+    with pytest.raises(Crash): _run(cfg, spx)
+    monkeypatch.setattr(Journal, "sent", original)
+    j = Journal(tmp_path / "journal.sqlite")
+    unacked = j.con.execute("select client_id from orders where sent = 0").fetchone()[0]
+    j.close()
+    assert _paper(tmp_path).received(unacked)
+    _run(cfg, spx)
+    assert Journal(tmp_path / "journal.sqlite").order(unacked)["sent"] == 1
+    _assert_ended_like(reference, tmp_path)  # exactly one broker order for it: no duplicate
+
+
+def test_scenario_03_killed_after_a_broker_fill_before_it_is_stored(spx, tmp_path, monkeypatch, reference):
+    cfg = _config(tmp_path, data=spx)
+    original = _crash_on(monkeypatch, Journal, "fill", 5)
+    with pytest.raises(Crash): _run(cfg, spx)
+    monkeypatch.setattr(Journal, "fill", original)
+    assert len(_paper(tmp_path).executions()) == len(_fills(tmp_path)) + 1  # the broker has a fill the journal lacks
+    _run(cfg, spx)
+    _assert_ended_like(reference, tmp_path)
+
+
+def test_scenario_14_a_failing_reconciliation_query_halts_and_books_nothing(spx, tmp_path, monkeypatch):
+    cfg = _config(tmp_path, data=spx)
+    _run(cfg, spx, max_bars=150)
+    before = _paper(tmp_path).positions()
+    def down(self): raise ConnectionError("broker not answering")
+    monkeypatch.setattr(PaperBroker, "positions", down)
+    st = _run(cfg, spx, max_bars=100)
+    monkeypatch.undo()
+    assert st["trading_state"]["state"] == "HALTED" and "unknown" in st["trading_state"]["reason"]
+    assert st["last_reconciliation"]["status"] == "unknown"
+    assert _paper(tmp_path).positions() == before  # halted: nothing flattened, no new position
+    events = Journal(tmp_path / "journal.sqlite").frame()
+    assert (events.kind == "denied").sum() > 0 and events.query("kind == 'denied'").detail.str.contains("HALTED").all()
+
+
+def test_scenario_15_a_position_that_differs_at_start_halts_with_the_difference(spx, tmp_path):
+    cfg = _config(tmp_path, data=spx)
+    _run(cfg, spx, max_bars=150)
+    pb = _paper(tmp_path)
+    with pb.con: pb.con.execute("update account set value = ? where key = 'positions'", (json.dumps({"SPX": 123.0}),))
+    pb.close()
+    orders_before = len(Journal(tmp_path / "journal.sqlite").orders())
+    st = _run(cfg, spx, max_bars=30)
+    assert st["trading_state"]["state"] == "HALTED" and "SPX: journal" in st["trading_state"]["reason"]
+    assert st["last_reconciliation"]["differences"]["SPX"]["broker"] == 123.0
+    orders = Journal(tmp_path / "journal.sqlite").orders()
+    assert (orders.iloc[orders_before:]["status"] != "filled").all()  # no corrective trade
+    assert _paper(tmp_path).positions() == {"SPX": 123.0}
+
+
+def test_scenario_19_daily_loss_halt_survives_a_restart_and_leaves_only_by_resume(spx, tmp_path):
+    cfg = _config(tmp_path, data=spx, risk={"max_daily_loss": 0.005})
+    st = _run(cfg, spx, max_bars=200)
+    assert st["trading_state"]["state"] == "HALTED" and "daily loss" in st["trading_state"]["reason"]
+    assert _run(cfg, spx, max_bars=20)["trading_state"]["state"] == "HALTED"
+    j = Journal(tmp_path / "journal.sqlite"); j.command("resume", "loss reviewed"); j.close()
+    st = _run(cfg, spx, max_bars=1)
+    assert st["trading_state"]["state"] == "ACTIVE"
+    assert "operator: loss reviewed" in Journal(tmp_path / "journal.sqlite").frame().query("kind == 'state_change'").detail.iloc[-1]
+
+
+class Twice(Strategy):
+    "Sends the same order (one client id) twice on one bar, and a second time on the next bar."
+    def on_bar(self, ctx):
+        if ctx.i in (40, 41):
+            for _ in range(2): ctx.submit(Order(ctx.symbols[0], 10, client_id="same-signal"))
+
+
+def test_scenario_21_the_same_signal_twice_is_one_broker_order(spx, tmp_path):
+    cfg = config_from_dict({"name": "twice", "state_dir": str(tmp_path), "strategy": {"name": "twice"}})
+    Runner(cfg, Twice(), spx).run(max_bars=60)
+    assert _paper(tmp_path).duplicates() == [] and len(_paper(tmp_path).executions()) == 1
+
+
+def test_scenario_22_kill_9_during_journal_writes_leaves_a_sound_journal(tmp_path):
+    code = ("import sys; from quantlab.live.journal import Journal; from quantlab.trading.orders import Order\n"
+            "j = Journal(sys.argv[1])\nfor k in range(10**6): j.intent(Order('SPX', 1 + k, client_id=f'c{k}'), k); j.sent(f'c{k}', k)\n")
+    p = subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "journal.sqlite")])
+    time.sleep(3.0); p.send_signal(signal.SIGKILL); p.wait()
+    j = Journal(tmp_path / "journal.sqlite")
+    j.check()
+    orders = j.orders()
+    assert len(orders) > 10 and (orders["sent"].iloc[:-1] == 1).all()  # only the last intent can be unsent
+
+
+class RestingLimit(Strategy):
+    "A GTC buy limit far below the market, placed once: it rests at the broker across restarts."
+    def on_bar(self, ctx):
+        if ctx.i == 35: ctx.order(ctx.symbols[0], 5, limit=ctx.price() * 0.5, tif="GTC")
+
+
+def test_scenario_23_a_paper_broker_restart_keeps_working_orders_and_fills(spx, tmp_path):
+    cfg = config_from_dict({"name": "rest", "state_dir": str(tmp_path), "strategy": {"name": "resting"}})
+    Runner(cfg, RestingLimit(), spx).run(max_bars=60)
+    st = Runner(cfg, RestingLimit(), spx).run(max_bars=10)
+    assert [o["status"] for o in st["working_orders"]] == ["submitted"]
+    assert [o.client_id for o in _paper(tmp_path).open_orders()] == [st["working_orders"][0]["client_id"]]
+    assert st["last_reconciliation"]["status"] == "ok"
+
+
+def test_an_order_placed_at_the_broker_by_hand_is_adopted_as_external(spx, tmp_path):
+    cfg = _config(tmp_path, data=spx)
+    _run(cfg, spx, max_bars=100)
+    pb = _paper(tmp_path)
+    from quantlab.trading.brokers.sim import BarArrays
+    pb.bars, pb._T = BarArrays.growing(["SPX"], ("open", "high", "low", "close", "volume"), 1000), 10**9  # a bare venue
+    pb.bars.col = {"SPX": 0}
+    pb.submit(Order("SPX", 1, "limit", limit_price=1.0, tif="GTC", client_id="by-hand")); pb.close()
+    st = _run(cfg, spx, max_bars=5)
+    assert st["last_reconciliation"]["adopted"] == ["by-hand"] or "by-hand" in [o["client_id"] for o in st["working_orders"]]
+    assert Journal(tmp_path / "journal.sqlite").order("by-hand")["origin"] == "external"
+    _run(cfg, spx, max_bars=5)  # and a replay with the adopted order in it still matches the journal
+
+
+def test_halt_cancels_and_flattens_then_resume_trades_again(spx, tmp_path):
+    cfg = _config(tmp_path, data=spx)
+    while not _paper(tmp_path).positions(): _run(cfg, spx, max_bars=5)  # until sma_cross holds the index
+    j = Journal(tmp_path / "journal.sqlite"); j.command("halt_flatten", "test the kill switch"); j.close()
+    st = _run(cfg, spx, max_bars=20)
+    assert st["trading_state"]["state"] == "HALTED" and _paper(tmp_path).positions() == {}
+    j = Journal(tmp_path / "journal.sqlite"); j.command("resume", "done"); j.close()
+    _run(cfg, spx)
+    assert Journal(tmp_path / "journal.sqlite").state("trading_state")["state"] == "ACTIVE"
+    assert len(_paper(tmp_path).executions()) > len(_fills(tmp_path).query("quantity < 0").tail(1))
+
+
+# -- the crash test: kill -9 at random points, restart, run to the end ---------------------------------------------
+CHILD = """
+import sys, pandas as pd
+from quantlab.live.runner import Runner, config_from_dict
+from quantlab.strategies import get_strategy
+panels = pd.read_pickle(sys.argv[2])
+cfg = config_from_dict({"name": "spx", "state_dir": sys.argv[1], "strategy": {"name": "sma_cross", "params": %r},
+                        "broker": {"commission_bps": 5}, "feed": {"start": sys.argv[3]}})
+Runner(cfg, get_strategy("sma_cross", **%r), panels).run()
+""" % (PARAMS, PARAMS)
+
+
+def _bars_in(journal: Path) -> int:
+    "Bars the child's journal holds (read while it writes: WAL)."
+    if not journal.exists(): return -1
+    import sqlite3
+    try:
+        con = sqlite3.connect(f"file:{journal}?mode=ro", uri=True, timeout=1)
+        try: return con.execute("select count(*) from bars").fetchone()[0]
+        finally: con.close()
+    except sqlite3.Error: return -1
+
+
+def test_kill_9_at_random_points_then_restart_ends_like_an_uninterrupted_run(spx_fields, tmp_path):
+    """kill -9 the runner at `QUANTLAB_CRASH_KILLS` (50) random points, restarting it each time, then run to the end.
+
+    A fifth of the kills land while it starts (imports, the journal's replay, the reconciliation); the rest land
+    0-20 ms after it journaled its first new bar, i.e. anywhere in a bar's writes: intent, send, fill, finish."""
+    spx = {k: v.iloc[:1500] for k, v in spx_fields.items()}  # long enough for 50 kills
+    _run(_config(tmp_path / "reference", data=spx), spx)
+    reference = {"fills": _fills(tmp_path / "reference"), "positions": _paper(tmp_path / "reference").positions(),
+                 "cash": _paper(tmp_path / "reference").cash()}
+    kills, seed = int(os.environ.get("QUANTLAB_CRASH_KILLS", "50")), int(os.environ.get("QUANTLAB_CRASH_SEED", "20261203"))
+    rng = random.Random(seed)
+    pd.to_pickle(spx, tmp_path / "panels.pkl")
+    state = tmp_path / "state"
+    args = [sys.executable, "-c", CHILD, str(state), str(tmp_path / "panels.pkl"), str(spx["close"].index[30])]
+    journal, points = state / "journal.sqlite", []
+    while len(points) < kills:
+        held = _bars_in(journal)
+        p = subprocess.Popen(args, cwd=tmp_path)
+        if rng.random() < 0.2: point = ("start", round(rng.uniform(0.3, 2.5), 3)); time.sleep(point[1])
+        else:
+            point = ("trading", round(rng.uniform(0.0, 0.02), 3))
+            while p.poll() is None and _bars_in(journal) <= held: time.sleep(0.005)
+            time.sleep(point[1])
+        if p.poll() is not None: break  # it reached the end before this kill
+        p.send_signal(signal.SIGKILL); p.wait()
+        points.append(point)
+    print(f"seed {seed}: {len(points)} kills {points}")
+    assert subprocess.run(args, cwd=tmp_path).returncode == 0  # restart and run to the end
+    _assert_ended_like(reference, state)
+    assert len(points) == kills, f"the session ended after {len(points)} kills"
