@@ -342,3 +342,55 @@ def test_kill_9_at_random_points_then_restart_ends_like_an_uninterrupted_run(spx
     assert subprocess.run(args, cwd=tmp_path).returncode == 0  # restart and run to the end
     _assert_ended_like(reference, state)
     assert len(points) == kills, f"the session ended after {len(points)} kills"
+
+
+# -- risk controls, through the runner: denied before the broker hears of them, journaled with the reason ----------
+class Fixed(Strategy):
+    "Sends the orders it is given at bar 40 (to test what risk lets through)."
+    orders: list = []
+    def on_bar(self, ctx):
+        if ctx.i == 40:
+            for o in self.orders: ctx.submit(o)
+
+
+def _denials(tmp, orders, risk=None, instruments=None):
+    Fixed.orders = orders
+    cfg = config_from_dict({"name": "risk", "state_dir": str(tmp), "strategy": {"name": "fixed"}, **({"risk": risk} if risk else {})})
+    Runner(cfg, Fixed(), _denials.spx, instruments).run(max_bars=45)
+    ev = Journal(tmp / "journal.sqlite").frame()
+    return ev.query("kind == 'denied'").set_index("client_id")["detail"].to_dict(), _paper(tmp)
+
+
+@pytest.mark.parametrize("field,order", [
+    ("quantity", Order("SPX", float("nan"), client_id="nan-qty")),
+    ("quantity", Order("SPX", float("inf"), client_id="inf-qty")),
+    ("quantity", Order("SPX", 0.0, client_id="zero-qty")),
+    ("limit_price", Order("SPX", 1, "limit", limit_price=-5.0, client_id="neg-price")),
+    ("limit_price", Order("SPX", 1, "limit", limit_price=1.7976931348623157e308, client_id="sentinel-price")),
+    ("stop_price", Order("SPX", 1, "stop", stop_price=float("nan"), client_id="nan-stop"))])
+def test_scenario_17_bad_prices_and_sizes_are_blocked_naming_the_field(spx, tmp_path, field, order):
+    _denials.spx = spx
+    denied, paper = _denials(tmp_path, [order])
+    assert f"field '{field}'" in denied[order.client_id]
+    assert not paper.received(order.client_id)
+
+
+def test_scenario_18_limits_ticks_and_price_collar_deny_before_sending(spx, tmp_path):
+    from quantlab.core import Instrument
+    _denials.spx = spx
+    last = float(spx["close"]["SPX"].iloc[40])
+    orders = [Order("SPX", 500, client_id="too-many"), Order("SPX", 10, "limit", limit_price=round(last * 1.2, 2), client_id="far"),
+              Order("SPX", 10, "limit", limit_price=round(last, 2) + 0.013, client_id="off-tick"), Order("SPX", 10, client_id="fine")]
+    denied, paper = _denials(tmp_path, orders, risk={"max_order_quantity": 100, "price_band": 0.05, "enforce_ticks": True},
+                             instruments=[Instrument("SPX", tick_size=0.05)])
+    assert "max_order_quantity" in denied["too-many"] and "price_band" in denied["far"] and "tick" in denied["off-tick"]
+    assert "fine" not in denied and paper.received("fine")
+    assert not any(paper.received(c) for c in ("too-many", "far", "off-tick"))
+
+
+def test_order_rate_and_concentration_guardrails(spx, tmp_path):
+    _denials.spx = spx
+    denied, paper = _denials(tmp_path, [Order("SPX", 1, client_id=f"o{k}") for k in range(4)], risk={"max_orders_per_day": 3})
+    assert sorted(denied) == ["o3"] and "max_orders_per_day" in denied["o3"] and paper.received("o2") and not paper.received("o3")
+    denied, _ = _denials(tmp_path / "b", [Order("SPX", 700, client_id="big")], risk={"max_position_weight": 0.5})
+    assert "max_position_weight" in denied["big"]

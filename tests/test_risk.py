@@ -136,3 +136,31 @@ def test_denied_replace_leaves_the_working_order_untouched(account):
     d = oms.replace(rec.client_id, limit_price=60.0)
     assert not d.approved and rec.order.limit_price == 49.0 and len(spy.received) == 1
     assert oms.replace(rec.client_id, limit_price=49.5).approved and spy.open_orders()[0].limit_price == 49.5
+
+
+def test_the_drawdown_breaker_flattens_and_halts_on_real_data(spx_fields):
+    "SPX 2007-2009 long with a 10% drawdown limit: the breaker trips once, closes the position and nothing trades after."
+    from quantlab.backtest.driver import run_backtest
+    from quantlab.strategies import get_strategy
+    from quantlab.trading.risk import RiskEngine, RiskLimits
+    data = {k: v.loc["2007":"2009"] for k, v in spx_fields.items()}
+    risk = RiskEngine(RiskLimits(max_drawdown=0.10))
+    res = run_backtest(get_strategy("sma_cross", fast=5, slow=20), data, risk=risk)
+    orders = res.orders
+    flat = orders[orders["reason"] == "flatten"]
+    assert len(flat) == 1 and risk.state.value == "HALTED" and "drawdown" in risk.state_reason
+    after = orders[orders["created"] > flat["created"].iloc[0]]
+    assert (after["status"] == "denied").all() and len(after) > 0  # every later decision denied
+    assert res.positions.iloc[-1].abs().sum() == 0
+    peak = res.equity.loc[:flat["created"].iloc[0]].cummax().iloc[-1]
+    assert res.equity.loc[flat["created"].iloc[0]] < peak * 0.9  # it tripped below the limit, not before
+
+
+def test_the_reject_rate_breaker_halts():
+    from quantlab.trading.risk import RiskEngine, RiskLimits
+    risk = RiskEngine(RiskLimits(max_reject_rate=0.5, reject_window=10))
+    for k in range(10): risk.note_sent(f"c{k}")
+    for k in range(4): risk.note_rejected(f"c{k}")
+    assert risk.state.value == "ACTIVE"
+    risk.note_rejected("c4")
+    assert risk.state.value == "HALTED" and "reject rate 5/10" in risk.state_reason

@@ -208,8 +208,8 @@ def _walk(engine: Engine, first: int, naive: bool, progress: bool) -> np.ndarray
     "Step from bar `first` to the end (every bar when `naive`); return cash after each bar (NaN where nothing changed it)."
     T = engine.bars.n
     cash_at = np.full(T, np.nan)
-    # every bar: the naive reference, a daily loss limit (it watches every bar's equity), or a strategy with no quiet bars
-    every_bar = naive or engine.tracks_daily_loss or bool(engine.events[first:T].all())
+    # every bar: the naive reference, limits that watch every bar's equity or day (daily loss, drawdown, order rates), or a strategy with no quiet bars
+    every_bar = naive or engine.risk.tracks_equity or bool(engine.events[first:T].all())
     pbar, done = _progress(T - first, engine.strategy.name) if progress else None, first
     for i in range(first, T) if every_bar else _event_bars(engine, first, cash_at):
         engine.step(i, decide=naive or engine.events.item(i) or i == first > 0)  # after a warm-up: take the position at once

@@ -19,7 +19,7 @@ from ..core import UsageError, gc_paused
 from ..research.indicators import panels_from_bars as research_panels
 from .brokers.sim import BarArrays, SimBroker
 from .oms import OrderManager, as_time
-from .orders import Fill
+from .orders import Fill, Order
 from .portfolio import Portfolio, orders_for_targets
 from .risk import RiskEngine, RiskLimits
 from .strategy import Context, Strategy, as_targets, event_mask
@@ -289,7 +289,6 @@ class Engine:
         self._always = strategy.rebalance == "always"
         self._on_fill = type(strategy).on_fill is not Strategy.on_fill  # calls skipped when not overridden
         self._volatility = type(strategy).volatility is not Strategy.volatility
-        self.tracks_daily_loss = self.risk.limits.max_daily_loss < math.inf  # then every bar must be stepped
 
     # -- the history: all of it up front (backtest), or one bar at a time (live) --
     def load(self, data: Mapping[str, pd.DataFrame], # wide panels per field (index UTC, columns the symbols)
@@ -353,6 +352,23 @@ class Engine:
         self._attach(self.bars)
         self.oms.rebind(broker)
 
+    def flatten(self, reason: str, # why (journaled, audited, on the orders)
+                i: int | None = None, # the bar (default: the newest)
+               ) -> None:
+        "Cancel every working order and close every position, then HALT: the kill switch's `--flatten`, the drawdown breaker."
+        oms, risk = self.oms, self.risk
+        i = self.bars.n - 1 if i is None else i
+        for rec in oms.open_orders(): oms.cancel(rec.client_id, f"flatten: {reason}")
+        self._sync(i, self.bars.ts.item(i))  # the cancels' confirmations (a broker that confirms later leaves those orders counted)
+        risk.reduce_only(reason)
+        working = oms.working()
+        self._record_decision(i, self.bars.ts.item(i), None)
+        for s in self.symbols:
+            q = self.portfolio.quantity(s) + working.get(s, 0.0)
+            if q: oms.submit(Order(s, -q, reason="flatten"))
+        risk.halt(reason)
+        risk.flatten_requested = False
+
     def sync_broker(self) -> None:
         "Read the broker's new reports now, outside a step (a live runner reconciling); fills are booked at the newest bar."
         i = self.bars.n - 1
@@ -391,7 +407,9 @@ class Engine:
         if self._broker_on_bar is not None: self._broker_on_bar(i)  # a simulated broker works its orders against the bar
         self._sync(i, ts)
         self.portfolio.mark_row(self.symbols, self.bars.fields["close"][i])
-        if self.tracks_daily_loss: self.risk.update_equity(ts // DAY_NS, self.portfolio.equity)
+        if self.risk.tracks_equity:  # daily loss, drawdown and order-rate limits watch every bar
+            self.risk.update_equity(ts // DAY_NS, self.portfolio.equity)
+            if self.risk.flatten_requested: self.flatten(self.risk.state_reason, i)
         if decide: self._decide(i, ts)
         self.steps += 1
 

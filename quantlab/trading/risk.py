@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import math
+from collections import deque
 from dataclasses import dataclass, fields
 from enum import Enum
 from typing import Mapping, NamedTuple
@@ -37,11 +38,20 @@ class RiskLimits:
     price_band: float = math.inf  # max |order price / last price - 1| for limit and stop prices
     allow_short: bool = True  # may a position go below zero
     max_daily_loss: float = math.inf  # fraction of the day's opening equity; breaching it halts trading
+    max_position_weight: float = math.inf  # concentration: |position value| / equity after the order
+    max_drawdown: float = math.inf  # fraction below the peak equity; breaching it flattens and halts (circuit breaker)
+    max_orders_per_day: float = math.inf  # order-rate guardrail: approved orders per trading day
+    max_orders_per_symbol_per_day: float = math.inf  # trade-frequency guardrail: approved orders per symbol per day
+    max_reject_rate: float = math.inf  # share of the last `reject_window` orders sent that the broker rejected; reaching it halts
+    reject_window: float = 20  # orders sent that the reject rate looks back over
+    enforce_ticks: bool = False  # limit and stop prices must be whole multiples of the instrument's tick size
 
     def __post_init__(self):
         for f in fields(self):
             v = getattr(self, f.name)
-            if f.name != "allow_short" and not (isinstance(v, (int, float)) and v > 0):
+            if f.name in ("allow_short", "enforce_ticks"):
+                if not isinstance(v, bool): raise UsageError(f"RiskLimits.{f.name} must be true or false, got {v!r}")
+            elif not (isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0):
                 raise UsageError(f"RiskLimits.{f.name} must be a positive number (math.inf for none), got {v!r}")
 
 
@@ -57,22 +67,31 @@ _APPROVED = Decision(True)
 _ACTIVE, _HALTED = TradingState.ACTIVE, TradingState.HALTED
 
 
+_SENTINEL = 1e300  # IB's UNSET_DOUBLE (1.7976931348623157e308) and its kin: a placeholder, not a value
+
+
 def _bad(v) -> bool:
-    return v is None or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0
+    return v is None or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0 or v >= _SENTINEL
 
 
 class RiskEngine:
-    "Pre-trade checks against frozen `RiskLimits`, with a trading state."
+    "Pre-trade checks against frozen `RiskLimits`, with a trading state, and the breakers that change it."
 
     def __init__(self,
                  limits: RiskLimits | None = None, # the limits; default: none
                  state: TradingState | str = TradingState.ACTIVE, # starting state
                 ):
-        self.limits = limits or RiskLimits()
-        self._unlimited = self.limits == RiskLimits()  # fast path: only fields and state to check
+        self.limits = L = limits or RiskLimits()
+        self._unlimited = L == RiskLimits()  # fast path: only fields and state to check
         self.state = TradingState(state)
         self.state_reason = ""
-        self._day, self._day_open_equity, self._last_equity = None, None, None
+        self.flatten_requested = False  # the drawdown breaker tripped: the engine closes every position, then stays HALTED
+        self._day, self._day_open_equity, self._last_equity, self._peak = None, None, None, None
+        self._orders_today, self._orders_today_by = 0, {}
+        self._sent, self._rejected = deque(maxlen=int(L.reject_window)), set()
+        self.watches_rejects = L.max_reject_rate < math.inf  # the OMS reports sends and rejects only then
+        # the engine feeds equity and the trading day on every bar when any of these limits is set
+        self.tracks_equity = min(L.max_daily_loss, L.max_drawdown, L.max_orders_per_day, L.max_orders_per_symbol_per_day) < math.inf
 
     @property
     def needs_working(self) -> bool:
@@ -89,20 +108,36 @@ class RiskEngine:
 
     def resume(self) -> None:
         "Back to ACTIVE (an explicit operator action)."
-        self.state, self.state_reason = TradingState.ACTIVE, ""
+        self.state, self.state_reason, self.flatten_requested = TradingState.ACTIVE, "", False
 
     def update_equity(self, day, # the trading day (any hashable, e.g. a date)
                       equity: float, # current equity
                      ) -> TradingState:
-        "Track the day's opening equity (the last equity seen before the day began); halt when the daily loss limit is breached."
+        "Track the day's opening and the peak equity; halt on the daily loss limit, flatten and halt on the drawdown limit."
         if day != self._day:
-            self._day = day
+            self._day, self._orders_today, self._orders_today_by = day, 0, {}
             self._day_open_equity = equity if self._last_equity is None else self._last_equity
-        self._last_equity = equity
-        lim = self.limits.max_daily_loss
-        if lim < math.inf and self.state != TradingState.HALTED and equity < self._day_open_equity * (1 - lim):
-            self.halt(f"daily loss {1 - equity / self._day_open_equity:.2%} breached max_daily_loss {lim:.2%}")
+        self._last_equity, self._peak = equity, equity if self._peak is None else max(self._peak, equity)
+        L = self.limits
+        if self.state == TradingState.HALTED: return self.state
+        if equity < self._peak * (1 - L.max_drawdown):
+            self.halt(f"drawdown {1 - equity / self._peak:.2%} breached max_drawdown {L.max_drawdown:.2%}: flatten and halt")
+            self.flatten_requested = True
+        elif equity < self._day_open_equity * (1 - L.max_daily_loss):
+            self.halt(f"daily loss {1 - equity / self._day_open_equity:.2%} breached max_daily_loss {L.max_daily_loss:.2%}")
         return self.state
+
+    def note_sent(self, client_id: str) -> None:
+        "An order reached the broker (the reject-rate breaker's denominator)."
+        if len(self._sent) == self._sent.maxlen: self._rejected.discard(self._sent[0])
+        self._sent.append(client_id)
+
+    def note_rejected(self, client_id: str) -> None:
+        "The broker rejected an order: halt when the reject rate over the window reaches `max_reject_rate`."
+        self._rejected.add(client_id)
+        n = len(self._sent)
+        if n and self.state != TradingState.HALTED and len(self._rejected) / max(n, 5) >= self.limits.max_reject_rate:
+            self.halt(f"reject rate {len(self._rejected)}/{n} of the last orders sent reached max_reject_rate {self.limits.max_reject_rate:.0%}")
 
     def check(self, order: Order, # the order to judge
               portfolio: Portfolio, # positions, equity, marks
@@ -110,56 +145,93 @@ class RiskEngine:
               working: Mapping[str, float] | None = None, # signed quantity of working orders per symbol
              ) -> Decision:
         "Approve or deny `order`, with the check and the reason."
-        L, s = self.limits, order.symbol
-        q = order.quantity
-        if not isinstance(q, (int, float)) or not math.isfinite(q) or q == 0:
-            return Decision(False, f"field 'quantity' is {q!r}: must be finite and non-zero", "fields")
-        if order.limit_price is not None or order.stop_price is not None:
-            for name in ("limit_price", "stop_price"):
-                v = getattr(order, name)
-                if v is not None and _bad(v):
-                    return Decision(False, f"field '{name}' is {v!r}: must be finite and positive", "fields")
-        if price is None: price = portfolio.prices.get(s)
-        if not (type(price) is float and 0 < price < math.inf) and _bad(price):
-            return Decision(False, f"field 'last price' of {s} is {price!r}: must be finite and positive", "fields")
-        if self.state == _HALTED:
-            return Decision(False, f"trading HALTED: {self.state_reason}", "state")
+        if price is None: price = portfolio.prices.get(order.symbol)
+        bad = _bad_fields(order, price)
+        if bad is not None: return bad
+        if self.state == _HALTED: return Decision(False, f"trading HALTED: {self.state_reason}", "state")
         if self._unlimited and self.state == _ACTIVE: return _APPROVED
-        inst = portfolio.instrument(s)
-        mult = inst.multiplier
-        held = portfolio.quantity(s) + (working.get(s, 0.0) if working else 0.0)
-        after = held + q
-        if self.state == TradingState.REDUCING and not (abs(after) < abs(held) and after * held >= 0):
-            return Decision(False, f"trading REDUCING ({self.state_reason}): order would not shrink the {s} position {held:g}", "state")
-        if not L.allow_short and after < 0:
-            return Decision(False, f"short selling not allowed: {s} position would be {after:g}", "short")
-        if abs(q) > L.max_order_quantity:
-            return Decision(False, f"order quantity {abs(q):g} > max_order_quantity {L.max_order_quantity:g}", "order_quantity")
-        ref = order.limit_price if order.limit_price is not None else price
-        notional = abs(q) * ref * mult
-        if notional > L.max_order_notional:
-            return Decision(False, f"order notional {notional:,.2f} > max_order_notional {L.max_order_notional:,.2f}", "order_notional")
-        for name in ("limit_price", "stop_price"):
-            v = getattr(order, name)
-            if v is not None and abs(v / price - 1) > L.price_band:
-                return Decision(False, f"{name} {v:g} is {abs(v / price - 1):.2%} from last {price:g} > price_band {L.price_band:.2%}", "price_band")
-        if abs(after) > L.max_position_quantity:
-            return Decision(False, f"{s} position {after:g} > max_position_quantity {L.max_position_quantity:g}", "position_quantity")
-        if abs(after) * price * mult > L.max_position_notional:
-            return Decision(False, f"{s} position value {abs(after) * price * mult:,.2f} > max_position_notional {L.max_position_notional:,.2f}", "position_notional")
-        if L.max_gross_exposure < math.inf or L.max_net_exposure < math.inf:
-            equity = portfolio.equity
-            gross = net = 0.0
-            syms = set(portfolio.positions) | set(working or ()) | {s}
-            for sym in syms:
-                qty = after if sym == s else portfolio.quantity(sym) + (working.get(sym, 0.0) if working else 0.0)
-                if qty:
-                    v = qty * (price if sym == s else portfolio.prices.get(sym, 0.0)) * portfolio.instrument(sym).multiplier
-                    gross += abs(v); net += v
-            if equity <= 0:
-                return Decision(False, f"equity {equity:,.2f} is not positive", "exposure")
-            if gross / equity > L.max_gross_exposure:
-                return Decision(False, f"gross exposure {gross / equity:.3f} > max_gross_exposure {L.max_gross_exposure:g}", "gross_exposure")
-            if abs(net) / equity > L.max_net_exposure:
-                return Decision(False, f"net exposure {abs(net) / equity:.3f} > max_net_exposure {L.max_net_exposure:g}", "net_exposure")
-        return Decision(True)
+        held = portfolio.quantity(order.symbol) + (working.get(order.symbol, 0.0) if working else 0.0)
+        decision = (_state_and_side(self, order, held) or _order_size(self, order, portfolio, price)
+                    or _position(self, order, portfolio, price, held) or _exposure(self, order, portfolio, price, held, working)
+                    or _rate(self, order))
+        return decision or _APPROVED
+
+
+# %% ../../nbs/trading/04_risk.ipynb #60c42b20
+def _bad_fields(order: Order, price) -> Decision | None:
+    "NaN, inf, zero, negative or sentinel (IB's UNSET_DOUBLE) quantity and prices are denied, naming the field."
+    q = order.quantity
+    if not isinstance(q, (int, float)) or not math.isfinite(q) or q == 0 or abs(q) >= _SENTINEL:
+        return Decision(False, f"field 'quantity' is {q!r}: must be finite and non-zero", "fields")
+    for name in ("limit_price", "stop_price"):
+        v = getattr(order, name)
+        if v is not None and _bad(v): return Decision(False, f"field '{name}' is {v!r}: must be finite and positive", "fields")
+    if not (type(price) is float and 0 < price < _SENTINEL) and _bad(price):
+        return Decision(False, f"field 'last price' of {order.symbol} is {price!r}: must be finite and positive", "fields")
+    return None
+
+
+def _state_and_side(risk: RiskEngine, order: Order, held: float) -> Decision | None:
+    after = held + order.quantity
+    if risk.state == TradingState.REDUCING and not (abs(after) < abs(held) and after * held >= 0):
+        return Decision(False, f"trading REDUCING ({risk.state_reason}): order would not shrink the {order.symbol} position {held:g}", "state")
+    if not risk.limits.allow_short and after < 0:
+        return Decision(False, f"short selling not allowed: {order.symbol} position would be {after:g}", "short")
+
+
+def _order_size(risk: RiskEngine, order: Order, portfolio: Portfolio, price: float) -> Decision | None:
+    L, q, inst = risk.limits, order.quantity, portfolio.instrument(order.symbol)
+    if abs(q) > L.max_order_quantity:
+        return Decision(False, f"order quantity {abs(q):g} > max_order_quantity {L.max_order_quantity:g}", "order_quantity")
+    notional = abs(q) * (order.limit_price if order.limit_price is not None else price) * inst.multiplier
+    if notional > L.max_order_notional:
+        return Decision(False, f"order notional {notional:,.2f} > max_order_notional {L.max_order_notional:,.2f}", "order_notional")
+    for name in ("limit_price", "stop_price"):
+        v = getattr(order, name)
+        if v is None: continue
+        if abs(v / price - 1) > L.price_band:
+            return Decision(False, f"{name} {v:g} is {abs(v / price - 1):.2%} from last {price:g} > price_band {L.price_band:.2%}", "price_band")
+        if L.enforce_ticks and abs(v / inst.tick_size - round(v / inst.tick_size)) > 1e-6:
+            return Decision(False, f"{name} {v:g} is not on the {order.symbol} tick {inst.tick_size:g}", "tick")
+
+
+def _position(risk: RiskEngine, order: Order, portfolio: Portfolio, price: float, held: float) -> Decision | None:
+    L, s = risk.limits, order.symbol
+    after = held + order.quantity
+    value = abs(after) * price * portfolio.instrument(s).multiplier
+    if abs(after) > L.max_position_quantity:
+        return Decision(False, f"{s} position {after:g} > max_position_quantity {L.max_position_quantity:g}", "position_quantity")
+    if value > L.max_position_notional:
+        return Decision(False, f"{s} position value {value:,.2f} > max_position_notional {L.max_position_notional:,.2f}", "position_notional")
+    if L.max_position_weight < math.inf:
+        equity = portfolio.equity
+        if equity <= 0 or value / equity > L.max_position_weight:
+            return Decision(False, f"{s} position would be {value / equity if equity > 0 else math.inf:.1%} of equity > max_position_weight {L.max_position_weight:.1%}", "concentration")
+
+
+def _exposure(risk: RiskEngine, order: Order, portfolio: Portfolio, price: float, held: float, working) -> Decision | None:
+    L, s = risk.limits, order.symbol
+    if L.max_gross_exposure == math.inf and L.max_net_exposure == math.inf: return None
+    equity, gross, net = portfolio.equity, 0.0, 0.0
+    for sym in set(portfolio.positions) | set(working or ()) | {s}:
+        qty = held + order.quantity if sym == s else portfolio.quantity(sym) + (working.get(sym, 0.0) if working else 0.0)
+        if qty:
+            v = qty * (price if sym == s else portfolio.prices.get(sym, 0.0)) * portfolio.instrument(sym).multiplier
+            gross += abs(v); net += v
+    if equity <= 0: return Decision(False, f"equity {equity:,.2f} is not positive", "exposure")
+    if gross / equity > L.max_gross_exposure:
+        return Decision(False, f"gross exposure {gross / equity:.3f} > max_gross_exposure {L.max_gross_exposure:g}", "gross_exposure")
+    if abs(net) / equity > L.max_net_exposure:
+        return Decision(False, f"net exposure {abs(net) / equity:.3f} > max_net_exposure {L.max_net_exposure:g}", "net_exposure")
+
+
+def _rate(risk: RiskEngine, order: Order) -> Decision | None:
+    "Order-rate and trade-frequency guardrails (counted per trading day; an approved order counts)."
+    L, s = risk.limits, order.symbol
+    if L.max_orders_per_day == math.inf and L.max_orders_per_symbol_per_day == math.inf: return None
+    if risk._orders_today >= L.max_orders_per_day:
+        return Decision(False, f"{risk._orders_today} orders today: max_orders_per_day {L.max_orders_per_day:g}", "order_rate")
+    if risk._orders_today_by.get(s, 0) >= L.max_orders_per_symbol_per_day:
+        return Decision(False, f"{risk._orders_today_by[s]} {s} orders today: max_orders_per_symbol_per_day {L.max_orders_per_symbol_per_day:g}", "trade_frequency")
+    risk._orders_today += 1; risk._orders_today_by[s] = risk._orders_today_by.get(s, 0) + 1
+
