@@ -288,6 +288,8 @@ class Engine:
         self._last = np.zeros(len(self.symbols))  # the target weights last acted on
         self._always = strategy.rebalance == "always"
         self._on_fill = type(strategy).on_fill is not Strategy.on_fill  # calls skipped when not overridden
+        self._windowed = type(strategy).features is not Strategy.features or type(strategy).events is not Strategy.events
+        self._columns = pd.Index(self.symbols)  # built once: the live windows' columns (a list would be converted per frame)
         self._volatility = type(strategy).volatility is not Strategy.volatility
 
     # -- the history: all of it up front (backtest), or one bar at a time (live) --
@@ -313,22 +315,28 @@ class Engine:
         "Add one bar from a feed, and the strategy's features and event for it from its trailing window; return its index."
         grew = self.bars.append(bar.ts, bar.values, bar.session_end)
         i = self.bars.n - 1
-        window = self._window(i)
-        features = self._checked_features(self.strategy.features(window) or {}, window["close"].index)
+        features, event = self._live_features(i) if self._windowed else ({}, True)  # no features or events: no window to build
         if grew or set(features) - set(self.feature_arrays):
             self._grow_features(features)
             self._bind()
-        for name, f in features.items(): self.feature_arrays[name][i] = f.iloc[-1].reindex(self.symbols).to_numpy(dtype=float)
-        self.events[i] = event_mask(self.strategy.events(window, features), window["close"].index)[-1]
+        for name, row in features.items(): self.feature_arrays[name][i] = row
+        self.events[i] = event
         self.ctx.n = self.bars.n
         if bar.final: self.ctx.last_bar = i
         return i
+
+    def _live_features(self, i: int) -> tuple[dict[str, np.ndarray], bool]:
+        "The strategy's features (their rows at bar `i`) and its event there, computed on its trailing window."
+        window = self._window(i)
+        features = self._checked_features(self.strategy.features(window) or {}, window["close"].index)
+        event = event_mask(self.strategy.events(window, features), window["close"].index)[-1]
+        return {name: f.iloc[-1].reindex(self._columns).to_numpy(dtype=float) for name, f in features.items()}, bool(event)
 
     def _window(self, i: int) -> dict[str, pd.DataFrame]:
         "The panels of the strategy's warm-up window ending at bar `i` (all bars so far when it declares none)."
         lo = 0 if self.strategy.warmup is None else max(0, i + 1 - int(self.strategy.warmup))
         index = pd.DatetimeIndex(self.bars.ts[lo:i + 1]).tz_localize("UTC")
-        return {k: pd.DataFrame(a[lo:i + 1], index=index, columns=self.symbols, copy=False) for k, a in self.bars.fields.items()}
+        return {k: pd.DataFrame(a[lo:i + 1], index=index, columns=self._columns, copy=False) for k, a in self.bars.fields.items()}
 
     def _grow_features(self, features) -> None:
         rows = len(self.bars.ts)

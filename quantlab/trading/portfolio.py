@@ -66,6 +66,7 @@ class Portfolio:
         self.check_invariant = check
         self.positions: dict[str, Position] = {}
         self.prices: dict[str, float] = {}
+        self.version = 0  # bumped by every fill and mark: what caches of position values (the risk engine's) key on
         self.costs: dict[str, float] = {k: 0.0 for k in COST_KINDS}
         self._charged = 0.0  # commissions and other cash costs, for the invariant's P&L path
         self._basis = self._realised = 0.0  # running sums of avg cost x quantity and realised P&L (O(1) check per fill)
@@ -83,6 +84,7 @@ class Portfolio:
 
     def mark(self, prices: Mapping[str, float]) -> None:
         "Update last prices (NaN marks are ignored, so a missing bar keeps the previous mark)."
+        self.version += 1
         for s, p in prices.items():
             if p == p: self.prices[s] = float(p)
 
@@ -91,6 +93,7 @@ class Portfolio:
                  has_nan: bool = True, # False promises no NaN in `values` (one C-level update instead of a loop)
                 ) -> None:
         "`mark` from an array row: the engine's per-bar call."
+        self.version += 1
         if len(symbols) == 1:
             p = values.item(0)
             if p == p: self.prices[symbols[0]] = p
@@ -142,6 +145,7 @@ class Portfolio:
     def apply(self, fill: Fill, # the execution to book
              ) -> float:
         "Book `fill` (cash, position, costs by kind); return the realised P&L; check the invariant."
+        self.version += 1
         _, symbol, q, price, _, commission, spread, slippage = fill[:8]  # one unpack instead of a dozen field reads (hot path)
         if not (q - q == 0.0 and 0.0 < price < math.inf):  # finite quantity, finite positive price (NaN fails both)
             raise StateError(f"fill {fill.fill_id or fill.client_id}: bad quantity {q!r} or price {price!r}")

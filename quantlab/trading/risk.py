@@ -88,6 +88,7 @@ class RiskEngine:
         self.flatten_requested = False  # the drawdown breaker tripped: the engine closes every position, then stays HALTED
         self._day, self._day_open_equity, self._last_equity, self._peak = None, None, None, None
         self._orders_today, self._orders_today_by = 0, {}
+        self._book_key, self._book = None, ({}, {}, 0.0, 0.0)  # position values and their sums, per portfolio version (see `_book`)
         self._sent, self._rejected = deque(maxlen=int(L.reject_window)), set()
         self.watches_rejects = L.max_reject_rate < math.inf  # the OMS reports sends and rejects only then
         # the engine feeds equity and the trading day on every bar when any of these limits is set
@@ -204,20 +205,35 @@ def _position(risk: RiskEngine, order: Order, portfolio: Portfolio, price: float
     if value > L.max_position_notional:
         return Decision(False, f"{s} position value {value:,.2f} > max_position_notional {L.max_position_notional:,.2f}", "position_notional")
     if L.max_position_weight < math.inf:
-        equity = portfolio.equity
+        equity = portfolio.cash + _book(risk, portfolio)[3]
         if equity <= 0 or value / equity > L.max_position_weight:
             return Decision(False, f"{s} position would be {value / equity if equity > 0 else math.inf:.1%} of equity > max_position_weight {L.max_position_weight:.1%}", "concentration")
 
 
+def _book(risk: RiskEngine, portfolio: Portfolio) -> tuple[dict, dict, float, float]:
+    "Position values and values per unit at the marks, with the values' gross and net sums: once per portfolio version (every fill and mark bumps it)."
+    if risk._book_key != (id(portfolio), portfolio.version):
+        unit = {s: portfolio._price(s) * p.multiplier for s, p in portfolio.positions.items() if p.quantity}
+        values = {s: portfolio.positions[s].quantity * u for s, u in unit.items()}
+        risk._book = (values, unit, sum(map(abs, values.values())), sum(values.values()))
+        risk._book_key = (id(portfolio), portfolio.version)
+    return risk._book
+
+
 def _exposure(risk: RiskEngine, order: Order, portfolio: Portfolio, price: float, held: float, working) -> Decision | None:
+    "Gross and net exposure after the order: the book's running sums, corrected only where working orders or this order change them."
     L, s = risk.limits, order.symbol
     if L.max_gross_exposure == math.inf and L.max_net_exposure == math.inf: return None
-    equity, gross, net = portfolio.equity, 0.0, 0.0
-    for sym in set(portfolio.positions) | set(working or ()) | {s}:
-        qty = held + order.quantity if sym == s else portfolio.quantity(sym) + (working.get(sym, 0.0) if working else 0.0)
-        if qty:
-            v = qty * (price if sym == s else portfolio.prices.get(sym, 0.0)) * portfolio.instrument(sym).multiplier
-            gross += abs(v); net += v
+    values, unit, gross, net = _book(risk, portfolio)
+    equity = portfolio.cash + net
+    for sym, w in (working or {}).items():  # working orders of other symbols, valued at their marks
+        if sym == s or not w: continue
+        u = unit.get(sym)
+        if u is None: u = portfolio.prices.get(sym, 0.0) * portfolio.instrument(sym).multiplier
+        before = values.get(sym, 0.0)
+        gross += abs(before + w * u) - abs(before); net += w * u
+    before, after = values.get(s, 0.0), (held + order.quantity) * price * portfolio.instrument(s).multiplier  # this symbol at `price`
+    gross += abs(after) - abs(before); net += after - before
     if equity <= 0: return Decision(False, f"equity {equity:,.2f} is not positive", "exposure")
     if gross / equity > L.max_gross_exposure:
         return Decision(False, f"gross exposure {gross / equity:.3f} > max_gross_exposure {L.max_gross_exposure:g}", "gross_exposure")
