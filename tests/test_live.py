@@ -198,19 +198,35 @@ def test_scenario_14_a_failing_reconciliation_query_halts_and_books_nothing(spx,
     assert (events.kind == "denied").sum() > 0 and events.query("kind == 'denied'").detail.str.contains("HALTED").all()
 
 
-def test_scenario_15_a_position_that_differs_at_start_halts_with_the_difference(spx, tmp_path):
+def test_scenario_15_a_position_that_differs_at_start_halts_that_instrument_with_the_difference(pypfopt_closes, tmp_path):
+    data = {"close": pypfopt_closes.loc["2017":]}
+    cfg = _config(tmp_path, data=data, start_bar=25)
+    _run(cfg, data, max_bars=150)
+    pb = _paper(tmp_path)
+    held = pb.positions()
+    victim = sorted(held)[0]
+    with pb.con: pb.con.execute("update account set value = ? where key = 'positions'", (json.dumps({**held, victim: held[victim] + 7}),))
+    pb.close()
+    orders_before = len(Journal(tmp_path / "journal.sqlite").orders())
+    st = _run(cfg, data, max_bars=60)
+    assert st["trading_state"]["state"] == "ACTIVE"  # the others trade on
+    own = st["trading_state"]["symbols"][victim]
+    assert own["state"] == "HALTED" and f"{victim}: journal {held[victim]:g}, broker {held[victim] + 7:g}" in own["reason"]
+    assert st["last_reconciliation"]["differences"][victim]["broker"] == held[victim] + 7
+    orders = Journal(tmp_path / "journal.sqlite").orders().iloc[orders_before:]
+    assert victim not in set(orders.loc[orders.status != "denied", "symbol"])  # no corrective trade, nothing new in it
+    assert len(orders[orders.symbol != victim]) > 0  # while the rest of the book trades
+    assert _paper(tmp_path).positions()[victim] == held[victim] + 7
+
+
+def test_a_cash_difference_halts_everything(spx, tmp_path):
     cfg = _config(tmp_path, data=spx)
     _run(cfg, spx, max_bars=150)
     pb = _paper(tmp_path)
-    with pb.con: pb.con.execute("update account set value = ? where key = 'positions'", (json.dumps({"SPX": 123.0}),))
+    with pb.con: pb.con.execute("update account set value = ? where key = 'cash'", (json.dumps(pb.cash() - 1000.0),))
     pb.close()
-    orders_before = len(Journal(tmp_path / "journal.sqlite").orders())
-    st = _run(cfg, spx, max_bars=30)
-    assert st["trading_state"]["state"] == "HALTED" and "SPX: journal" in st["trading_state"]["reason"]
-    assert st["last_reconciliation"]["differences"]["SPX"]["broker"] == 123.0
-    orders = Journal(tmp_path / "journal.sqlite").orders()
-    assert (orders.iloc[orders_before:]["status"] != "filled").all()  # no corrective trade
-    assert _paper(tmp_path).positions() == {"SPX": 123.0}
+    st = _run(cfg, spx, max_bars=5)
+    assert st["trading_state"]["state"] == "HALTED" and "cash: journal" in st["trading_state"]["reason"]
 
 
 def test_scenario_19_daily_loss_halt_survives_a_restart_and_leaves_only_by_resume(spx, tmp_path):
@@ -394,3 +410,18 @@ def test_order_rate_and_concentration_guardrails(spx, tmp_path):
     assert sorted(denied) == ["o3"] and "max_orders_per_day" in denied["o3"] and paper.received("o2") and not paper.received("o3")
     denied, _ = _denials(tmp_path / "b", [Order("SPX", 700, client_id="big")], risk={"max_position_weight": 0.5})
     assert "max_position_weight" in denied["big"]
+
+
+def test_a_fill_for_an_order_placed_by_hand_is_adopted_and_survives_a_replay(spx, tmp_path):
+    from quantlab.trading.orders import Fill
+    cfg = _config(tmp_path, data=spx)
+    _run(cfg, spx, max_bars=100)
+    pb = _paper(tmp_path)
+    pb.external_fill(Fill("by-hand-fill", "SPX", 5.0, 1300.0, ts=0, commission=1.0, fill_id="hand-1")); pb.close()
+    st = _run(cfg, spx, max_bars=3)
+    assert st["last_reconciliation"]["differences"] == {} and st["trading_state"]["state"] == "ACTIVE"
+    j = Journal(tmp_path / "journal.sqlite")
+    assert j.order("by-hand-fill")["origin"] == "external" and "adopt_fill" in set(j.frame().kind)
+    j.close()
+    st = _run(cfg, spx, max_bars=3)  # the replay re-adopts it on its fill, and the books still agree
+    assert st["last_reconciliation"]["differences"] == {}

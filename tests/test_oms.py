@@ -176,3 +176,43 @@ def test_accepted_record_equals_the_dataclass_built_one():
         assert fast.is_open is False and fast.remaining == order.quantity
         log.add(order.client_id, 124, OrderStatus.SUBMITTED, "")      # the index follows the log as it grows
         assert [h[1] for h in fast.history] == [OrderStatus.NEW, OrderStatus.SUBMITTED] and len(log) == 3
+
+def test_a_cancel_is_pending_until_confirmed_and_a_fill_can_still_win_the_race():
+    d = Desk([FLAT, (99, 100, 98, 99, 1e6), FLAT])
+    rec = d.oms.submit(Order("A", 10, "limit", limit_price=99.5, tif="GTC", client_id="race"))
+    d.broker.on_bar(1)  # the venue fills it on the next bar before it hears the cancel ...
+    d.oms.cancel("race")  # ... which we send, not knowing
+    assert rec.status == S.PENDING_CANCEL and d.oms.working() == {"A": 10.0}  # still counted as exposure
+    d.oms.sync()
+    assert rec.status == S.FILLED and rec.filled == 10  # the fill is booked; the broker's "already done" changes nothing
+
+
+def test_a_fill_after_a_confirmed_cancel_is_booked_as_a_late_fill():
+    d = Desk([FLAT] * 3)
+    rec = d.oms.submit(Order("A", 10, "limit", limit_price=50.0, tif="GTC", client_id="late"))
+    d.oms.cancel("late"); d.oms.sync()
+    assert rec.status == S.CANCELLED
+    d.broker.deliver(Fill("late", "A", 4.0, 50.0, ts=0, fill_id="x-late"))
+    fills = d.oms.sync()
+    assert [f.fill_id for f in fills] == ["x-late"] and rec.filled == 4 and rec.status == S.CANCELLED
+    assert "late fill x-late after cancelled" in rec.history[-1][2]
+
+
+def test_a_fill_for_an_order_we_did_not_place_is_adopted_live_and_raises_in_a_backtest():
+    d = Desk([FLAT] * 2)
+    d.oms.external = "adopt"
+    d.broker.deliver(Fill("by-hand", "A", 3.0, 100.0, ts=0, fill_id="x-hand"))
+    assert [f.fill_id for f in d.oms.sync()] == ["x-hand"]
+    rec = d.oms.orders["by-hand"]
+    assert rec.tag == "external" and rec.status == S.FILLED and rec.filled == 3
+
+
+def test_unknown_and_inactive_orders_count_as_working_exposure():
+    d = Desk([FLAT] * 2)
+    a = d.oms.submit(Order("A", 5, "limit", limit_price=50.0, tif="GTC", client_id="u"))
+    d.oms._set(a, S.UNKNOWN, "query failed")
+    b = d.oms.submit(Order("A", 7, "limit", limit_price=50.0, tif="GTC", client_id="i"))
+    d.oms._set(b, S.INACTIVE, "held")
+    assert d.oms.working() == {"A": 12.0} and {r.client_id for r in d.oms.open_orders()} == {"u", "i"}
+    d.oms._set(b, S.SUBMITTED, "reactivated"); d.oms._set(a, S.CANCELLED, "confirmed")
+    assert d.oms.working() == {"A": 7.0}

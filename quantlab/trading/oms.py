@@ -52,7 +52,8 @@ class OrderLog:
         return r[0::4], r[1::4], r[2::4], r[3::4]
 
 
-OPEN = frozenset({OrderStatus.SUBMITTED, OrderStatus.PARTIALLY_FILLED})
+OPEN = frozenset({OrderStatus.SUBMITTED, OrderStatus.PARTIALLY_FILLED, OrderStatus.PENDING_SUBMIT, OrderStatus.PENDING_CANCEL,
+                  OrderStatus.INACTIVE, OrderStatus.UNKNOWN})  # working: possible exposure
 _ENUM_VALUE = {m: m.value for e in (OrderKind, TimeInForce, OrderStatus) for m in e}  # for the order tables
 
 
@@ -108,9 +109,12 @@ class OrderManager:
                  start_id: int = 1, # first number (live: one past the highest id ever persisted)
                  listener: Callable | None = None, # called as listener(kind, record, extra) on "order", "status", "fill"
                  key: str | None = None, # a live deployment's name: ids become `key:bar:symbol:n` (see `next_id`)
+                 external: str = "raise", # a fill for an order it does not know: "raise" (a backtest bug) or "adopt" (live)
                 ):
         self.broker, self.portfolio, self.risk = broker, portfolio, risk or RiskEngine()
         self.prefix, self._seq, self.key = prefix, itertools.count(start_id), key
+        if external not in ("raise", "adopt"): raise UsageError(f"external must be 'raise' or 'adopt', got {external!r}")
+        self.external = external
         self.listener = listener
         self.orders: dict[str, ManagedOrder] = {}
         self._children: dict[str, list[str]] = {}
@@ -190,6 +194,7 @@ class OrderManager:
             self._set(rec, OrderStatus.CANCELLED, reason)
             self._release_children(rec)
         elif rec.is_open:
+            if rec.status != OrderStatus.PENDING_CANCEL: self._set(rec, OrderStatus.PENDING_CANCEL, reason)
             self.broker.cancel(client_id)
 
     def replace(self, client_id: str, # the working order
@@ -242,7 +247,10 @@ class OrderManager:
     def _on_fill(self, fill: Fill) -> None:
         cid, _, fq, fp = fill[:4]  # client id, symbol, quantity, price: one unpack (hot path)
         rec = self.orders.get(cid)
-        if rec is None: raise StateError(f"fill {fill.fill_id} for unknown order {cid}")
+        if rec is None:
+            if self.external != "adopt": raise StateError(f"fill {fill.fill_id} for unknown order {cid}")
+            rec = self.adopt(Order(fill.symbol, fill.quantity, client_id=cid, reason="external fill"), "external fill")
+        if rec.status in (OrderStatus.CANCELLED, OrderStatus.EXPIRED): return self._late_fill(rec, fill)
         q, filled = rec.order.quantity, rec.filled
         total = filled + fq
         rec.avg_price = (rec.avg_price * filled + fp * fq) / total
@@ -254,6 +262,14 @@ class OrderManager:
         if self.listener: self.listener("fill", rec, fill)
         if rec.order.oco: self._oco_filled(rec, fill, done)
         if done and rec.client_id in self._children: self._release_children(rec)
+
+    def _late_fill(self, rec: ManagedOrder, fill: Fill) -> None:
+        "A fill after the order was cancelled or expired (the cancel lost a race at the venue): booked, logged, no state change."
+        total = rec.filled + fill.quantity
+        rec.avg_price = (rec.avg_price * rec.filled + fill.price * fill.quantity) / total
+        rec.filled = total
+        self.log.add(rec.client_id, self.now, rec.status, f"late fill {fill.fill_id} after {rec.status.value}")
+        if self.listener: self.listener("fill", rec, fill)
 
     def _on_update(self, u: OrderUpdate) -> None:
         rec = self.orders.get(u.client_id)
@@ -308,6 +324,7 @@ class OrderManager:
         if order.client_id in self.orders: raise UsageError(f"adopt: {order.client_id} is already known")
         rec = ManagedOrder.accepted(order, self.now, "external", self.log)
         self.orders[order.client_id] = rec
+        if self.listener: self.listener("adopt", rec, reason)
         self._set(rec, _SUBMITTED, reason)
         return rec
 

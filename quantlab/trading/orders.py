@@ -43,6 +43,11 @@ class OrderStatus(str, Enum):
     REJECTED = "rejected"
     DENIED = "denied"
     EXPIRED = "expired"
+    # live brokers only (a simulated broker answers at once):
+    PENDING_SUBMIT = "pending_submit"  # sent, not yet acknowledged (IB PendingSubmit / ApiPending)
+    PENDING_CANCEL = "pending_cancel"  # cancel requested, not confirmed: fills can still arrive
+    INACTIVE = "inactive"  # held by the broker (IB Inactive): still possible exposure until confirmed cancelled
+    UNKNOWN = "unknown"  # the broker's answer is not known (a lost connection, a failed query): counted as working
 
 
 # Python 3.11 looks an Enum member such as `OrderKind.MARKET` up through `EnumType.__getattr__` (~180 ns, against
@@ -54,9 +59,13 @@ _NEW, _SUBMITTED, _PARTIAL, _FILLED, _DENIED = (OrderStatus.NEW, OrderStatus.SUB
 # %% ../../nbs/trading/01_orders.ipynb #d1e6c812
 S = OrderStatus
 TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
-    S.NEW: frozenset({S.SUBMITTED, S.DENIED, S.REJECTED, S.CANCELLED}),
-    S.SUBMITTED: frozenset({S.PARTIALLY_FILLED, S.FILLED, S.CANCELLED, S.REJECTED, S.EXPIRED}),
-    S.PARTIALLY_FILLED: frozenset({S.PARTIALLY_FILLED, S.FILLED, S.CANCELLED, S.EXPIRED}),
+    S.NEW: frozenset({S.SUBMITTED, S.DENIED, S.REJECTED, S.CANCELLED, S.PENDING_SUBMIT}),
+    S.PENDING_SUBMIT: frozenset({S.SUBMITTED, S.PARTIALLY_FILLED, S.FILLED, S.REJECTED, S.CANCELLED, S.INACTIVE, S.UNKNOWN}),
+    S.SUBMITTED: frozenset({S.PARTIALLY_FILLED, S.FILLED, S.CANCELLED, S.REJECTED, S.EXPIRED, S.PENDING_CANCEL, S.INACTIVE, S.UNKNOWN}),
+    S.PARTIALLY_FILLED: frozenset({S.PARTIALLY_FILLED, S.FILLED, S.CANCELLED, S.EXPIRED, S.PENDING_CANCEL, S.INACTIVE, S.UNKNOWN}),
+    S.PENDING_CANCEL: frozenset({S.PARTIALLY_FILLED, S.FILLED, S.CANCELLED, S.EXPIRED, S.SUBMITTED, S.UNKNOWN}),  # SUBMITTED: cancel refused
+    S.INACTIVE: frozenset({S.SUBMITTED, S.PARTIALLY_FILLED, S.FILLED, S.CANCELLED, S.REJECTED, S.UNKNOWN}),
+    S.UNKNOWN: frozenset({S.SUBMITTED, S.PARTIALLY_FILLED, S.FILLED, S.CANCELLED, S.REJECTED, S.EXPIRED, S.PENDING_CANCEL, S.INACTIVE}),
     S.FILLED: frozenset(), S.CANCELLED: frozenset(), S.REJECTED: frozenset(), S.DENIED: frozenset(),
     S.EXPIRED: frozenset(),
 }

@@ -86,6 +86,7 @@ class RiskEngine:
         self.state = TradingState(state)
         self.state_reason = ""
         self.flatten_requested = False  # the drawdown breaker tripped: the engine closes every position, then stays HALTED
+        self.symbol_states: dict[str, tuple[TradingState, str]] = {}  # per-instrument REDUCING / HALTED (e.g. a reconciliation difference)
         self._day, self._day_open_equity, self._last_equity, self._peak = None, None, None, None
         self._orders_today, self._orders_today_by = 0, {}
         self._book_key, self._book = None, ({}, {}, 0.0, 0.0)  # position values and their sums, per portfolio version (see `_book`)
@@ -97,7 +98,13 @@ class RiskEngine:
     @property
     def needs_working(self) -> bool:
         "Does `check` read the working orders? Not without limits while ACTIVE (the OMS then skips summing them)."
-        return not (self._unlimited and self.state == _ACTIVE)
+        return not (self._unlimited and self.state == _ACTIVE and not self.symbol_states)
+
+    def restrict(self, symbol: str, state: TradingState | str, reason: str) -> None:
+        "Put one instrument in REDUCING or HALTED (ACTIVE lifts it); the others trade on."
+        state = TradingState(state)
+        if state == _ACTIVE: self.symbol_states.pop(symbol, None)
+        else: self.symbol_states[symbol] = (state, reason)
 
     def halt(self, reason: str) -> None:
         "Deny all new orders until `resume`."
@@ -108,8 +115,9 @@ class RiskEngine:
         self.state, self.state_reason = TradingState.REDUCING, reason
 
     def resume(self) -> None:
-        "Back to ACTIVE (an explicit operator action)."
+        "Back to ACTIVE, every instrument included (an explicit operator action)."
         self.state, self.state_reason, self.flatten_requested = TradingState.ACTIVE, "", False
+        self.symbol_states.clear()
 
     def update_equity(self, day, # the trading day (any hashable, e.g. a date)
                       equity: float, # current equity
@@ -150,7 +158,7 @@ class RiskEngine:
         bad = _bad_fields(order, price)
         if bad is not None: return bad
         if self.state == _HALTED: return Decision(False, f"trading HALTED: {self.state_reason}", "state")
-        if self._unlimited and self.state == _ACTIVE: return _APPROVED
+        if self._unlimited and self.state == _ACTIVE and not self.symbol_states: return _APPROVED
         held = portfolio.quantity(order.symbol) + (working.get(order.symbol, 0.0) if working else 0.0)
         decision = (_state_and_side(self, order, held) or _order_size(self, order, portfolio, price)
                     or _position(self, order, portfolio, price, held) or _exposure(self, order, portfolio, price, held, working)
@@ -159,6 +167,9 @@ class RiskEngine:
 
 
 # %% ../../nbs/trading/04_risk.ipynb #60c42b20
+_STRICT = {TradingState.ACTIVE: 0, TradingState.REDUCING: 1, TradingState.HALTED: 2}
+
+
 def _bad_fields(order: Order, price) -> Decision | None:
     "NaN, inf, zero, negative or sentinel (IB's UNSET_DOUBLE) quantity and prices are denied, naming the field."
     q = order.quantity
@@ -174,8 +185,12 @@ def _bad_fields(order: Order, price) -> Decision | None:
 
 def _state_and_side(risk: RiskEngine, order: Order, held: float) -> Decision | None:
     after = held + order.quantity
-    if risk.state == TradingState.REDUCING and not (abs(after) < abs(held) and after * held >= 0):
-        return Decision(False, f"trading REDUCING ({risk.state_reason}): order would not shrink the {order.symbol} position {held:g}", "state")
+    state, reason, what = risk.state, risk.state_reason, "trading"
+    own = risk.symbol_states.get(order.symbol)
+    if own is not None and _STRICT[own[0]] > _STRICT[state]: (state, reason), what = own, order.symbol  # the stricter applies
+    if state == _HALTED: return Decision(False, f"{what} HALTED: {reason}", "state")
+    if state == TradingState.REDUCING and not (abs(after) < abs(held) and after * held >= 0):
+        return Decision(False, f"{what} REDUCING ({reason}): order would not shrink the {order.symbol} position {held:g}", "state")
     if not risk.limits.allow_short and after < 0:
         return Decision(False, f"short selling not allowed: {order.symbol} position would be {after:g}", "short")
 
