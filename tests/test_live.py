@@ -425,3 +425,28 @@ def test_a_fill_for_an_order_placed_by_hand_is_adopted_and_survives_a_replay(spx
     j.close()
     st = _run(cfg, spx, max_bars=3)  # the replay re-adopts it on its fill, and the books still agree
     assert st["last_reconciliation"]["differences"] == {}
+
+
+def test_a_poll_feed_that_goes_quiet_pauses_new_orders_and_resumes_on_fresh_bars(spx, tmp_path):
+    from quantlab.live.runner import FeedStatus, PollFeed
+    close = spx["close"].iloc[:200]
+    now = {"t": close.index[0].timestamp()}
+    gap = (close.index[120], close.index[120] + pd.Timedelta(days=30))  # bars from 120 on arrive a month late
+    def fetch(after):
+        seen = close[(close.index <= pd.Timestamp(now["t"], unit="s", tz="UTC"))]
+        if pd.Timestamp(now["t"], unit="s", tz="UTC") < gap[1]: seen = seen[seen.index < gap[0]]
+        seen = seen if after is None else seen[seen.index > pd.Timestamp(after, tz="UTC")]
+        return {k: spx[k].loc[seen.index] for k in spx}
+    def tick(s): now["t"] += s
+    feed = lambda after: PollFeed(fetch, ["SPX"], interval=86_400, stale_after=5 * 86_400, calendar=None, after=after,
+                                  clock=lambda: now["t"], sleep=tick, until=lambda: now["t"] > close.index[-1].timestamp() + 40 * 86_400)
+    cfg = _config(tmp_path, data={"close": close}, start_bar=30)
+    st = Runner(cfg, get_strategy("sma_cross", **PARAMS), instruments=None, feed=feed, symbols=["SPX"]).run()
+    assert st["bars"] == 200
+    ev = Journal(tmp_path / "journal.sqlite").frame()
+    stale, fresh = ev[ev.kind == "feed_stale"], ev[ev.kind == "feed_fresh"]
+    assert stale.bar.astype(int).tolist() == [120, 200] and fresh.bar.astype(int).tolist() == [120]  # the gap; then the feed's end
+    assert "stale data" in ev[ev.kind == "alert"].detail.iloc[0]
+    bt = run_backtest(get_strategy("sma_cross", **PARAMS), {k: v.iloc[:200] for k, v in spx.items()},
+                      broker=SimBroker(commission=BasisPoints(5)), start=cfg.start)
+    assert parity(Journal(tmp_path / "journal.sqlite"), bt.fills)["equal"]  # nothing traded in the gap: the same fills

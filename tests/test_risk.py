@@ -164,3 +164,24 @@ def test_the_reject_rate_breaker_halts():
     assert risk.state.value == "ACTIVE"
     risk.note_rejected("c4")
     assert risk.state.value == "HALTED" and "reject rate 5/10" in risk.state_reason
+
+
+def test_a_stale_data_pause_denies_new_orders_but_not_cancels_and_lifts_without_an_operator():
+    from quantlab.trading.brokers.sim import BarArrays, SimBroker
+    from quantlab.trading.oms import OrderManager
+    from quantlab.trading.orders import Order
+    from quantlab.trading.portfolio import Portfolio
+    from quantlab.trading.risk import RiskEngine
+    import numpy as np, pandas as pd
+    idx = pd.date_range("2024-01-02 21:00", periods=3, freq="D", tz="UTC")
+    bars = BarArrays(idx, ["A"], {k: np.full((3, 1), 100.0) for k in ("open", "high", "low", "close", "volume")})
+    pf = Portfolio(1e6); pf.mark({"A": 100.0})
+    risk = RiskEngine()
+    oms = OrderManager(SimBroker(bars, commission=0), pf, risk)
+    resting = oms.submit(Order("A", 1, "limit", limit_price=50.0, tif="GTC", client_id="r"))
+    risk.pause("stale data: no bar for 600 s")
+    assert oms.submit(Order("A", 1, client_id="new")).decision.reason == "new orders paused: stale data: no bar for 600 s"
+    oms.cancel("r"); oms.sync()
+    assert resting.status.value == "cancelled"  # cancels still go out
+    risk.unpause()
+    assert oms.submit(Order("A", 1, client_id="after")).status.value == "submitted" and risk.state.value == "ACTIVE"

@@ -87,6 +87,7 @@ class RiskEngine:
         self.state_reason = ""
         self.flatten_requested = False  # the drawdown breaker tripped: the engine closes every position, then stays HALTED
         self.symbol_states: dict[str, tuple[TradingState, str]] = {}  # per-instrument REDUCING / HALTED (e.g. a reconciliation difference)
+        self.paused = ""  # why new orders wait (stale market data); cancels still go out; cleared by `unpause`, not an operator
         self._day, self._day_open_equity, self._last_equity, self._peak = None, None, None, None
         self._orders_today, self._orders_today_by = 0, {}
         self._book_key, self._book = None, ({}, {}, 0.0, 0.0)  # position values and their sums, per portfolio version (see `_book`)
@@ -99,6 +100,13 @@ class RiskEngine:
     def needs_working(self) -> bool:
         "Does `check` read the working orders? Not without limits while ACTIVE (the OMS then skips summing them)."
         return not (self._unlimited and self.state == _ACTIVE and not self.symbol_states)
+
+    def pause(self, reason: str) -> None:
+        "Deny new orders for now (stale data), without leaving the trading state: `unpause` lifts it when data is fresh again."
+        self.paused = reason
+
+    def unpause(self) -> None:
+        self.paused = ""
 
     def restrict(self, symbol: str, state: TradingState | str, reason: str) -> None:
         "Put one instrument in REDUCING or HALTED (ACTIVE lifts it); the others trade on."
@@ -158,6 +166,7 @@ class RiskEngine:
         bad = _bad_fields(order, price)
         if bad is not None: return bad
         if self.state == _HALTED: return Decision(False, f"trading HALTED: {self.state_reason}", "state")
+        if self.paused: return Decision(False, f"new orders paused: {self.paused}", "state")
         if self._unlimited and self.state == _ACTIVE and not self.symbol_states: return _APPROVED
         held = portfolio.quantity(order.symbol) + (working.get(order.symbol, 0.0) if working else 0.0)
         decision = (_state_and_side(self, order, held) or _order_size(self, order, portfolio, price)
