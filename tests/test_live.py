@@ -450,3 +450,23 @@ def test_a_poll_feed_that_goes_quiet_pauses_new_orders_and_resumes_on_fresh_bars
     bt = run_backtest(get_strategy("sma_cross", **PARAMS), {k: v.iloc[:200] for k, v in spx.items()},
                       broker=SimBroker(commission=BasisPoints(5)), start=cfg.start)
     assert parity(Journal(tmp_path / "journal.sqlite"), bt.fills)["equal"]  # nothing traded in the gap: the same fills
+
+
+class Protected(Strategy):
+    "Asks for protective exits; enters at bar 35 with a bracket (a stop) or, with `naked`, with a bare market order."
+    protective_exit, naked = True, False
+    def on_bar(self, ctx):
+        if ctx.i == 35:
+            p = ctx.price()
+            if self.naked: ctx.buy(ctx.symbols[0], 5)
+            else: ctx.bracket(ctx.symbols[0], 5, take_profit=round(p * 1.5, 2), stop_loss=round(p * 0.5, 2), tif="GTC")
+
+
+@pytest.mark.parametrize("naked", [False, True])
+def test_a_position_without_the_protective_exit_the_strategy_asks_for_raises_an_alert(spx, tmp_path, naked):
+    st = Protected(); st.naked = naked
+    cfg = config_from_dict({"name": "prot", "state_dir": str(tmp_path), "strategy": {"name": "protected"}})
+    Runner(cfg, st, spx).run(max_bars=60)
+    assert _paper(tmp_path).positions() == {"SPX": 5.0}
+    alerts = Journal(tmp_path / "journal.sqlite").frame().query("kind == 'alert'").detail.tolist()
+    assert [a for a in alerts if "no protective exit" in a] == (["SPX position 5 has no protective exit (a working stop), and the strategy asks for one"] if naked else [])

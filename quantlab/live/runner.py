@@ -440,8 +440,22 @@ class Runner:
             j.record_bar(i, bar)
             e.append(bar)
             self._step(i)
+            self._check_protection(i)
             j.finish_bar(i, self.snapshot())
             if self.config.reconcile_every and self.stepped % self.config.reconcile_every == 0: self.reconcile()
+
+    def _check_protection(self, i: int) -> None:
+        "A strategy that asks for protective exits: alert (once per position) when a position has no working stop that would reduce it."
+        if not self.strategy.protective_exit: return
+        pf, oms = self.engine.portfolio, self.engine.oms
+        alerted = self.__dict__.setdefault("_unprotected", set())
+        for s in self.symbols:
+            q = pf.quantity(s)
+            stops = [r for r in oms.open_orders(s) if r.order.stop_price is not None and r.order.quantity * q < 0]
+            if q and not stops and s not in alerted:
+                alerted.add(s)
+                self.journal.event("alert", i, None, f"{s} position {q:g} has no protective exit (a working stop), and the strategy asks for one")
+            elif (not q or stops) and s in alerted: alerted.discard(s)
 
     def _feed_status(self, status: FeedStatus, i: int) -> None:
         "Stale data: no new orders (cancels still go out) until bars come again; journaled with an alert."

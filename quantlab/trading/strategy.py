@@ -27,6 +27,7 @@ class Strategy:
     min_trade_notional: float = 0.0  # skip smaller rebalancing trades
     rebalance: str = "on_change"  # "on_change": trade symbols whose target changed; "always": re-size the whole book on every call
     warmup: int | None = None  # bars of history the features need at each bar, live (None: all bars so far)
+    protective_exit: bool = False  # every open position should have a working stop: a live runner alerts when one has none
 
     def __init__(self, **params):
         unknown = set(params) - set(self.defaults) if self.defaults else set()
