@@ -442,10 +442,17 @@ def _live_run(args) -> int:
     from quantlab.live.runner import Runner
     from quantlab.strategies import get_strategy
     cfg = _live_config(args)
-    panels = _live_panels(cfg, args.data_dir)
     strategy = lambda: get_strategy(cfg.strategy, **cfg.params)
-    st = Runner(cfg, strategy(), panels).run(max_bars=args.max_bars)
-    if st["bars"] == len(panels["close"]) and st["parity"] is None: st["parity"] = _live_parity(cfg, strategy(), panels)
+    if cfg.feed == "poll":  # bars as they reach the local store (another process ingests them)
+        from quantlab.data.store import BarStore
+        from quantlab.live.runner import PollFeed, store_fetch
+        fetch = store_fetch(BarStore(data_dir(args.data_dir)), list(cfg.symbols))
+        feed = lambda after: PollFeed(fetch, list(cfg.symbols), cfg.interval, cfg.stale_after, cfg.calendar, after)
+        st = Runner(cfg, strategy(), feed=feed, symbols=list(cfg.symbols)).run(max_bars=args.max_bars)
+    else:
+        panels = _live_panels(cfg, args.data_dir)
+        st = Runner(cfg, strategy(), panels).run(max_bars=args.max_bars)
+        if st["bars"] == len(panels["close"]) and st["parity"] is None: st["parity"] = _live_parity(cfg, strategy(), panels)
     _print_json(st) if args.json else _print_status(st)
     return 0
 

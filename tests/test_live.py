@@ -470,3 +470,28 @@ def test_a_position_without_the_protective_exit_the_strategy_asks_for_raises_an_
     assert _paper(tmp_path).positions() == {"SPX": 5.0}
     alerts = Journal(tmp_path / "journal.sqlite").frame().query("kind == 'alert'").detail.tolist()
     assert [a for a in alerts if "no protective exit" in a] == (["SPX position 5 has no protective exit (a working stop), and the strategy asks for one"] if naked else [])
+
+
+def test_live_run_from_a_toml_config_polling_the_local_store(tmp_path):
+    "The CLI end to end: a TOML deployment whose feed polls the store, then status and the journal as JSON."
+    from quantlab.cli import main
+    from quantlab.data.samples import ingest_samples
+    from quantlab.data.store import BarStore
+    ingest_samples(BarStore(tmp_path / "data"), ["sp500"], progress=False)
+    (tmp_path / "deploy.toml").write_text(
+        'name = "poller"\nstate_dir = "state/poller"\n[strategy]\nname = "sma_cross"\nparams = { fast = 5, slow = 20 }\n'
+        '[feed]\nkind = "poll"\nsource = "store"\nsymbols = ["SP500"]\ninterval = 0.01\n[broker]\ncommission_bps = 5\n')
+    assert main(["--data-dir", str(tmp_path / "data"), "live", "run", str(tmp_path / "deploy.toml"), "--max-bars", "300", "--json"]) == 0
+    st = status(tmp_path / "state" / "poller")
+    assert st["bars"] == 300 and st["fills"] > 10 and st["trading_state"]["state"] == "ACTIVE"
+    assert main(["live", "halt", str(tmp_path / "deploy.toml"), "--reason", "end of test"]) == 0
+    j = Journal(tmp_path / "state" / "poller" / "journal.sqlite")
+    assert j.pending_commands()[0][1:] == ("halt", "end of test")
+
+
+def test_a_config_error_names_the_file_and_key(tmp_path):
+    from quantlab.live.runner import ConfigError, load_config
+    (tmp_path / "bad.toml").write_text('name = "x"\n[strategy]\nname = "sma_cross"\n[feed]\nkind = "poll"\nsymbols = []\n')
+    with pytest.raises(ConfigError, match=r"bad.toml: \[feed\] symbols"): load_config(tmp_path / "bad.toml")
+    (tmp_path / "bad.toml").write_text('name = "x"\n[strategy]\nname = "sma_cross"\n[feed]\ncalendar = "NOPE"\n')
+    with pytest.raises(ConfigError, match=r"\[feed\] calendar"): load_config(tmp_path / "bad.toml")

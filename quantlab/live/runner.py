@@ -30,7 +30,7 @@ from ..trading.strategy import Strategy
 
 # %% auto #0
 __all__ = ['PARITY_COLUMNS', 'ConfigError', 'LiveConfig', 'load_config', 'config_from_dict', 'StateLock', 'FeedStatus',
-           'ReplayFeed', 'PollFeed', 'JournaledBroker', 'ReplayBroker', 'Runner', 'status', 'parity']
+           'ReplayFeed', 'PollFeed', 'store_fetch', 'JournaledBroker', 'ReplayBroker', 'Runner', 'status', 'parity']
 
 # %% ../../nbs/live/02_runner.ipynb #1c3778a5
 class ConfigError(QuantlabError):
@@ -45,7 +45,7 @@ class LiveConfig:
     strategy: str
     params: dict = field(default_factory=dict)
     feed: str = "replay"
-    source: str = "sample:sp500"
+    source: str = "sample:sp500"  # replay: "sample:NAME" or a Parquet file of long bars; poll: "store" (the BarStore under data_dir)
     start: str | None = None
     end: str | None = None
     speed: float = 0.0
@@ -57,6 +57,11 @@ class LiveConfig:
     position_tolerance: float = 1e-6
     cash_tolerance: float = 0.01
     on_difference: str = "halt"  # an instrument whose position differs goes "halt" (HALTED) or "reduce" (REDUCING)
+    symbols: tuple = ()  # poll: the universe (a replay reads it from its data)
+    bar: str = "1D"  # the bar size (poll: the default stale_after is three bars)
+    calendar: str = "XNYS"  # the session calendar (poll: polls and the stale watch run while it is open)
+    interval: float = 60.0  # poll: seconds between polls
+    stale_after: float | None = None  # poll: seconds of open market without a new bar before new orders pause
 
     def card(self) -> dict:
         "The fields a restart must agree with (a journal belongs to one strategy, universe source and broker)."
@@ -64,7 +69,8 @@ class LiveConfig:
                 "start": self.start, "broker": self.broker}
 
 
-_SECTIONS = {"strategy": {"name", "params"}, "feed": {"kind", "source", "start", "end", "speed"},
+_SECTIONS = {"strategy": {"name", "params"},
+             "feed": {"kind", "source", "start", "end", "speed", "symbols", "bar", "calendar", "interval", "stale_after"},
              "broker": {"kind", "cash", "commission_bps"}, "risk": {f.name for f in fields(RiskLimits)},
              "reconcile": {"every_bars", "position_tolerance", "cash_tolerance", "on_difference"}}
 
@@ -101,7 +107,15 @@ def config_from_dict(raw: Mapping, path="<config>") -> LiveConfig:
     strategy = get("strategy", "name", str, None)
     if not strategy: raise err("[strategy] name", "is required")
     feed, broker = get("feed", "kind", str, "replay"), get("broker", "kind", str, "paper")
-    if feed != "replay": raise err("[feed] kind", f"{feed!r} is not available here (replay)")
+    if feed not in ("replay", "poll"): raise err("[feed] kind", f"{feed!r}: use replay or poll")
+    symbols = tuple(get("feed", "symbols", list, []))
+    if feed == "poll" and (not symbols or not all(isinstance(x, str) for x in symbols)): raise err("[feed] symbols", "a poll feed needs a list of symbols")
+    bar = get("feed", "bar", str, "1D")
+    try: bar_seconds = pd.Timedelta(bar).total_seconds()
+    except ValueError: raise err("[feed] bar", f"not a bar size: {bar!r}") from None
+    cal = get("feed", "calendar", str, "XNYS")
+    try: core_calendar(cal)
+    except UsageError as e: raise err("[feed] calendar", str(e)) from None
     if broker != "paper": raise err("[broker] kind", f"{broker!r} is not available here (paper)")
     for key in ("start", "end"):
         v = get("feed", key, str, None)
@@ -110,14 +124,19 @@ def config_from_dict(raw: Mapping, path="<config>") -> LiveConfig:
             except ValueError: raise err(f"[feed] {key}", f"not a date or time: {v!r}") from None
     try: risk = RiskLimits(**{k: v if isinstance(v, bool) else float(v) for k, v in raw.get("risk", {}).items()})
     except (UsageError, TypeError, ValueError) as e: raise err("[risk]", str(e)) from None
-    cfg = LiveConfig(name, state_dir, strategy, dict(get("strategy", "params", dict, {})), feed, get("feed", "source", str, "sample:sp500"),
-                     get("feed", "start", str, None), get("feed", "end", str, None), get("feed", "speed", float, 0.0), broker,
-                     get("broker", "cash", float, 1_000_000.0), get("broker", "commission_bps", float, 0.0), risk,
-                     get("reconcile", "every_bars", int, 0), get("reconcile", "position_tolerance", float, 1e-6),
-                     get("reconcile", "cash_tolerance", float, 0.01), get("reconcile", "on_difference", str, "halt"))
+    default_source = "store" if feed == "poll" else "sample:sp500"
+    cfg = LiveConfig(
+        name=name, state_dir=state_dir, strategy=strategy, params=dict(get("strategy", "params", dict, {})),
+        feed=feed, source=get("feed", "source", str, default_source), start=get("feed", "start", str, None),
+        end=get("feed", "end", str, None), speed=get("feed", "speed", float, 0.0), broker=broker,
+        cash=get("broker", "cash", float, 1_000_000.0), commission_bps=get("broker", "commission_bps", float, 0.0), risk=risk,
+        reconcile_every=get("reconcile", "every_bars", int, 0), position_tolerance=get("reconcile", "position_tolerance", float, 1e-6),
+        cash_tolerance=get("reconcile", "cash_tolerance", float, 0.01), on_difference=get("reconcile", "on_difference", str, "halt"),
+        symbols=symbols, bar=bar, calendar=cal, interval=get("feed", "interval", float, 60.0),
+        stale_after=get("feed", "stale_after", float, 3 * bar_seconds))
     if cfg.on_difference not in ("halt", "reduce"): raise err("[reconcile] on_difference", f"must be 'halt' or 'reduce', got {cfg.on_difference!r}")
     for key, v in (("[feed] speed", cfg.speed), ("[broker] cash", cfg.cash), ("[broker] commission_bps", cfg.commission_bps),
-                   ("[reconcile] every_bars", cfg.reconcile_every)):
+                   ("[reconcile] every_bars", cfg.reconcile_every), ("[feed] interval", cfg.interval), ("[feed] stale_after", cfg.stale_after)):
         if not v >= 0: raise err(key, f"must be >= 0, got {v!r}")
     return cfg
 
@@ -236,7 +255,20 @@ class PollFeed:
             self.after = ts
             yield Bar(ts, {k: a[i].copy() for k, a in b.fields.items()}, bool(b.session_end.item(i)), False)
 
-# %% ../../nbs/live/02_runner.ipynb #49b8859d
+# %% ../../nbs/live/02_runner.ipynb #1729cbc6
+def store_fetch(store, # a quantlab.data.store.BarStore
+                symbols: list[str], # the universe
+                adjusted: str | None = None, # raw bars (None) as a live feed would see them, or "split" / "total"
+               ) -> Callable:
+    "A `PollFeed` source reading the local store: fetch(after) -> wide panels of the bars stored after `after` (or None)."
+    from quantlab.research.indicators import panels_from_bars
+    def fetch(after: int | None):
+        start = None if after is None else pd.Timestamp(after + 1, tz="UTC")
+        bars = store.read_bars(list(symbols), start=start, adjusted=adjusted)
+        return panels_from_bars(bars) if len(bars) else None
+    return fetch
+
+# %% ../../nbs/live/02_runner.ipynb #dd5428eb
 class JournaledBroker:
     "A broker whose every order is journaled before it is sent, and whose every report is journaled as it is read."
 
@@ -331,7 +363,7 @@ class ReplayBroker:
         "Journaled reports not handed back (a recovery that ends with some has lost track of an order)."
         return sum(len(f) + len(u) for f, u in self._due.values()) + len(self._held[0]) + len(self._held[1])
 
-# %% ../../nbs/live/02_runner.ipynb #8c6d78fa
+# %% ../../nbs/live/02_runner.ipynb #7cd2cb04
 _STATES = {"halt": TradingState.HALTED, "halt_flatten": TradingState.HALTED, "resume": TradingState.ACTIVE}
 _FOUND = "external: found at the broker"
 
@@ -477,7 +509,7 @@ class Runner:
         self.stepped += 1
         self._note_state(i)
 
-# %% ../../nbs/live/02_runner.ipynb #7cd2cb04
+# %% ../../nbs/live/02_runner.ipynb #2334107e
 class Runner(Runner):
     # -- state changes: operator commands, reconciliation verdicts; journaled with the bar they precede, replayed there --
     def _commands(self, i: int) -> None:
@@ -560,7 +592,7 @@ class Runner(Runner):
         return {"cash": pf.cash, "positions": {s: p.quantity for s, p in pf.positions.items() if p.quantity},
                 "state": risk.state.value, "marks": {s: pf.prices.get(s) for s, p in pf.positions.items() if p.quantity}}
 
-# %% ../../nbs/live/02_runner.ipynb #0453363c
+# %% ../../nbs/live/02_runner.ipynb #b30a18be
 class Runner(Runner):
     def reconcile(self, start: bool = False) -> dict:
         "Compare the broker with the journal and the portfolio; book what was missed once; halt on a difference (see above)."
@@ -639,7 +671,7 @@ def _describe(report: dict) -> str:
     if report["missing"]: parts.append(f"orders the broker does not have: {', '.join(report['missing'])}")
     return "; ".join(parts)
 
-# %% ../../nbs/live/02_runner.ipynb #1b393a8d
+# %% ../../nbs/live/02_runner.ipynb #75d57333
 def status(state_dir, journal: Journal | None = None) -> dict:
     "A deployment's state from its journal."
     j = journal or Journal(Path(state_dir) / "journal.sqlite", readonly=True)
@@ -663,7 +695,7 @@ def status(state_dir, journal: Journal | None = None) -> dict:
     finally:
         if journal is None: j.close()
 
-# %% ../../nbs/live/02_runner.ipynb #ce45ccab
+# %% ../../nbs/live/02_runner.ipynb #640bc333
 PARITY_COLUMNS = ["bar", "symbol", "quantity", "price", "commission"]
 
 
