@@ -216,3 +216,21 @@ def test_unknown_and_inactive_orders_count_as_working_exposure():
     assert d.oms.working() == {"A": 12.0} and {r.client_id for r in d.oms.open_orders()} == {"u", "i"}
     d.oms._set(b, S.SUBMITTED, "reactivated"); d.oms._set(a, S.CANCELLED, "confirmed")
     assert d.oms.working() == {"A": 7.0}
+
+
+def test_an_execution_correction_replaces_the_earlier_fill():
+    "IB_NOTES 5: execId .01 -> .02 replaces the earlier execution; the ledger's quantity is the broker's filled."
+    d = Desk([FLAT] * 3)
+    rec = d.oms.submit(Order("A", 15, "limit", limit_price=50.0, tif="GTC", client_id="c"))
+    d.broker.deliver(Fill("c", "A", 15.0, 100.0, ts=0, commission=1.5, fill_id="0000e0d5.6576ed8f.01.01"))
+    booked = d.oms.sync()
+    for f in booked: d.pf.apply(f)
+    assert rec.status == S.FILLED and d.pf.quantity("A") == 15
+    d.broker.deliver(Fill("c", "A", 10.0, 100.0, ts=1, commission=1.0, fill_id="0000e0d5.6576ed8f.01.02"))  # the venue says: 10, not 15
+    booked = d.oms.sync()
+    assert [f.fill_id for f in booked] == ["0000e0d5.6576ed8f.01.01~reversed", "0000e0d5.6576ed8f.01.02"]
+    for f in booked: d.pf.apply(f)
+    assert rec.filled == 10 and rec.status == S.PARTIALLY_FILLED and d.pf.quantity("A") == 10
+    assert d.pf.costs["commission"] == pytest.approx(1.0) and d.oms.working() == {"A": 5.0}
+    d.broker.deliver(Fill("c", "A", 10.0, 100.0, ts=1, commission=1.0, fill_id="0000e0d5.6576ed8f.01.02"))  # a replay of it
+    assert d.oms.sync() == []

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 from operator import attrgetter
 from dataclasses import dataclass, field
 from typing import Callable
@@ -52,6 +53,7 @@ class OrderLog:
         return r[0::4], r[1::4], r[2::4], r[3::4]
 
 
+_REVISION = re.compile(r"^(.+)\.(\d{2})$")  # an execution id with a revision suffix (IB: 0000e0d5.6576ed8f.01.01)
 OPEN = frozenset({OrderStatus.SUBMITTED, OrderStatus.PARTIALLY_FILLED, OrderStatus.PENDING_SUBMIT, OrderStatus.PENDING_CANCEL,
                   OrderStatus.INACTIVE, OrderStatus.UNKNOWN})  # working: possible exposure
 _ENUM_VALUE = {m: m.value for e in (OrderKind, TimeInForce, OrderStatus) for m in e}  # for the order tables
@@ -121,6 +123,7 @@ class OrderManager:
         self._oco: dict[str, list[str]] = {}
         self._open: dict[str, ManagedOrder] = {}
         self._seen_fills: set[str] = set()
+        self._executions: dict[str, Fill] = {}  # the latest revision of each execution id that carries one (`base.NN`)
         self._fill_cursor = self._update_cursor = 0
         self.synced_version = None  # the broker's `sync_version` at the last sync (None: never synced)
         self._versioned = hasattr(broker, "sync_version")
@@ -241,6 +244,8 @@ class OrderManager:
                 if fid:  # an execution id is booked once, however often the broker reports it
                     if fid in seen: continue
                     seen.add(fid)
+                    if "." in fid and (undo := self._corrects(f)) is not None:  # a revised execution replaces the earlier one
+                        out.extend((undo, f)); continue
                 self._on_fill(f); out.append(f)
             for u in updates: self._on_update(u)
 
@@ -262,6 +267,28 @@ class OrderManager:
         if self.listener: self.listener("fill", rec, fill)
         if rec.order.oco: self._oco_filled(rec, fill, done)
         if done and rec.client_id in self._children: self._release_children(rec)
+
+    def _corrects(self, fill: Fill) -> Fill | None:
+        "An execution whose id revises an earlier one (IB: `base.01` -> `base.02`): book the difference; return the reversing fill."
+        m = _REVISION.match(fill.fill_id)
+        if m is None: return None
+        earlier = self._executions.get(m.group(1))
+        self._executions[m.group(1)] = fill
+        if earlier is None: return None  # the first revision: the caller books it as an ordinary fill
+        undo = earlier._replace(quantity=-earlier.quantity, commission=-earlier.commission, spread=-earlier.spread,
+                                slippage=-earlier.slippage, fill_id=f"{earlier.fill_id}~reversed", ts=fill.ts, bar=fill.bar,
+                                assumptions=f"correction: {earlier.fill_id} replaced by {fill.fill_id}")
+        rec = self.orders[fill.client_id]
+        total = rec.filled - earlier.quantity + fill.quantity
+        rec.avg_price = (rec.avg_price * rec.filled - earlier.price * earlier.quantity + fill.price * fill.quantity) / total if total else 0.0
+        rec.filled = total
+        done = abs(rec.order.quantity - total) <= 1e-9 * max(1.0, abs(total))
+        rec.status = _FILLED if done else _PARTIAL  # set directly: a correction may take a filled order back to partial
+        if done: self._open.pop(rec.client_id, None)
+        else: self._open[rec.client_id] = rec
+        self.log.add(rec.client_id, self.now, rec.status, f"execution correction: {earlier.fill_id} -> {fill.fill_id}")
+        if self.listener: self.listener("fill", rec, undo); self.listener("fill", rec, fill)
+        return undo
 
     def _late_fill(self, rec: ManagedOrder, fill: Fill) -> None:
         "A fill after the order was cancelled or expired (the cancel lost a race at the venue): booked, logged, no state change."
