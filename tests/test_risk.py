@@ -185,3 +185,21 @@ def test_a_stale_data_pause_denies_new_orders_but_not_cancels_and_lifts_without_
     assert resting.status.value == "cancelled"  # cancels still go out
     risk.unpause()
     assert oms.submit(Order("A", 1, client_id="after")).status.value == "submitted" and risk.state.value == "ACTIVE"
+
+
+def test_tick_rounding_puts_prices_on_the_tick_on_the_passive_side_before_the_checks():
+    from quantlab.core import Instrument
+    from quantlab.trading.brokers.sim import BarArrays, SimBroker
+    from quantlab.trading.oms import OrderManager
+    from quantlab.trading.orders import Order
+    from quantlab.trading.portfolio import Portfolio
+    from quantlab.trading.risk import RiskEngine, RiskLimits
+    import numpy as np, pandas as pd
+    idx = pd.date_range("2024-01-02 21:00", periods=2, freq="D", tz="UTC")
+    bars = BarArrays(idx, ["A"], {k: np.full((2, 1), 100.0) for k in ("open", "high", "low", "close", "volume")})
+    pf = Portfolio(1e6, [Instrument("A", tick_size=0.05)]); pf.mark({"A": 100.0})
+    oms = OrderManager(SimBroker(bars, commission=0), pf, RiskEngine(RiskLimits(round_ticks=True, enforce_ticks=True)))
+    buy = oms.submit(Order("A", 1, "limit", limit_price=99.97, client_id="b"))
+    sell = oms.submit(Order("A", -1, "stop", stop_price=99.97, client_id="s"))
+    assert (buy.order.limit_price, sell.order.stop_price) == (99.95, 99.95) and buy.status.value == sell.status.value == "submitted"
+    assert oms.submit(Order("A", 1, "limit", limit_price=99.97, client_id="b")) is buy  # a retry rounds alike: still idempotent

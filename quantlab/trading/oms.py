@@ -19,7 +19,7 @@ from ..core import StateError, UsageError
 from .orders import Fill, Order, OrderKind, OrderStatus, OrderUpdate, TERMINAL, TRANSITIONS, TimeInForce, check_transition
 from .orders import _DENIED, _FILLED, _NEW, _PARTIAL, _SUBMITTED  # Enum members as constants (see orders)
 from .portfolio import Portfolio
-from .risk import Decision, RiskEngine
+from .risk import Decision, RiskEngine, on_ticks
 
 # %% auto #0
 __all__ = ['OPEN', 'OrderLog', 'ManagedOrder', 'OrderManager', 'as_time']
@@ -161,6 +161,8 @@ class OrderManager:
         "Accept `order` (idempotent on client id), check risk, send it unless denied or waiting for a parent."
         if order.client_id is None:
             order = order.with_client_id(self.next_id(order.symbol))
+        if self.risk.limits.round_ticks and (order.limit_price is not None or order.stop_price is not None):
+            order = on_ticks(order, self.portfolio.instrument(order.symbol).tick_size)  # before the idempotency check: retries round alike
         cid = order.client_id
         old = self.orders.get(cid)
         if old is not None:

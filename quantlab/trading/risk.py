@@ -16,7 +16,7 @@ from .orders import Order
 from .portfolio import Portfolio
 
 # %% auto #0
-__all__ = ['TradingState', 'RiskLimits', 'Decision', 'RiskEngine']
+__all__ = ['TradingState', 'RiskLimits', 'Decision', 'RiskEngine', 'on_ticks']
 
 # %% ../../nbs/trading/04_risk.ipynb #093c29ed
 class TradingState(str, Enum):
@@ -45,11 +45,12 @@ class RiskLimits:
     max_reject_rate: float = math.inf  # share of the last `reject_window` orders sent that the broker rejected; reaching it halts
     reject_window: float = 20  # orders sent that the reject rate looks back over
     enforce_ticks: bool = False  # limit and stop prices must be whole multiples of the instrument's tick size
+    round_ticks: bool = False  # the OMS rounds limit and stop prices to the tick first, on the passive side (see `on_ticks`)
 
     def __post_init__(self):
         for f in fields(self):
             v = getattr(self, f.name)
-            if f.name in ("allow_short", "enforce_ticks"):
+            if f.name in ("allow_short", "enforce_ticks", "round_ticks"):
                 if not isinstance(v, bool): raise UsageError(f"RiskLimits.{f.name} must be true or false, got {v!r}")
             elif not (isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0):
                 raise UsageError(f"RiskLimits.{f.name} must be a positive number (math.inf for none), got {v!r}")
@@ -177,6 +178,14 @@ class RiskEngine:
 
 # %% ../../nbs/trading/04_risk.ipynb #60c42b20
 _STRICT = {TradingState.ACTIVE: 0, TradingState.REDUCING: 1, TradingState.HALTED: 2}
+
+
+def on_ticks(order: Order, tick: float) -> Order:
+    "`order` with its limit and stop prices on the tick, rounded to the passive side: a buy limit down, a sell limit up, a buy stop up, a sell stop down."
+    buy = order.quantity > 0
+    snap = lambda v, up: v if v is None else round((math.ceil if up else math.floor)(round(v / tick, 9)) * tick, 10)
+    new = order.replace(limit_price=snap(order.limit_price, not buy), stop_price=snap(order.stop_price, buy))
+    return order if new == order else new
 
 
 def _bad_fields(order: Order, price) -> Decision | None:
