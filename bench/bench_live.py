@@ -83,7 +83,7 @@ class Churn(Strategy):
 
 
 def recovery(events: int = 100_000) -> dict:
-    data = walk(events // 7 + 50, 1)  # ~7 events per bar: bar, decision, intent, sent, fill, filled, snapshot
+    data = walk(events // 6 + 50, 1)  # ~6 events per bar: decision, intent, sent, fill, filled, snapshot
     d = Path(tempfile.mkdtemp())
     cfg = config_from_dict({"name": "rec", "state_dir": str(d), "strategy": {"name": "churn"}})
     t = time.perf_counter(); Runner(cfg, Churn(), data).run(max_bars=len(data["close"]) - 1); build = time.perf_counter() - t

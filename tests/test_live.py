@@ -495,3 +495,42 @@ def test_a_config_error_names_the_file_and_key(tmp_path):
     with pytest.raises(ConfigError, match=r"bad.toml: \[feed\] symbols"): load_config(tmp_path / "bad.toml")
     (tmp_path / "bad.toml").write_text('name = "x"\n[strategy]\nname = "sma_cross"\n[feed]\ncalendar = "NOPE"\n')
     with pytest.raises(ConfigError, match=r"\[feed\] calendar"): load_config(tmp_path / "bad.toml")
+
+
+class Wild(Strategy):
+    "Returns an impossible weight at bar 40, an infinite one at 41 and a NaN at 42, then a sane one at 43."
+    def on_bar(self, ctx):
+        return {40: [5.0], 41: [float("inf")], 42: [float("nan")], 43: [0.5]}.get(ctx.i)
+
+
+@pytest.mark.parametrize("refuse_nan", [False, True])
+def test_signal_sanity_refuses_impossible_infinite_and_nan_weights_naming_the_symbol(spx, tmp_path, refuse_nan):
+    cfg = config_from_dict({"name": "wild", "state_dir": str(tmp_path), "strategy": {"name": "wild"},
+                            "risk": {"max_weight": 1.0, "refuse_nan_weights": refuse_nan}})
+    Runner(cfg, Wild(), spx).run(max_bars=50)
+    denied = Journal(tmp_path / "journal.sqlite").frame().query("kind == 'denied'")
+    assert denied.bar.astype(int).tolist() == ([40, 41, 42] if refuse_nan else [40, 41])
+    assert "the weight of SPX is 5.0" in denied.detail.iloc[0] and "the weight of SPX is inf" in denied.detail.iloc[1]
+    orders = Journal(tmp_path / "journal.sqlite").orders()
+    assert orders.bar.tolist() == [43] and _paper(tmp_path).positions()["SPX"] > 0  # only the sane decision traded
+
+
+def test_alerts_go_to_the_journal_and_the_configured_sinks(spx, tmp_path, capsys):
+    st = Protected(); st.naked = True
+    cfg = config_from_dict({"name": "sinks", "state_dir": str(tmp_path), "strategy": {"name": "protected"},
+                            "alerts": {"sinks": ["stderr", "file"]}})
+    Runner(cfg, st, spx).run(max_bars=40)
+    line = (tmp_path / "alerts.log").read_text().strip().splitlines()[-1]
+    assert "quantlab live sinks: ALERT (bar 36) SPX position 5 has no protective exit" in line
+    assert line.split(" ", 1)[1] in capsys.readouterr().err
+    with pytest.raises(Exception, match=r"\[alerts\] sinks"):
+        config_from_dict({"name": "x", "strategy": {"name": "s"}, "alerts": {"sinks": ["pager"]}})
+
+
+def test_a_replay_at_a_multiple_of_wall_clock_time_is_paced(spx):
+    from quantlab.live.runner import ReplayFeed
+    data = {k: v.iloc[:4] for k, v in spx.items()}  # 4 daily bars: 3 gaps of 1-3 days
+    span = (data["close"].index[-1] - data["close"].index[0]).total_seconds()
+    t = time.perf_counter(); bars = list(ReplayFeed(data, speed=span / 0.6)); took = time.perf_counter() - t
+    assert len(bars) == 4 and bars[-1].final and 0.55 <= took < 3.0  # 0.6 s of replay time, paced by sleeping
+    assert [b.ts for b in ReplayFeed(data, after=bars[1].ts)] == [bars[2].ts, bars[3].ts]  # a restart resumes after its last bar

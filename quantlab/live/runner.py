@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 import time
 import tomllib
 from collections import defaultdict, deque
@@ -62,6 +63,7 @@ class LiveConfig:
     calendar: str = "XNYS"  # the session calendar (poll: polls and the stale watch run while it is open)
     interval: float = 60.0  # poll: seconds between polls
     stale_after: float | None = None  # poll: seconds of open market without a new bar before new orders pause
+    alert_sinks: tuple = ("stderr",)  # where alerts go besides the journal: "stderr", "file" (state_dir/alerts.log)
 
     def card(self) -> dict:
         "The fields a restart must agree with (a journal belongs to one strategy, universe source and broker)."
@@ -72,7 +74,7 @@ class LiveConfig:
 _SECTIONS = {"strategy": {"name", "params"},
              "feed": {"kind", "source", "start", "end", "speed", "symbols", "bar", "calendar", "interval", "stale_after"},
              "broker": {"kind", "cash", "commission_bps"}, "risk": {f.name for f in fields(RiskLimits)},
-             "reconcile": {"every_bars", "position_tolerance", "cash_tolerance", "on_difference"}}
+             "reconcile": {"every_bars", "position_tolerance", "cash_tolerance", "on_difference"}, "alerts": {"sinks"}}
 
 
 def load_config(path) -> LiveConfig:
@@ -133,7 +135,9 @@ def config_from_dict(raw: Mapping, path="<config>") -> LiveConfig:
         reconcile_every=get("reconcile", "every_bars", int, 0), position_tolerance=get("reconcile", "position_tolerance", float, 1e-6),
         cash_tolerance=get("reconcile", "cash_tolerance", float, 0.01), on_difference=get("reconcile", "on_difference", str, "halt"),
         symbols=symbols, bar=bar, calendar=cal, interval=get("feed", "interval", float, 60.0),
-        stale_after=get("feed", "stale_after", float, 3 * bar_seconds))
+        stale_after=get("feed", "stale_after", float, 3 * bar_seconds), alert_sinks=tuple(get("alerts", "sinks", list, ["stderr"])))
+    unknown_sinks = set(cfg.alert_sinks) - {"stderr", "file"}
+    if unknown_sinks: raise err("[alerts] sinks", f"unknown sink {sorted(unknown_sinks)[0]!r} (here: stderr, file; email and webhook come with monitoring)")
     if cfg.on_difference not in ("halt", "reduce"): raise err("[reconcile] on_difference", f"must be 'halt' or 'reduce', got {cfg.on_difference!r}")
     for key, v in (("[feed] speed", cfg.speed), ("[broker] cash", cfg.cash), ("[broker] commission_bps", cfg.commission_bps),
                    ("[reconcile] every_bars", cfg.reconcile_every), ("[feed] interval", cfg.interval), ("[feed] stale_after", cfg.stale_after)):
@@ -415,7 +419,7 @@ class Runner:
         if held is None: j.set_state("config", card)
         elif {k: v for k, v in held.items()} != card:
             raise StateError(f"{self.state_dir}: the journal belongs to {held}, not {card}: use another state directory")
-        if stale: j.event("alert", None, None, f"took over the lock of PID {stale}, which is gone (a crash?)")
+        if stale: self.alert(None, f"took over the lock of PID {stale}, which is gone (a crash?)")
         j.event("start", None, None, {"pid": os.getpid()})
         cfg = self.config
         oms_known = lambda cid: cid in self.engine.oms.orders
@@ -486,13 +490,13 @@ class Runner:
             stops = [r for r in oms.open_orders(s) if r.order.stop_price is not None and r.order.quantity * q < 0]
             if q and not stops and s not in alerted:
                 alerted.add(s)
-                self.journal.event("alert", i, None, f"{s} position {q:g} has no protective exit (a working stop), and the strategy asks for one")
+                self.alert(i, f"{s} position {q:g} has no protective exit (a working stop), and the strategy asks for one")
             elif (not q or stops) and s in alerted: alerted.discard(s)
 
     def _feed_status(self, status: FeedStatus, i: int) -> None:
         "Stale data: no new orders (cancels still go out) until bars come again; journaled with an alert."
         self.journal.event(f"feed_{status.kind}", i, None, status.detail)
-        if status.kind == "stale": self.journal.event("alert", i, None, f"stale data: {status.detail}")
+        if status.kind == "stale": self.alert(i, f"stale data: {status.detail}")
         self._apply_feed_status(status.kind, status.detail)
 
     def _apply_feed_status(self, kind: str, detail: str) -> None:
@@ -521,11 +525,20 @@ class Runner(Runner):
                 self.journal._event("state_change", i, None, change)
             self._apply_change(i, change)
 
+    def alert(self, bar: int | None, message: str, client_id: str | None = None) -> None:
+        "Something an operator must act on: journaled, and sent to each configured sink (`[alerts] sinks`)."
+        self.journal.event("alert", bar, client_id, message)
+        line = f"{utc_now().isoformat()} quantlab live {self.config.name}: ALERT (bar {bar}) {message}"
+        for sink in self.config.alert_sinks:
+            if sink == "stderr": print(line, file=sys.stderr, flush=True)
+            elif sink == "file":
+                with open(self.state_dir / "alerts.log", "a") as f: f.write(line + "\n")
+
     def _set_state(self, state: TradingState, reason: str, bar: int, symbol: str | None = None) -> None:
         "Change the trading state (of one instrument when `symbol` is given), journaled with an alert."
         change = {"state": state.value, "reason": reason, "flatten": False, **({"symbol": symbol} if symbol else {})}
         self.journal.event("state_change", bar, None, change)
-        self.journal.event("alert", bar, None, reason)
+        self.alert(bar, reason)
         self._apply_change(bar, change)
 
     def _apply_change(self, i: int, change: dict) -> None:
@@ -573,6 +586,7 @@ class Runner(Runner):
         if getattr(self, "_replaying", False): return
         if kind == "order": self.journal.event("decision", self.engine.oms.bar, rec.client_id, {"decision": rec.tag, "reason": rec.order.reason})
         elif kind == "adopt": self._journal_adoption(rec, extra)
+        elif kind == "signal_refused": self.journal.event("denied", self.engine.oms.bar, None, extra)
         elif kind == "status" and rec.status == OrderStatus.DENIED: self.journal.event("denied", self.engine.oms.bar, rec.client_id, extra)
         elif kind == "status" and rec.status != OrderStatus.SUBMITTED:  # (sent is journaled by JournaledBroker)
             self.journal.status(rec.client_id, rec.status.value, str(extra or ""), self.engine.oms.bar)
@@ -584,7 +598,7 @@ class Runner(Runner):
             j.con.execute("insert or ignore into orders(client_id, bar, symbol, data, origin, sent, status) values (?,?,?,?,'external',1,'submitted')",
                           (rec.client_id, bar, rec.order.symbol, record_json(rec.order)))
             j._event("adopt" if reason == _FOUND else "adopt_fill", bar, rec.client_id, record_json(rec.order))
-        j.event("alert", bar, rec.client_id, f"external order adopted: {reason}")
+        self.alert(bar, f"external order adopted: {reason}", rec.client_id)
 
     def snapshot(self) -> dict:
         "Cash, positions and trading state now (journaled at the end of every bar)."
@@ -654,7 +668,7 @@ class Runner(Runner):
             if cid in at and cid not in self.engine.oms.orders:
                 o = Order(**json.loads(data))
                 if o in self.paper.open_orders(): self._adopt(o, k + 1, {"adopted": []})
-                self.journal.event("alert", k, cid, "an order sent before the crash was not derived again: adopted as external")
+                self.alert(k, "an order sent before the crash was not derived again: adopted as external", cid)
 
     def _differences(self, positions: Mapping[str, float], cash: float) -> dict:
         "Per symbol (and cash): ours vs the broker's, where they differ beyond tolerance."

@@ -285,6 +285,7 @@ class Engine:
         self.oms = OrderManager(self.broker, pf, self.risk, key=key)
         self.bars, self.data, self.features, self.events = None, {}, {}, None
         self.steps = 0  # bars on which the pipeline ran
+        self.refusals = []  # (bar, reason) of target weights risk refused (signal sanity)
         self._last = np.zeros(len(self.symbols))  # the target weights last acted on
         self._always = strategy.rebalance == "always"
         self._on_fill = type(strategy).on_fill is not Strategy.on_fill  # calls skipped when not overridden
@@ -436,6 +437,7 @@ class Engine:
         result = self.strategy.on_bar(self.ctx)
         if result is None and not self.ctx.intents: return  # nothing to do: most bars of an every-bar strategy
         weights = self._weights(result)
+        if weights is not None: weights = self._sane(weights, i)
         changed = self._changed(weights)
         intents = self.ctx.take_intents() if self.ctx.intents else ()
         if not changed and not intents: return
@@ -448,15 +450,23 @@ class Engine:
         "`on_bar`'s result as a weight per symbol (NaN: no position), or None when it stated none."
         if result is None: return None
         if type(result) is np.ndarray and result.size == len(self.symbols):
-            w = result.astype(float).reshape(-1)  # a copy: the array may be a read-only view of a feature
-            w[w != w] = 0.0
-            return w
+            return result.astype(float).reshape(-1)  # a copy: the array may be a read-only view of a feature
         w, col = np.zeros(len(self.symbols)), self.book.col
-        for s, v in as_targets(result, self.symbols).items():  # (NaN already read as 0 there)
+        for s, v in as_targets(result, self.symbols, keep_nan=True).items():
             j = col.get(s)
             if j is None: raise UsageError(f"targets name a symbol outside the universe: {s!r}")
             w[j] = v
         return w
+
+    def _sane(self, weights: np.ndarray, i: int) -> np.ndarray | None:
+        "Signal sanity (risk): refuse the targets if a weight is infinite or impossible, naming it; otherwise NaN means no position."
+        refused = self.risk.check_weights(weights, self.symbols)
+        if refused is not None:
+            self.refusals.append((i, refused))
+            if self.oms.listener: self.oms.listener("signal_refused", None, refused)
+            return None
+        weights[weights != weights] = 0.0
+        return weights
 
     def _changed(self, weights: np.ndarray | None) -> list[str]:
         "The symbols to trade: those whose target changed (every symbol when the strategy re-sizes always)."

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import math
 from collections import deque
+
+import numpy as np
 from dataclasses import dataclass, fields
 from enum import Enum
 from typing import Mapping, NamedTuple
@@ -46,11 +48,13 @@ class RiskLimits:
     reject_window: float = 20  # orders sent that the reject rate looks back over
     enforce_ticks: bool = False  # limit and stop prices must be whole multiples of the instrument's tick size
     round_ticks: bool = False  # the OMS rounds limit and stop prices to the tick first, on the passive side (see `on_ticks`)
+    max_weight: float = math.inf  # signal sanity: a target weight beyond +-max_weight is impossible, and the decision is refused
+    refuse_nan_weights: bool = False  # signal sanity: a NaN weight refuses the decision (default: NaN means "no position")
 
     def __post_init__(self):
         for f in fields(self):
             v = getattr(self, f.name)
-            if f.name in ("allow_short", "enforce_ticks", "round_ticks"):
+            if f.name in ("allow_short", "enforce_ticks", "round_ticks", "refuse_nan_weights"):
                 if not isinstance(v, bool): raise UsageError(f"RiskLimits.{f.name} must be true or false, got {v!r}")
             elif not (isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0):
                 raise UsageError(f"RiskLimits.{f.name} must be a positive number (math.inf for none), got {v!r}")
@@ -144,6 +148,18 @@ class RiskEngine:
         elif equity < self._day_open_equity * (1 - L.max_daily_loss):
             self.halt(f"daily loss {1 - equity / self._day_open_equity:.2%} breached max_daily_loss {L.max_daily_loss:.2%}")
         return self.state
+
+    def check_weights(self, weights: np.ndarray, # target weights over the symbols, as the strategy gave them (NaN kept)
+                      symbols: list[str], # their names, for the message
+                     ) -> str | None:
+        "Signal sanity before any order: an infinite weight, one beyond `max_weight`, or (if refused) a NaN refuses the decision; the reason names the symbol."
+        L = self.limits
+        bad = np.isinf(weights)
+        if L.max_weight < math.inf: bad |= np.abs(weights) > L.max_weight
+        if L.refuse_nan_weights: bad |= np.isnan(weights)
+        if not bad.any(): return None
+        k = int(bad.argmax())
+        return f"signal refused: the weight of {symbols[k]} is {weights.item(k)!r} (max_weight {L.max_weight:g}, NaN {'refused' if L.refuse_nan_weights else 'means flat'})"
 
     def note_sent(self, client_id: str) -> None:
         "An order reached the broker (the reject-rate breaker's denominator)."

@@ -215,6 +215,7 @@ class Context:
 # %% ../../nbs/trading/03_strategy.ipynb #69863750
 def as_targets(result, # what on_bar returned
                symbols: list[str], # ctx.symbols, for arrays
+               keep_nan: bool = False, # leave NaN weights as they are (the engine's signal check reads them); default: 0
               ) -> dict[str, float] | None:
     "Normalise an `on_bar` return value to a {symbol: weight} dict, or None for no change."
     if result is None: return None
@@ -223,6 +224,7 @@ def as_targets(result, # what on_bar returned
         arr = np.asarray(result, dtype=float).reshape(-1)
         if len(arr) != len(symbols): raise UsageError(f"target array has {len(arr)} weights for {len(symbols)} symbols")
         items = zip(symbols, arr.tolist())
+    if keep_nan: return {s: float(w) for s, w in items}
     return {s: (0.0 if w != w else float(w)) for s, w in items}
 
 # %% ../../nbs/trading/03_strategy.ipynb #94b2b623
