@@ -534,3 +534,11 @@ def test_a_replay_at_a_multiple_of_wall_clock_time_is_paced(spx):
     t = time.perf_counter(); bars = list(ReplayFeed(data, speed=span / 0.6)); took = time.perf_counter() - t
     assert len(bars) == 4 and bars[-1].final and 0.55 <= took < 3.0  # 0.6 s of replay time, paced by sleeping
     assert [b.ts for b in ReplayFeed(data, after=bars[1].ts)] == [bars[2].ts, bars[3].ts]  # a restart resumes after its last bar
+
+
+def test_reconciliation_repeats_on_its_timer(spx, tmp_path):
+    cfg = _config(tmp_path, data=spx, reconcile={"every_bars": 25})
+    _run(cfg, spx, max_bars=200)
+    rec = Journal(tmp_path / "journal.sqlite").frame().query("kind == 'reconcile'")
+    assert len(rec) == 1 + (200 - 30) // 25  # at start, then every 25 traded bars
+    assert all(json.loads(d)["status"] == "ok" for d in rec.detail)

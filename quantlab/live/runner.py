@@ -478,7 +478,8 @@ class Runner:
             self._step(i)
             self._check_protection(i)
             j.finish_bar(i, self.snapshot())
-            if self.config.reconcile_every and self.stepped % self.config.reconcile_every == 0: self.reconcile()
+            every = self.config.reconcile_every
+            if every and self.stepped and self.stepped % every == 0 and e.bars.ts.item(i) >= self.first_ts: self.reconcile()  # not in warm-up
 
     def _check_protection(self, i: int) -> None:
         "A strategy that asks for protective exits: alert (once per position) when a position has no working stop that would reduce it."
