@@ -372,8 +372,8 @@ _STATES = {"halt": TradingState.HALTED, "halt_flatten": TradingState.HALTED, "re
 _FOUND = "external: found at the broker"
 
 
-class Runner:
-    "One deployment: recover from the journal, reconcile with the broker, then step each new bar of the feed."
+class _Run:
+    "The runner's life: recover, go live, finish an interrupted bar, trade the feed (see `Runner`)."
 
     def __init__(self, config: LiveConfig, # the deployment
                  strategy: Strategy, # built by the caller from config.strategy / config.params
@@ -515,8 +515,9 @@ class Runner:
         self._note_state(i)
 
 # %% ../../nbs/live/02_runner.ipynb #2334107e
-class Runner(Runner):
-    # -- state changes: operator commands, reconciliation verdicts; journaled with the bar they precede, replayed there --
+class _StateChanges:
+    "Operator commands, breaker and reconciliation verdicts, adoptions and alerts: journaled with the bar they precede, replayed there."
+
     def _commands(self, i: int) -> None:
         "Operator commands queued in the journal (halt, halt_flatten, resume), applied before bar `i`."
         for seq, command, reason in self.journal.pending_commands():
@@ -608,7 +609,9 @@ class Runner(Runner):
                 "state": risk.state.value, "marks": {s: pf.prices.get(s) for s, p in pf.positions.items() if p.quantity}}
 
 # %% ../../nbs/live/02_runner.ipynb #b30a18be
-class Runner(Runner):
+class _Reconciliation:
+    "The broker against the journal and the portfolio (see above)."
+
     def reconcile(self, start: bool = False) -> dict:
         "Compare the broker with the journal and the portfolio; book what was missed once; halt on a difference (see above)."
         e, j, b = self.engine, self.journal, self.paper
@@ -685,6 +688,10 @@ def _describe(report: dict) -> str:
     parts = [f"{k}: journal {v['journal']:g}, broker {v['broker']:g}" for k, v in report["differences"].items()]
     if report["missing"]: parts.append(f"orders the broker does not have: {', '.join(report['missing'])}")
     return "; ".join(parts)
+
+
+class Runner(_Run, _StateChanges, _Reconciliation):
+    "One deployment: recover from the journal, reconcile with the broker, then step each new bar of the feed."
 
 # %% ../../nbs/live/02_runner.ipynb #75d57333
 def status(state_dir, journal: Journal | None = None) -> dict:
