@@ -362,10 +362,11 @@ class ReplayBroker:
     def cancel(self, client_id: str) -> None: pass
     def replace(self, client_id: str, order: Order) -> None: pass
 
-    @property
-    def unreleased(self) -> int:
-        "Journaled reports not handed back (a recovery that ends with some has lost track of an order)."
-        return sum(len(f) + len(u) for f, u in self._due.values()) + len(self._held[0]) + len(self._held[1])
+    def unmatched(self, before: int | None = None) -> list[int]:
+        "Bars (before `before`, all when None) whose journaled reports were never handed back: a replay that lost track of an order."
+        bars = {b for b, _ in self._due if before is None or b < before}
+        bars |= {r.bar for held in self._held for r in held}  # queued, but their order never appeared
+        return sorted(bars)
 
 # %% ../../nbs/live/02_runner.ipynb #7cd2cb04
 _STATES = {"halt": TradingState.HALTED, "halt_flatten": TradingState.HALTED, "resume": TradingState.ACTIVE}
@@ -441,9 +442,8 @@ class _Run:
             self._step(i)
         self._replaying = False
         self.replayed = len(bars)
-        left = [b for b, _ in self.engine.broker._due if self.unfinished is None or b < self.unfinished]
-        if left or self.engine.broker._held[0] or self.engine.broker._held[1]:
-            raise StateError(f"recovery: journaled reports for bars {sorted(left)[:5]} were never matched by a replayed order")
+        left = self.engine.broker.unmatched(before=self.unfinished)
+        if left: raise StateError(f"recovery: journaled reports for bars {left[:5]} were never matched by a replayed order")
 
     def _go_live(self) -> None:
         "Swap the replay for the real broker, behind the journal, and reconcile."
@@ -522,9 +522,7 @@ class _StateChanges:
         "Operator commands queued in the journal (halt, halt_flatten, resume), applied before bar `i`."
         for seq, command, reason in self.journal.pending_commands():
             change = {"state": _STATES[command].value, "reason": f"operator: {reason}", "flatten": command == "halt_flatten"}
-            with self.journal.con:
-                self.journal.con.execute("update commands set done = 1 where seq = ?", (seq,))
-                self.journal._event("state_change", i, None, change)
+            self.journal.command_done(seq, i, change)
             self._apply_change(i, change)
 
     def alert(self, bar: int | None, message: str, client_id: str | None = None) -> None:
@@ -586,7 +584,7 @@ class _StateChanges:
     def _listen(self, kind: str, rec, extra) -> None:
         "The OMS's listener: decisions and risk denials go to the journal (not while replaying: they are there)."
         if getattr(self, "_replaying", False): return
-        if kind == "order": self.journal.event("decision", self.engine.oms.bar, rec.client_id, {"decision": rec.tag, "reason": rec.order.reason})
+        if kind == "order": self.journal.note("decision", self.engine.oms.bar, rec.client_id, {"decision": rec.tag, "reason": rec.order.reason})
         elif kind == "adopt": self._journal_adoption(rec, extra)
         elif kind == "signal_refused": self.journal.event("denied", self.engine.oms.bar, None, extra)
         elif kind == "status" and rec.status == OrderStatus.DENIED: self.journal.event("denied", self.engine.oms.bar, rec.client_id, extra)
@@ -595,11 +593,8 @@ class _StateChanges:
 
     def _journal_adoption(self, rec, reason: str) -> None:
         "An external order: found open at the broker (replayed at its bar), or born of a fill we did not expect (re-adopted by that fill)."
-        j, bar = self.journal, self.engine.oms.bar
-        with j.con:
-            j.con.execute("insert or ignore into orders(client_id, bar, symbol, data, origin, sent, status) values (?,?,?,?,'external',1,'submitted')",
-                          (rec.client_id, bar, rec.order.symbol, record_json(rec.order)))
-            j._event("adopt" if reason == _FOUND else "adopt_fill", bar, rec.client_id, record_json(rec.order))
+        bar = self.engine.oms.bar
+        self.journal.adopted(rec.order, bar, "adopt" if reason == _FOUND else "adopt_fill")
         self.alert(bar, f"external order adopted: {reason}", rec.client_id)
 
     def snapshot(self) -> dict:
@@ -629,7 +624,7 @@ class _Reconciliation:
         received = getattr(b, "received", lambda cid: False)
         has = lambda cid: cid in open_orders or cid in executed or received(cid)
         report = {"status": "ok", "bar": nxt, "never_sent": [], "adopted": [], "missing": [], "differences": {}}
-        for cid, sent in j.con.execute("select client_id, sent from orders where origin = 'strategy' and status in ('new', 'submitted')").fetchall():
+        for cid, sent in j.open_intents():
             if has(cid):
                 self.broker.at_broker.add(cid)
                 if not sent: j.sent(cid, nxt)  # found by its id: the send happened, its record did not
@@ -668,11 +663,10 @@ class _Reconciliation:
     def _adopt_orphans(self, k: int) -> None:
         "After an interrupted bar ran again: its journaled orders the broker has but the new run did not derive are adopted."
         at = self.broker.at_broker
-        for cid, data in self.journal.con.execute("select client_id, data from orders where bar = ? and origin = 'strategy'", (k,)).fetchall():
-            if cid in at and cid not in self.engine.oms.orders:
-                o = Order(**json.loads(data))
+        for o in self.journal.intents_of_bar(k):
+            if o.client_id in at and o.client_id not in self.engine.oms.orders:
                 if o in self.paper.open_orders(): self._adopt(o, k + 1, {"adopted": []})
-                self.alert(k, "an order sent before the crash was not derived again: adopted as external", cid)
+                self.alert(k, "an order sent before the crash was not derived again: adopted as external", o.client_id)
 
     def _differences(self, positions: Mapping[str, float], cash: float) -> dict:
         "Per symbol (and cash): ours vs the broker's, where they differ beyond tolerance."
@@ -704,7 +698,7 @@ def status(state_dir, journal: Journal | None = None) -> dict:
         rec = ev[ev.kind == "reconcile"].tail(1)
         orders = j.orders()
         working = orders[orders.status.isin(["submitted", "partially_filled"])]
-        bar_ts = j.con.execute("select ts from bars where bar = ?", (last[0],)).fetchone()[0] if last else None
+        bar_ts = j.bar_time(last[0]) if last else None
         return {"name": (j.state("config") or {}).get("name"), "trading_state": j.state("trading_state", {"state": "active", "reason": ""}),
                 "bars": 0 if last is None else last[0] + 1, "last_bar": None if bar_ts is None else str(pd.Timestamp(bar_ts, tz="UTC")),
                 "last_bar_finished": None if last is None else last[1],
