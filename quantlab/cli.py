@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import traceback
@@ -95,8 +96,16 @@ def _store(args):
 
 
 def _print_json(obj) -> None:
-    "Print `obj` as JSON (timestamps ISO 8601, NaN as null)."
-    print(json.dumps(obj, indent=2, default=json_default, allow_nan=False))
+    "Print `obj` as JSON (timestamps ISO 8601, NaN and infinities as null)."
+    print(json.dumps(_finite(obj), indent=2, default=json_default, allow_nan=False))
+
+
+def _finite(obj):
+    "`obj` with every non-finite float (Python or numpy) replaced by None, at any depth."
+    if isinstance(obj, float): return obj if obj - obj == 0.0 else None
+    if isinstance(obj, dict): return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)): return [_finite(v) for v in obj]
+    return obj
 
 
 def _records(df) -> list[dict]:
@@ -288,6 +297,17 @@ def _build_report(parser: argparse.ArgumentParser) -> None:
 register(Command("report", "run a report template with papermill into reports/<report>/<run-id>/", _build_report))
 
 # %% ../nbs/cli.ipynb #57e254e6
+def _number(option: str, lo: float = -math.inf, open_lo: bool = False):
+    "An argparse type: a finite number at or above `lo` (above it when `open_lo`); the error names the option."
+    def parse(text: str) -> float:
+        try: v = float(text)
+        except ValueError: raise argparse.ArgumentTypeError(f"{option} must be a number, got {text!r}") from None
+        if not math.isfinite(v) or v < lo or (open_lo and v == lo):
+            raise argparse.ArgumentTypeError(f"{option} must be {'above' if open_lo else 'at least'} {lo:g}, got {text}")
+        return v
+    return parse
+
+
 def _study_options() -> argparse.ArgumentParser:
     "Options shared by backtest, sweep and walkforward: where the data comes from and the costs."
     p = argparse.ArgumentParser(add_help=False)
@@ -296,8 +316,8 @@ def _study_options() -> argparse.ArgumentParser:
     p.add_argument("--sample", default="sp500", help="bundled sample when no --symbols (default: sp500)")
     p.add_argument("--start", type=_timestamp("--start"), help="first bar (date or timestamp, UTC)")
     p.add_argument("--end", type=_timestamp("--end", end_of_day=True), help="last bar (date or timestamp, UTC)")
-    p.add_argument("--cash", type=float, default=1_000_000.0, help="starting cash (default 1,000,000)")
-    p.add_argument("--commission-bps", type=float, default=1.0, help="proportional costs on traded notional (default 1 bp)")
+    p.add_argument("--cash", type=_number("--cash", lo=0.0, open_lo=True), default=1_000_000.0, help="starting cash (default 1,000,000)")
+    p.add_argument("--commission-bps", type=_number("--commission-bps", lo=0.0), default=1.0, help="proportional costs on traded notional (default 1 bp)")
     p.add_argument("--json", action="store_true", help="print JSON")
     return p
 
@@ -530,8 +550,8 @@ def _build_live(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--start", help="first bar to trade; earlier bars warm the features up")
     p.add_argument("--end", help="last bar of the replay")
     p.add_argument("--speed", type=float, default=0.0, help="0: as fast as possible; k: k x wall-clock time")
-    p.add_argument("--cash", type=float, default=1_000_000.0)
-    p.add_argument("--commission-bps", type=float, default=0.0)
+    p.add_argument("--cash", type=_number("--cash", lo=0.0, open_lo=True), default=1_000_000.0)
+    p.add_argument("--commission-bps", type=_number("--commission-bps", lo=0.0), default=0.0)
     p.add_argument("--max-bars", type=int, help="stop after this many new bars")
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=_live_run)

@@ -159,3 +159,12 @@ def test_compiled_round_trips_equal_the_python_reference_on_a_long_short_three_s
     pd.testing.assert_frame_equal(res.trades, ref)
     # and with a contract multiplier on one symbol
     pd.testing.assert_frame_equal(round_trips(fills, {"NVDA": 50.0}), fifo_reference(fills, {"NVDA": 50.0}))
+
+
+def test_summary_gives_the_same_numbers_as_metrics_summary(spx_fields):
+    "One set of numbers everywhere: BacktestResult.summary, metrics.summary and the CLI all start at the first return."
+    from quantlab.research import metrics
+    from quantlab.strategies import get_strategy
+    res = run_backtest(get_strategy("sma_cross", fast=20, slow=100), spx_fields)
+    s, m = res.summary(), metrics.summary(res.returns.iloc[1:]).iloc[0]
+    assert (s["cagr"], s["volatility"], s["sharpe"], s["max_drawdown"]) == (m["annual_return"], m["annual_volatility"], m["sharpe"], m["max_drawdown"])

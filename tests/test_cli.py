@@ -303,3 +303,19 @@ def test_console_script_is_installed():
     if not script.exists(): pytest.skip(f"console script not installed beside {sys.executable}")
     p = subprocess.run([str(script), "data", "--help"], capture_output=True, text=True, timeout=120)
     assert p.returncode == 0 and "ingest" in p.stdout
+
+
+def test_backtest_json_writes_null_for_metrics_that_are_not_numbers():
+    "SMA(20/200) inside 2008 never trades (the slow average needs 200 bars): Sharpe and Sortino are undefined, JSON says null."
+    code, out, err = run("backtest", "sma_cross", "-p", "fast", "20", "-p", "slow", "200", "--start", "2008-01-01", "--end", "2008-12-31", "--json")
+    assert code == 0, err
+    got = json.loads(out)
+    assert got["sharpe"] is None and got["fills"] == 0
+
+
+@pytest.mark.parametrize("args,needle", [(["--cash", "0"], "--cash must be above 0"), (["--cash", "-5"], "--cash must be above 0"),
+                                         (["--commission-bps", "-1"], "--commission-bps must be at least 0"),
+                                         (["--cash", "lots"], "--cash must be a number")])
+def test_backtest_refuses_nonsense_money_naming_the_option(args, needle):
+    code, out, err = run("backtest", "sma_cross", *args)
+    assert code == 2 and needle in err and "Traceback" not in err

@@ -268,3 +268,18 @@ def test_every_registered_indicator_runs_on_real_ohlcv(ohlcv):
         for part in parts:
             assert part.shape == ohlcv["close"].shape, name
             assert part.notna().to_numpy().sum() > 0.9 * ohlcv["close"].notna().to_numpy().sum() - 300, name
+
+
+def test_named_series_work_like_one_asset_and_equal_talib():
+    "Plain Series (df.high, df.low, df.close) carry different names; they are one asset, not three misaligned columns."
+    import talib
+    from arch.data import sp500
+    from quantlab.research import indicators
+    df = sp500.load().rename(columns=str.lower)
+    h, l, c, v = df["high"], df["low"], df["close"], df["volume"].astype(float)
+    np.testing.assert_allclose(indicators.atr(h, l, c).to_numpy(), talib.ATR(h.values, l.values, c.values, 14), equal_nan=True)
+    np.testing.assert_allclose(indicators.obv(c, v).to_numpy(), talib.OBV(c.values, v.values), equal_nan=True)
+    k, d = talib.STOCH(h.values, l.values, c.values, 14, 3, 0, 3, 0)
+    st = indicators.stochastic(h, l, c)
+    np.testing.assert_allclose(st["k"].to_numpy(), k, equal_nan=True); np.testing.assert_allclose(st["d"].to_numpy(), d, equal_nan=True)
+    assert indicators.atr(h, l, c).notna().sum() == len(df) - 14

@@ -118,16 +118,14 @@ class BacktestResult:
         return self._trades
 
     def summary(self) -> pd.Series:
-        "Headline figures (daily-bar annualisation, 252 bars a year)."
-        eq, r = self.equity, self.returns
-        years = max(len(r) / 252.0, 1e-9)
-        dd = eq / eq.cummax() - 1
-        vol = r.std() * np.sqrt(252)
+        "Headline figures from `research.metrics` (252 bars a year), on the returns after the first bar: the same numbers as `metrics.summary` and the CLI."
+        from quantlab.research import metrics
+        eq = self.equity
+        m = metrics.summary(self.returns.iloc[1:].rename("strategy")).iloc[0]  # bar 0 has no return, only a starting value
         return pd.Series({"start": eq.index[0], "end": eq.index[-1], "final_equity": eq.iloc[-1],
-                          "total_return": eq.iloc[-1] / eq.iloc[0] - 1,
-                          "cagr": (eq.iloc[-1] / eq.iloc[0]) ** (1 / years) - 1 if eq.iloc[-1] > 0 else np.nan,
-                          "volatility": vol, "sharpe": r.mean() * 252 / vol if vol > 0 else np.nan,
-                          "max_drawdown": dd.min(), "trades": len(self.trades), "orders": len(self.orders),
+                          "total_return": eq.iloc[-1] / eq.iloc[0] - 1, "cagr": m["annual_return"],
+                          "volatility": m["annual_volatility"], "sharpe": m["sharpe"],
+                          "max_drawdown": m["max_drawdown"], "trades": len(self.trades), "orders": len(self.orders),
                           "fills": len(self.fills), "total_costs": self.costs.sum()})
 
     def save(self, path) -> Path:

@@ -86,6 +86,7 @@ def _prepare(*panels, names=None) -> tuple[list[pd.DataFrame], bool]:
     frames, series = zip(*(_as_frame(p, n) for p, n in zip(panels, names)))
     for f, n in zip(frames, names): _check_index(f, n)
     frames = list(frames)
+    if all(series): frames = [f.set_axis(frames[0].columns, axis=1) for f in frames]  # Series (high, low, close) are one asset, whatever their names
     if len(frames) > 1 and not all(f.index.equals(frames[0].index) and f.columns.equals(frames[0].columns) for f in frames):
         idx, cols = frames[0].index, frames[0].columns
         for f in frames[1:]: idx, cols = idx.union(f.index), cols.union(f.columns, sort=False)
