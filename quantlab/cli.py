@@ -438,7 +438,7 @@ def _live_config(args):
     kind, _, source = args.feed.partition(":")
     if kind != "replay" or not source: raise UsageError(f"--feed {args.feed!r}: use replay:SAMPLE (a bundled sample) or replay:FILE.parquet")
     from quantlab.reports.render import parse_params
-    raw = {"name": args.name, "state_dir": str(Path(args.state_dir or Path("state") / args.name).resolve()),
+    raw = {"name": args.name, "state_dir": str(Path(args.state_dir or data_dir(args.data_dir) / "live" / args.name).resolve()),
            "strategy": {"name": args.target, "params": parse_params(args.param)},
            "feed": {"kind": "replay", "source": source if source.endswith(".parquet") else f"sample:{source.lower()}", "speed": args.speed,
                     **({"start": args.start} if args.start else {}), **({"end": args.end} if args.end else {})},
@@ -493,12 +493,13 @@ def _live_parity(cfg, strategy, panels) -> dict:
     return verdict
 
 
-def _state_dir(name: str) -> Path:
+def _state_dir(name: str, data_dir_=None) -> Path:
+    "A deployment's state directory from its config file, the directory itself, or its name (under the data directory's `live/`)."
     if name.endswith(".toml"):
         from quantlab.live.runner import load_config
         return Path(load_config(name).state_dir)
     p = Path(name)
-    return p if (p / "journal.sqlite").exists() else Path("state") / name
+    return p if (p / "journal.sqlite").exists() else data_dir(data_dir_) / "live" / name
 
 
 def _print_status(st: dict) -> None:
@@ -507,7 +508,7 @@ def _print_status(st: dict) -> None:
 
 def _live_status(args) -> int:
     from quantlab.live.runner import status
-    st = status(_state_dir(args.name))
+    st = status(_state_dir(args.name, args.data_dir))
     _print_json(st) if args.json else _print_status(st)
     return 0
 
@@ -515,7 +516,7 @@ def _live_status(args) -> int:
 def _live_command(command: str):
     def run(args) -> int:
         from quantlab.live.journal import Journal
-        d = _state_dir(args.name)
+        d = _state_dir(args.name, args.data_dir)
         if not (d / "journal.sqlite").exists(): raise UsageError(f"{d}: no deployment journal here")
         j = Journal(d / "journal.sqlite")
         try: seq = j.command("halt_flatten" if command == "halt" and args.flatten else command, args.reason)
@@ -527,7 +528,7 @@ def _live_command(command: str):
 
 def _live_journal(args) -> int:
     from quantlab.live.journal import Journal
-    d = _state_dir(args.name)
+    d = _state_dir(args.name, args.data_dir)
     j = Journal(d / "journal.sqlite", readonly=True)
     try: df = j.frame(since=args.since)
     finally: j.close()
@@ -543,7 +544,7 @@ def _build_live(parser: argparse.ArgumentParser) -> None:
     p = sub.add_parser("run", help="recover, reconcile and trade a deployment (paper broker, replay feed)")
     p.add_argument("target", help="CONFIG.toml, or a registered strategy name")
     p.add_argument("--name", help="deployment name (with a strategy name)")
-    p.add_argument("--state-dir", help="state directory (default state/NAME)")
+    p.add_argument("--state-dir", help="state directory (default: live/NAME in the data directory)")
     p.add_argument("-p", "--param", nargs=2, action="append", metavar=("KEY", "VALUE"), default=[], help="a strategy parameter")
     p.add_argument("--broker", default="paper", choices=["paper"], help="the broker (paper; ib comes with the IB adapter)")
     p.add_argument("--feed", default="replay:sp500", help="replay:SAMPLE or replay:FILE.parquet (default replay:sp500)")

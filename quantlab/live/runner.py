@@ -105,7 +105,7 @@ def config_from_dict(raw: Mapping, path="<config>") -> LiveConfig:
     name = get(None, "name", str, None)
     if not name or not name.replace("-", "").replace("_", "").isalnum(): raise err("name", f"must be letters, digits, - or _, got {name!r}")
     base = Path(path).parent if path != "<config>" else Path.cwd()
-    state_dir = base / get(None, "state_dir", str, f"state/{name}")
+    state_dir = base / get(None, "state_dir", str, f"data/live/{name}")
     strategy = get("strategy", "name", str, None)
     if not strategy: raise err("[strategy] name", "is required")
     feed, broker = get("feed", "kind", str, "replay"), get("broker", "kind", str, "paper")
