@@ -104,9 +104,12 @@ def stress_periods(returns: pd.Series, # the strategy's simple returns (Datetime
                    periods: dict[str, tuple] | None = None, # {name: (start, end)}; default STRESS_PERIODS
                    annual: int = metrics.PERIODS_PER_YEAR, # periods per year
                   ) -> pd.DataFrame:
-    "Performance in named windows (and the benchmark's, side by side)."
-    periods = STRESS_PERIODS if periods is None else periods
+    "Performance in named windows (and the benchmark's, side by side); the default windows only where the data reaches them."
     tz = returns.index.tz
+    if periods is None:  # a window the data never reaches would be a row of NaN: leave it out (asked-for windows stay)
+        first, last = returns.dropna().index.min(), returns.dropna().index.max()
+        as_ts = lambda d: pd.Timestamp(d).tz_localize(tz) if tz is not None else pd.Timestamp(d)
+        periods = {k: (s, e) for k, (s, e) in STRESS_PERIODS.items() if as_ts(s) <= last and as_ts(e) + pd.Timedelta(days=1) > first}
     rows = []
     for name, (start, end) in periods.items():
         s, e = pd.Timestamp(start), pd.Timestamp(end) + pd.Timedelta(hours=23, minutes=59)
