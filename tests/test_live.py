@@ -284,11 +284,10 @@ def test_an_order_placed_at_the_broker_by_hand_is_adopted_as_external(spx, tmp_p
     _run(cfg, spx, max_bars=100)
     pb = _paper(tmp_path)
     from quantlab.trading.brokers.sim import BarArrays
-    pb.bars, pb._T = BarArrays.growing(["SPX"], ("open", "high", "low", "close", "volume"), 1000), 10**9  # a bare venue
-    pb.bars.col = {"SPX": 0}
+    pb.attach(BarArrays.growing(["SPX"], ("open", "high", "low", "close", "volume"), 1000))  # a venue with no bars yet
     pb.submit(Order("SPX", 1, "limit", limit_price=1.0, tif="GTC", client_id="by-hand")); pb.close()
     st = _run(cfg, spx, max_bars=5)
-    assert st["last_reconciliation"]["adopted"] == ["by-hand"] or "by-hand" in [o["client_id"] for o in st["working_orders"]]
+    assert st["last_reconciliation"]["adopted"] == ["by-hand"] and "by-hand" in [o["client_id"] for o in st["working_orders"]]
     assert Journal(tmp_path / "journal.sqlite").order("by-hand")["origin"] == "external"
     _run(cfg, spx, max_bars=5)  # and a replay with the adopted order in it still matches the journal
 

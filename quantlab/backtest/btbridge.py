@@ -47,81 +47,84 @@ class BridgeResult:
         return float(self.equity.iloc[-1])
 
 # %% ../../nbs/backtest/03_btbridge.ipynb #697e545d
+class _Bridge:
+    "The quantlab side of the backtrader strategy (combined with `bt.Strategy` by `_bridge_class`, so backtrader is imported only when used)."
+
+    def __init__(self):
+        self.last_targets, self.by_id = None, {}
+
+    def notify_order(self, order):
+        out, i = self.p.out, len(self) - 1
+        sym = order.data._name
+        if order.status == order.Completed:
+            ex = order.executed
+            q = ex.size
+            out["fills"].append((sym, i, q, ex.price, ex.comm))
+            pf = self.p.ctx.portfolio
+            f = Fill(str(order.ref), sym, q, ex.price, self.p.ctx.index[i], ex.comm, bar=i)
+            pf.apply(f)
+            self.p.ql.on_fill(self.p.ctx, f)
+        elif order.status in (order.Margin, order.Rejected):
+            out["rejected"].append((i, sym, order.getstatusname()))
+
+    def notify_trade(self, trade):
+        if trade.isclosed:
+            self.p.out["trades"].append((trade.data._name, trade.baropen - 1, trade.barclose - 1, trade.pnl, trade.pnlcomm))
+
+    def next(self):
+        i, ctx, st, out = len(self) - 1, self.p.ctx, self.p.ql, self.p.out
+        value = self.broker.getvalue()
+        out["equity"].append(value)
+        ctx.portfolio.mark({d._name: d.close[0] for d in self.datas})
+        if not self.p.events[i]: return
+        ctx.i, ctx.is_event = i, True
+        targets = as_targets(st.on_bar(ctx), ctx.symbols)
+        intents = ctx.take_intents()
+        if targets is not None:
+            last = self.last_targets or {}
+            changed = {s for s, w in targets.items() if last.get(s, 0.0) != w} | {s for s, w in last.items() if w and s not in targets}
+            if st.rebalance == "always": changed = set(ctx.symbols)
+            if changed:
+                self.last_targets = targets
+                self._rebalance(targets, value, changed)
+        for kind, payload in intents: self._route(kind, payload)
+
+    def _rebalance(self, targets, value, changed):
+        lot, orders = self.p.lot, []
+        for d in self.datas:
+            if d._name not in changed: continue
+            w = targets.get(d._name, 0.0)
+            close = d.close[0]
+            if not (close > 0 and math.isfinite(close)): continue
+            target = math.trunc(w * value / close / lot) * lot if w else 0.0
+            delta = math.trunc((target - self.getposition(d).size) / lot) * lot
+            if delta: orders.append((delta, d))
+        for delta, d in sorted(orders, key=lambda o: o[0] > 0):  # sells first: backtrader checks cash order by order
+            if delta > 0: self.buy(data=d, size=delta)
+            else: self.sell(data=d, size=-delta)
+
+    def _route(self, kind, payload):
+        bt_ = self._bt
+        if kind == "cancel":
+            o = self.by_id.get(payload)
+            if o is not None: self.cancel(o)
+            return
+        if kind != "submit": raise UsageError(f"btbridge: {kind} of orders is not bridged (only submit and cancel)")
+        o = payload
+        if o.parent_id or o.oco: raise UsageError("btbridge: bracket / OCO orders are not bridged")
+        exec_ = {OrderKind.MARKET: bt_.Order.Market, OrderKind.LIMIT: bt_.Order.Limit, OrderKind.STOP: bt_.Order.Stop}.get(o.kind)
+        if exec_ is None: raise UsageError(f"btbridge: {o.kind.value} orders are not bridged")
+        price = o.limit_price if o.kind == OrderKind.LIMIT else o.stop_price
+        valid = bt_.Order.DAY if o.tif == TimeInForce.DAY and o.kind != OrderKind.MARKET else None
+        d = self.getdatabyname(o.symbol)
+        fn = self.buy if o.quantity > 0 else self.sell
+        self.by_id[o.client_id] = fn(data=d, size=abs(o.quantity), exectype=exec_, price=price, valid=valid)
+
+
 def _bridge_class(bt):
-    class QuantlabBridge(bt.Strategy):
-        params = dict(ql=None, ctx=None, events=None, lot=1.0, symbols=None, out=None)
-
-        def __init__(self):
-            self.last_targets, self.by_id = None, {}
-
-        def notify_order(self, order):
-            out, i = self.p.out, len(self) - 1
-            sym = order.data._name
-            if order.status == order.Completed:
-                ex = order.executed
-                q = ex.size
-                out["fills"].append((sym, i, q, ex.price, ex.comm))
-                pf = self.p.ctx.portfolio
-                f = Fill(str(order.ref), sym, q, ex.price, self.p.ctx.index[i], ex.comm, bar=i)
-                pf.apply(f)
-                self.p.ql.on_fill(self.p.ctx, f)
-            elif order.status in (order.Margin, order.Rejected):
-                out["rejected"].append((i, sym, order.getstatusname()))
-
-        def notify_trade(self, trade):
-            if trade.isclosed:
-                self.p.out["trades"].append((trade.data._name, trade.baropen - 1, trade.barclose - 1, trade.pnl, trade.pnlcomm))
-
-        def next(self):
-            i, ctx, st, out = len(self) - 1, self.p.ctx, self.p.ql, self.p.out
-            value = self.broker.getvalue()
-            out["equity"].append(value)
-            ctx.portfolio.mark({d._name: d.close[0] for d in self.datas})
-            if not self.p.events[i]: return
-            ctx.i, ctx.is_event = i, True
-            targets = as_targets(st.on_bar(ctx), ctx.symbols)
-            intents = ctx.take_intents()
-            if targets is not None:
-                last = self.last_targets or {}
-                changed = {s for s, w in targets.items() if last.get(s, 0.0) != w} | {s for s, w in last.items() if w and s not in targets}
-                if st.rebalance == "always": changed = set(ctx.symbols)
-                if changed:
-                    self.last_targets = targets
-                    self._rebalance(targets, value, changed)
-            for kind, payload in intents: self._route(kind, payload)
-
-        def _rebalance(self, targets, value, changed):
-            lot, orders = self.p.lot, []
-            for d in self.datas:
-                if d._name not in changed: continue
-                w = targets.get(d._name, 0.0)
-                close = d.close[0]
-                if not (close > 0 and math.isfinite(close)): continue
-                target = math.trunc(w * value / close / lot) * lot if w else 0.0
-                delta = math.trunc((target - self.getposition(d).size) / lot) * lot
-                if delta: orders.append((delta, d))
-            for delta, d in sorted(orders, key=lambda o: o[0] > 0):  # sells first: backtrader checks cash order by order
-                if delta > 0: self.buy(data=d, size=delta)
-                else: self.sell(data=d, size=-delta)
-
-        def _route(self, kind, payload):
-            bt_ = bt
-            if kind == "cancel":
-                o = self.by_id.get(payload)
-                if o is not None: self.cancel(o)
-                return
-            if kind != "submit": raise UsageError(f"btbridge: {kind} of orders is not bridged (only submit and cancel)")
-            o = payload
-            if o.parent_id or o.oco: raise UsageError("btbridge: bracket / OCO orders are not bridged")
-            exec_ = {OrderKind.MARKET: bt_.Order.Market, OrderKind.LIMIT: bt_.Order.Limit, OrderKind.STOP: bt_.Order.Stop}.get(o.kind)
-            if exec_ is None: raise UsageError(f"btbridge: {o.kind.value} orders are not bridged")
-            price = o.limit_price if o.kind == OrderKind.LIMIT else o.stop_price
-            valid = bt_.Order.DAY if o.tif == TimeInForce.DAY and o.kind != OrderKind.MARKET else None
-            d = self.getdatabyname(o.symbol)
-            fn = self.buy if o.quantity > 0 else self.sell
-            self.by_id[o.client_id] = fn(data=d, size=abs(o.quantity), exectype=exec_, price=price, valid=valid)
-
-    return QuantlabBridge
+    "A backtrader Strategy class that runs a quantlab strategy's decisions (the methods are `_Bridge`'s)."
+    params = dict(ql=None, ctx=None, events=None, lot=1.0, symbols=None, out=None)
+    return type("QuantlabBridge", (_Bridge, bt.Strategy), {"params": params, "_bt": bt})
 
 # %% ../../nbs/backtest/03_btbridge.ipynb #c388fd7b
 def run_in_backtrader(strategy: Strategy, # the quantlab strategy (a fresh instance: it keeps state)

@@ -421,7 +421,6 @@ def validate_bars(bars: pd.DataFrame, # bars, canonical or coercible (see schema
     file = None if file is None else str(file)
     try: b = coerce_bars(bars, file=file)
     except DataError as exc: return _unparseable(exc, file, calendar)
-    n = len(b)
     codes, uniques = pd.factorize(b["symbol"], sort=False)
     uniques = np.asarray(uniques, dtype=object)
     ts = _ns(b["ts"])
@@ -432,49 +431,83 @@ def validate_bars(bars: pd.DataFrame, # bars, canonical or coercible (see schema
                              "earlier than the previous row of this symbol (the store sorts)"))
     dups = _duplicates(b, order, codes, ts, uniques)
     blocks += dups
-    # the sorted, de-duplicated view for the per-symbol checks (no copies when the input is clean)
-    close = b["close"].to_numpy(dtype=np.float64)
-    if order is None and not dups: pos, sc, sts = None, codes, ts
-    else:
-        pos = np.arange(n) if order is None else order
-        sc, sts = codes[pos], ts[pos]
-        keep = np.r_[True, (sc[1:] != sc[:-1]) | (sts[1:] != sts[:-1])]
-        pos, sc, sts = pos[keep], sc[keep], sts[keep]
-        close = close[pos]
-    rows_of = (lambda i: i) if pos is None else (lambda i: pos[i])
-    starts = np.flatnonzero(np.r_[True, sc[1:] != sc[:-1]]) if len(sc) else np.zeros(0, np.int64)
-    ends = np.r_[starts[1:], len(sc)] if len(starts) else np.zeros(0, np.int64)
-    same = np.ones(len(sc), bool); same[starts] = False
-    fr = _parse_freq(freq) if freq is not None else infer_freq(sts, same)
-    min_run = stale_bars if stale_bars is not None else (5 if fr == "daily" else 30)
-    first, length = _stale(close, starts, len(close), min_run)
-    if len(first):
-        k = rows_of(first)
-        blocks.append(_block("stale", uniques[codes[k]], k, ts[k], "close", f"close unchanged for >= {min_run} bars", length))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        lr = np.r_[np.nan, np.log(close[1:] / close[:-1])] if len(close) else np.zeros(0)
-        lr[starts] = np.nan  # no return across symbols
-        z = grouped_robust_z(lr, starts, ends)
-        hit = np.flatnonzero(np.abs(z) > outlier_z)
-    if len(hit):
-        k = rows_of(hit)
-        blocks.append(_block("outlier", uniques[codes[k]], k, ts[k], "close",
-                             f"log return has robust z-score above {outlier_z:g}", lr[hit]))
-    if calendar is not None and fr == "daily" and len(sc):
-        blocks += _daily_gaps(sts, rows_of(np.arange(len(sc))), sc, starts, uniques, calendar)
-    elif calendar is not None and fr is not None:
-        for s, e in zip(starts, ends):  # one iteration per symbol, not per row
-            seg_rows = np.arange(s, e) if pos is None else pos[s:e]
-            blocks += _intraday_gaps(sts[s:e], seg_rows, uniques[sc[s]], calendar, fr)
+    v = _SortedView.of(b["close"].to_numpy(dtype=np.float64), codes, ts, order, bool(dups))
+    fr = _parse_freq(freq) if freq is not None else infer_freq(v.ts, v.same)
+    blocks += _series_checks(v, codes, ts, uniques, stale_bars if stale_bars is not None else (5 if fr == "daily" else 30), outlier_z)
+    if calendar is not None and fr is not None: blocks += _gap_checks(v, uniques, calendar, fr)
     findings = pd.concat(blocks, ignore_index=True) if blocks else _block("nan", [], [], [], None, "")
     findings = findings.sort_values(["row", "severity"], kind="stable", ignore_index=True)
-    counts = np.bincount(codes, minlength=len(uniques)) if n else np.zeros(0, np.int64)
-    symbols = pd.DataFrame({"rows": counts, "start": pd.to_datetime(sts[starts], utc=True),
-                            "end": pd.to_datetime(sts[ends - 1], utc=True)},
-                           index=pd.Index(uniques[sc[starts]], name="symbol", dtype="str")).reindex(pd.Index(uniques, name="symbol", dtype="str"))
-    symbols["rows"] = counts
     freq_name = None if fr is None else ("1D" if fr == "daily" else pd.tseries.frequencies.to_offset(fr).freqstr)
-    return ValidationReport(findings, symbols, file, calendar, freq_name)
+    return ValidationReport(findings, _symbols_table(v, codes, uniques), file, calendar, freq_name)
+
+
+@dataclass
+class _SortedView:
+    "The bars sorted by (symbol, ts) and de-duplicated, for the per-symbol checks (no copies when the input is clean)."
+    pos: np.ndarray | None  # input row of each view row (None: the view is the input)
+    codes: np.ndarray  # symbol code per view row
+    ts: np.ndarray  # int ns per view row
+    close: np.ndarray  # close per view row
+    starts: np.ndarray  # first view row of each symbol
+    ends: np.ndarray  # one past the last view row of each symbol
+    same: np.ndarray  # True where a row continues the previous row's symbol
+
+    @classmethod
+    def of(cls, close, codes, ts, order, had_duplicates: bool) -> _SortedView:
+        n = len(codes)
+        if order is None and not had_duplicates: pos, sc, sts = None, codes, ts
+        else:
+            pos = np.arange(n) if order is None else order
+            sc, sts = codes[pos], ts[pos]
+            keep = np.r_[True, (sc[1:] != sc[:-1]) | (sts[1:] != sts[:-1])]
+            pos, sc, sts = pos[keep], sc[keep], sts[keep]
+            close = close[pos]
+        starts = np.flatnonzero(np.r_[True, sc[1:] != sc[:-1]]) if len(sc) else np.zeros(0, np.int64)
+        ends = np.r_[starts[1:], len(sc)] if len(starts) else np.zeros(0, np.int64)
+        same = np.ones(len(sc), bool); same[starts] = False
+        return cls(pos, sc, sts, close, starts, ends, same)
+
+    def rows(self, i):
+        "Input rows of view rows `i`."
+        return i if self.pos is None else self.pos[i]
+
+
+def _series_checks(v: _SortedView, codes, ts, uniques, min_run: int, outlier_z: float) -> list[pd.DataFrame]:
+    "Stale closes (runs of at least `min_run` unchanged bars) and outlier returns (robust z-score above `outlier_z`), per symbol."
+    blocks = []
+    first, length = _stale(v.close, v.starts, len(v.close), min_run)
+    if len(first):
+        k = v.rows(first)
+        blocks.append(_block("stale", uniques[codes[k]], k, ts[k], "close", f"close unchanged for >= {min_run} bars", length))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        lr = np.r_[np.nan, np.log(v.close[1:] / v.close[:-1])] if len(v.close) else np.zeros(0)
+        lr[v.starts] = np.nan  # no return across symbols
+        z = grouped_robust_z(lr, v.starts, v.ends)
+        hit = np.flatnonzero(np.abs(z) > outlier_z)
+    if len(hit):
+        k = v.rows(hit)
+        blocks.append(_block("outlier", uniques[codes[k]], k, ts[k], "close",
+                             f"log return has robust z-score above {outlier_z:g}", lr[hit]))
+    return blocks
+
+
+def _gap_checks(v: _SortedView, uniques, calendar: str, fr) -> list[pd.DataFrame]:
+    "Missing bars against the exchange calendar: whole sessions for daily bars, bars inside sessions for intraday ones."
+    if fr == "daily": return _daily_gaps(v.ts, v.rows(np.arange(len(v.codes))), v.codes, v.starts, uniques, calendar) if len(v.codes) else []
+    blocks = []
+    for s, e in zip(v.starts, v.ends):  # one iteration per symbol, not per row
+        blocks += _intraday_gaps(v.ts[s:e], v.rows(np.arange(s, e)), uniques[v.codes[s]], calendar, fr)
+    return blocks
+
+
+def _symbols_table(v: _SortedView, codes, uniques) -> pd.DataFrame:
+    "Rows, first and last bar per symbol, in the order the symbols first appear."
+    counts = np.bincount(codes, minlength=len(uniques)) if len(codes) else np.zeros(0, np.int64)
+    symbols = pd.DataFrame({"rows": counts, "start": pd.to_datetime(v.ts[v.starts], utc=True),
+                            "end": pd.to_datetime(v.ts[v.ends - 1], utc=True)},
+                           index=pd.Index(uniques[v.codes[v.starts]], name="symbol", dtype="str")).reindex(pd.Index(uniques, name="symbol", dtype="str"))
+    symbols["rows"] = counts
+    return symbols
 
 
 def _unparseable(exc: DataError, file: str | None, calendar: str | None) -> ValidationReport:

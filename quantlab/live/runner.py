@@ -24,7 +24,7 @@ from .journal import Journal
 from ..trading.brokers.paper import PaperBroker
 from ..trading.brokers.sim import BarArrays, BasisPoints
 from ..trading.engine import BAR_FIELDS, Engine, as_panels
-from ..trading.feed import Bar
+from ..trading.feed import Bar, HistoricalFeed
 from ..trading.orders import Fill, Order, OrderStatus, record_json
 from ..trading.risk import RiskEngine, RiskLimits, TradingState
 from ..trading.strategy import Strategy
@@ -188,18 +188,15 @@ class FeedStatus:
     detail: str = ""
 
 
-class ReplayFeed:
-    "Stored panels released one bar at a time, optionally paced against the wall clock."
+class ReplayFeed(HistoricalFeed):
+    "Stored panels released one bar at a time (the historical feed), optionally paced against the wall clock, resumable."
 
     def __init__(self, data: Mapping[str, pd.DataFrame], # wide panels per field (index UTC, columns symbols)
                  speed: float = 0.0, # 0: as fast as possible; k: k x wall-clock time between bar times
                  after: int | None = None, # release only bars later than this time (int ns): a restart's resume point
                 ):
-        self.bars = BarArrays.from_panels(as_panels(data))
-        self.symbols, self.fields = self.bars.symbols, tuple(self.bars.fields)
+        super().__init__(data)
         self.speed, self.after = speed, after
-
-    def __len__(self) -> int: return self.bars.n
 
     def __iter__(self) -> Iterator[Bar]:
         b = self.bars
@@ -210,7 +207,7 @@ class ReplayFeed:
                 due = clock[1] + (b.ts.item(i) - clock[0]) / 1e9 / self.speed
                 time.sleep(max(0.0, due - time.monotonic()))
             clock = clock or (b.ts.item(i), time.monotonic())
-            yield Bar(b.ts.item(i), {k: a[i].copy() for k, a in b.fields.items()}, bool(b.session_end.item(i)), i == b.n - 1)
+            yield self.bar(i)
 
 
 class PollFeed:
