@@ -24,14 +24,14 @@ from .journal import Journal
 from ..trading.brokers.paper import PaperBroker
 from ..trading.brokers.sim import BarArrays, BasisPoints
 from ..trading.engine import BAR_FIELDS, Engine, as_panels
-from ..trading.feed import Bar, HistoricalFeed
+from ..trading.feed import Bar, FeedStatus, HistoricalFeed
 from ..trading.orders import Fill, Order, OrderStatus, record_json
 from ..trading.risk import RiskEngine, RiskLimits, TradingState
 from ..trading.strategy import Strategy
 
 # %% auto #0
-__all__ = ['PARITY_COLUMNS', 'ConfigError', 'LiveConfig', 'load_config', 'config_from_dict', 'StateLock', 'FeedStatus',
-           'ReplayFeed', 'PollFeed', 'store_fetch', 'JournaledBroker', 'ReplayBroker', 'Runner', 'status', 'parity']
+__all__ = ['PARITY_COLUMNS', 'ConfigError', 'LiveConfig', 'load_config', 'config_from_dict', 'StateLock', 'ReplayFeed',
+           'PollFeed', 'store_fetch', 'JournaledBroker', 'ReplayBroker', 'Runner', 'status', 'parity']
 
 # %% ../../nbs/live/02_runner.ipynb #1c3778a5
 class ConfigError(QuantlabError):
@@ -50,7 +50,15 @@ class LiveConfig:
     start: str | None = None
     end: str | None = None
     speed: float = 0.0
-    broker: str = "paper"
+    broker: str = "paper"  # "paper" (the simulated broker, persistent) or "ib" (Interactive Brokers: TWS, IB Gateway, or the fake TWS)
+    ib_host: str = "127.0.0.1"  # ib: where TWS / IB Gateway listens
+    ib_port: int = 7497  # ib: 7497 TWS paper, 7496 TWS live, 4002 Gateway paper, 4001 Gateway live
+    ib_client_id: int = 1  # ib: this deployment's API client id (one connection per id)
+    ib_account_env: str = "QUANTLAB_IB_ACCOUNT"  # ib: the environment variable naming the account (unset: the login's only account)
+    ib_timeout: float = 10.0  # ib: seconds for connecting and each request
+    outside_rth: bool = False  # ib: orders may fill outside regular trading hours
+    contracts: dict = field(default_factory=dict)  # ib: symbol -> ContractSpec fields ([broker.contracts.SYMBOL]); default from the instrument
+    rehearsal_control: int | None = None  # ib + replay: the fake TWS's control port; each replayed bar is sent to it first, so orders fill on it
     cash: float = 1_000_000.0
     commission_bps: float = 0.0
     risk: RiskLimits = field(default_factory=RiskLimits)
@@ -73,7 +81,8 @@ class LiveConfig:
 
 _SECTIONS = {"strategy": {"name", "params"},
              "feed": {"kind", "source", "start", "end", "speed", "symbols", "bar", "calendar", "interval", "stale_after"},
-             "broker": {"kind", "cash", "commission_bps"}, "risk": {f.name for f in fields(RiskLimits)},
+             "broker": {"kind", "cash", "commission_bps", "host", "port", "client_id", "account_env", "timeout", "outside_rth", "contracts",
+                        "rehearsal_control"}, "risk": {f.name for f in fields(RiskLimits)},
              "reconcile": {"every_bars", "position_tolerance", "cash_tolerance", "on_difference"}, "alerts": {"sinks"}}
 
 
@@ -84,6 +93,20 @@ def load_config(path) -> LiveConfig:
     except FileNotFoundError: raise ConfigError(f"{path}: no such file") from None
     except tomllib.TOMLDecodeError as e: raise ConfigError(f"{path}: not valid TOML: {e}") from None
     return config_from_dict(raw, path)
+
+
+_CONTRACT_KEYS = {"sec_type", "exchange", "currency", "primary_exchange", "ib_symbol", "last_trade", "multiplier"}
+
+
+def _contracts(table: Mapping, err) -> dict:
+    "[broker.contracts.SYMBOL] tables: each key a ContractSpec field, each value a string."
+    for sym, spec in table.items():
+        if not isinstance(spec, dict): raise err(f"[broker.contracts] {sym}", "must be a table")
+        bad = set(spec) - _CONTRACT_KEYS
+        if bad: raise err(f"[broker.contracts.{sym}] {sorted(bad)[0]}", f"unknown key (known: {', '.join(sorted(_CONTRACT_KEYS))})")
+        for k, v in spec.items():
+            if not isinstance(v, str): raise err(f"[broker.contracts.{sym}] {k}", f"must be str, got {v!r}")
+    return {sym: dict(spec) for sym, spec in table.items()}
 
 
 def config_from_dict(raw: Mapping, path="<config>") -> LiveConfig:
@@ -118,7 +141,8 @@ def config_from_dict(raw: Mapping, path="<config>") -> LiveConfig:
     cal = get("feed", "calendar", str, "XNYS")
     try: core_calendar(cal)
     except UsageError as e: raise err("[feed] calendar", str(e)) from None
-    if broker != "paper": raise err("[broker] kind", f"{broker!r} is not available here (paper)")
+    if broker not in ("paper", "ib"): raise err("[broker] kind", f"{broker!r}: use paper or ib")
+    if "account" in raw.get("broker", {}): raise err("[broker] account", "the account comes from the environment (account_env), not the config")
     for key in ("start", "end"):
         v = get("feed", key, str, None)
         if v is not None:
@@ -135,7 +159,11 @@ def config_from_dict(raw: Mapping, path="<config>") -> LiveConfig:
         reconcile_every=get("reconcile", "every_bars", int, 0), position_tolerance=get("reconcile", "position_tolerance", float, 1e-6),
         cash_tolerance=get("reconcile", "cash_tolerance", float, 0.01), on_difference=get("reconcile", "on_difference", str, "halt"),
         symbols=symbols, bar=bar, calendar=cal, interval=get("feed", "interval", float, 60.0),
-        stale_after=get("feed", "stale_after", float, 3 * bar_seconds), alert_sinks=tuple(get("alerts", "sinks", list, ["stderr"])))
+        stale_after=get("feed", "stale_after", float, 3 * bar_seconds), alert_sinks=tuple(get("alerts", "sinks", list, ["stderr"])),
+        ib_host=get("broker", "host", str, "127.0.0.1"), ib_port=get("broker", "port", int, 7497), ib_client_id=get("broker", "client_id", int, 1),
+        ib_account_env=get("broker", "account_env", str, "QUANTLAB_IB_ACCOUNT"), ib_timeout=get("broker", "timeout", float, 10.0),
+        outside_rth=get("broker", "outside_rth", bool, False), contracts=_contracts(get("broker", "contracts", dict, {}), err),
+        rehearsal_control=get("broker", "rehearsal_control", int, None))
     unknown_sinks = set(cfg.alert_sinks) - {"stderr", "file"}
     if unknown_sinks: raise err("[alerts] sinks", f"unknown sink {sorted(unknown_sinks)[0]!r} (here: stderr, file; email and webhook come with monitoring)")
     if cfg.on_difference not in ("halt", "reduce"): raise err("[reconcile] on_difference", f"must be 'halt' or 'reduce', got {cfg.on_difference!r}")
@@ -181,13 +209,6 @@ def _alive(pid: int) -> bool:
     return True
 
 # %% ../../nbs/live/02_runner.ipynb #d487390f
-@dataclass(frozen=True)
-class FeedStatus:
-    "What a feed says besides bars: 'stale' (no bar for too long while the market is open) or 'fresh' (bars again)."
-    kind: str
-    detail: str = ""
-
-
 class ReplayFeed(HistoricalFeed):
     "Stored panels released one bar at a time (the historical feed), optionally paced against the wall clock, resumable."
 
@@ -303,7 +324,7 @@ class JournaledBroker:
         self.journal.event("replace_request", self.oms.bar, client_id, record_json(order)); self.broker.replace(client_id, order)
 
     def fills_since(self, cursor: int):
-        fills = self.broker.fills_since(cursor)
+        fills = [f if f.bar >= 0 else f._replace(bar=self.oms.bar) for f in self.broker.fills_since(cursor)]  # a live broker's fills: the bar they were booked at
         for f in fills: self.journal.fill(f, self.oms.bar, int(self.in_step))
         return fills
 
@@ -446,10 +467,20 @@ class _Run:
         "Swap the replay for the real broker, behind the journal, and reconcile."
         cfg = self.config
         commission = BasisPoints(cfg.commission_bps) if cfg.commission_bps else 0
-        self.paper = PaperBroker(self.state_dir / "paper.sqlite", cash=cfg.cash, commission=commission)
+        self.paper = self._venue(commission)
         self.broker = JournaledBroker(self.paper, self.journal, self.engine.oms)
         self.engine.use_broker(self.broker)
         self.reconcile(start=True)
+
+    def _venue(self, commission):
+        "The broker behind the journal: the paper broker, or Interactive Brokers (the adapter is imported only then)."
+        cfg = self.config
+        if cfg.broker == "paper": return PaperBroker(self.state_dir / "paper.sqlite", cash=cfg.cash, commission=commission)
+        from quantlab.trading.brokers.ib import IBBroker, spec_for
+        instruments = {i.symbol: i for i in (self.instruments or [])} if not isinstance(self.instruments, Mapping) else dict(self.instruments)
+        specs = {s: spec_for(instruments.get(s, s), **cfg.contracts.get(s, {})) for s in self.symbols}
+        return IBBroker(self.state_dir, specs, cfg.ib_host, cfg.ib_port, cfg.ib_client_id, os.environ.get(cfg.ib_account_env) or None,
+                        cfg.ib_timeout, commission=None, outside_rth=cfg.outside_rth)
 
     def _finish_unfinished(self) -> None:
         k = self.unfinished
@@ -465,9 +496,9 @@ class _Run:
         last = j.last_bar()
         after = None if last is None else int(e.bars.ts.item(last[0]))
         n = 0
-        for bar in self.feed(after):
+        for bar in self._source(after):
             if max_bars is not None and n >= max_bars: break
-            if isinstance(bar, FeedStatus): self._feed_status(bar, e.bars.n); continue
+            if isinstance(bar, FeedStatus): self._feed_status(bar, e.bars.n); self._broker_changes(e.bars.n); continue
             n, i = n + 1, e.bars.n
             self._commands(i)
             j.record_bar(i, bar)
@@ -475,8 +506,27 @@ class _Run:
             self._step(i)
             self._check_protection(i)
             j.finish_bar(i, self.snapshot())
+            self._broker_changes(i + 1)
             every = self.config.reconcile_every
             if every and self.stepped and self.stepped % every == 0 and e.bars.ts.item(i) >= self.first_ts: self.reconcile()  # not in warm-up
+
+    def _source(self, after):
+        "The feed; in a rehearsal (ib with a replay and the fake's control port) each bar goes to the fake TWS first."
+        feed, port = self.feed(after), self.config.rehearsal_control
+        if port is None: return feed
+        from quantlab.live.fake_tws import rehearse
+        return rehearse(feed, port, self.symbols, settle=self.paper.barrier)
+
+    def _broker_changes(self, i: int) -> None:
+        "A live broker's link and data-farm changes (IB: 1100/1101/1102, 2103-2106): new orders pause while down; reconcile when restored."
+        b = self.paper
+        for kind, detail in (b.changes() if hasattr(b, "changes") else ()):
+            down = kind in ("link_down", "farm_down")
+            what = "IB link" if kind.startswith("link") else "IB data farm"
+            self._feed_status(FeedStatus("stale" if down else "fresh", f"{what}: {detail}"), i)
+        if getattr(b, "needs_reconcile", False):
+            b.needs_reconcile = False
+            self.reconcile()
 
     def _check_protection(self, i: int) -> None:
         "A strategy that asks for protective exits: alert (once per position) when a position has no working stop that would reduce it."
@@ -498,7 +548,12 @@ class _Run:
         self._apply_feed_status(status.kind, status.detail)
 
     def _apply_feed_status(self, kind: str, detail: str) -> None:
-        if kind == "stale": self.engine.risk.pause(f"stale data: {detail}")
+        "Pause new orders while any cause holds (the feed, the IB link, a data farm); each cause clears only itself."
+        causes = self.__dict__.setdefault("_pauses", {})
+        cause = "link" if detail.startswith("IB link") else "farm" if detail.startswith("IB data farm") else "feed"
+        if kind == "stale": causes[cause] = detail
+        else: causes.pop(cause, None)
+        if causes: self.engine.risk.pause("; ".join(f"stale data: {d}" if c == "feed" else d for c, d in causes.items()))
         else: self.engine.risk.unpause()
 
     def _step(self, i: int) -> None:
@@ -712,14 +767,28 @@ def status(state_dir, journal: Journal | None = None) -> dict:
 PARITY_COLUMNS = ["bar", "symbol", "quantity", "price", "commission"]
 
 
+def _with_adjustments(fills: pd.DataFrame) -> pd.DataFrame:
+    "Fold cost adjustments (quantity 0, id `EXEC:commission`: a reported commission minus its estimate) into their executions."
+    adj = fills["quantity"] == 0
+    if not adj.any(): return fills
+    exec_of = fills["fill_id"].str.split(":").str[0]
+    extra = fills.loc[adj, "commission"].groupby(exec_of[adj]).sum()
+    out = fills[~adj].copy()
+    out["commission"] = out["commission"] + exec_of[~adj].map(extra).fillna(0.0)
+    return out
+
+
 def parity(journal: Journal, # the paper session's journal
            backtest_fills: pd.DataFrame, # `BacktestResult.fills` on the same bars and costs
           ) -> dict:
     "Do the journaled fills equal the backtest's? {'equal', 'fills', 'backtest_fills', 'first_difference'}."
-    live = pd.DataFrame([f._asdict() for _, _, f in journal.fills()], columns=list(Fill._fields))[PARITY_COLUMNS].reset_index(drop=True)
+    live = _with_adjustments(pd.DataFrame([f._asdict() for _, _, f in journal.fills()], columns=list(Fill._fields)))[PARITY_COLUMNS].reset_index(drop=True)
     bt = backtest_fills[PARITY_COLUMNS].reset_index(drop=True)
     n = min(len(live), len(bt))
-    diff = (live.iloc[:n].astype(str) != bt.iloc[:n].astype(str)).any(axis=1)
+    a, b = live.iloc[:n], bt.iloc[:n]
+    num = ["quantity", "price", "commission"]  # equal to 1e-9 (a broker's reported commission may differ from the model's in the last bit)
+    diff = (a[["bar", "symbol"]].astype(str) != b[["bar", "symbol"]].astype(str)).any(axis=1) | \
+           ~pd.DataFrame(np.isclose(a[num].to_numpy(float), b[num].to_numpy(float), rtol=0, atol=1e-9)).all(axis=1)
     first = int(diff.to_numpy().argmax()) if diff.any() else (n if len(live) != len(bt) else None)
     return {"equal": first is None, "fills": len(live), "backtest_fills": len(bt), "first_difference": first,
             "checked_at": utc_now().isoformat()}

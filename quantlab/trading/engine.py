@@ -505,7 +505,7 @@ class Engine:
             after = pf.quantity(f.symbol)
             self.book.set(i, f.symbol, after)
             if self.audit is not None: self.audit.fill(f, realised, before, after)
-            if self._on_fill: self.strategy.on_fill(self.ctx, f)
+            if self._on_fill and f.quantity: self.strategy.on_fill(self.ctx, f)  # (quantity 0: a cost adjustment, not a trade)
             if self.ctx.intents:
                 intents = self.ctx.take_intents()
                 self._record_decision(i, ts, None)

@@ -16,7 +16,7 @@ from .brokers.sim import BarArrays
 from .engine import BAR_FIELDS, Engine, EngineRun, as_panels, equity_curve
 
 # %% auto #0
-__all__ = ['Bar', 'BarFeed', 'HistoricalFeed', 'drive']
+__all__ = ['Bar', 'FeedStatus', 'BarFeed', 'HistoricalFeed', 'drive']
 
 # %% ../../nbs/trading/07_feed.ipynb #c8e6407a
 @dataclass(frozen=True)
@@ -31,6 +31,13 @@ class Bar:
     def time(self) -> pd.Timestamp:
         "The end time as a UTC Timestamp."
         return pd.Timestamp(self.ts, tz="UTC")
+
+
+@dataclass(frozen=True)
+class FeedStatus:
+    "What a live feed says besides bars: 'stale' (no bar for too long while the market is open) or 'fresh' (bars again)."
+    kind: str
+    detail: str = ""
 
 
 class BarFeed(Protocol):

@@ -253,6 +253,7 @@ class OrderManager:
 
     def _on_fill(self, fill: Fill) -> None:
         cid, _, fq, fp = fill[:4]  # client id, symbol, quantity, price: one unpack (hot path)
+        if fq == 0.0: return self._cost_adjustment(fill)
         rec = self.orders.get(cid)
         if rec is None:
             if self.external != "adopt": raise StateError(f"fill {fill.fill_id} for unknown order {cid}")
@@ -291,6 +292,13 @@ class OrderManager:
         self.log.add(rec.client_id, self.now, rec.status, f"execution correction: {earlier.fill_id} -> {fill.fill_id}")
         if self.listener: self.listener("fill", rec, undo); self.listener("fill", rec, fill)
         return undo
+
+    def _cost_adjustment(self, fill: Fill) -> None:
+        "A fill of quantity 0 carries only a cost (IB: the reported commission minus the estimate booked with the execution): logged, no state change."
+        rec = self.orders.get(fill.client_id)
+        if rec is None: return
+        self.log.add(rec.client_id, self.now, rec.status, f"cost adjustment {fill.fill_id}: commission {fill.commission:+g}")
+        if self.listener: self.listener("fill", rec, fill)
 
     def _late_fill(self, rec: ManagedOrder, fill: Fill) -> None:
         "A fill after the order was cancelled or expired (the cancel lost a race at the venue): booked, logged, no state change."

@@ -30,7 +30,8 @@ class Position:
     def apply(self, quantity: float, # signed fill quantity
               price: float, # all-in fill price
              ) -> float:
-        "Book a fill; return the P&L it realises."
+        "Book a fill; return the P&L it realises (a cost adjustment, quantity 0, changes nothing here)."
+        if quantity == 0.0: return 0.0
         q0, m = self.quantity, self.multiplier
         q1 = q0 + quantity
         if q0 == 0 or (q0 > 0) == (quantity > 0):  # open or add
