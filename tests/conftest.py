@@ -78,3 +78,15 @@ def pypfopt_closes(shared_data):
 def pypfopt_spy(shared_data):
     "pypfopt's SPY adjusted close, stamped like `pypfopt_closes`."
     return _pypfopt_panel(shared_data, "spy_prices.csv").iloc[:, 0]
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "broker: needs a real IB Gateway / TWS paper account on 127.0.0.1 (QUANTLAB_IB_PORT); skipped otherwise")
+
+
+def pytest_collection_modifyitems(config, items):
+    "Tests marked `broker` run only against a real paper account: QUANTLAB_IB_PORT set (see the README's IB section)."
+    if os.environ.get("QUANTLAB_IB_PORT"): return
+    skip = pytest.mark.skip(reason="needs a real IB paper account: start IB Gateway (paper, API on 127.0.0.1) and set QUANTLAB_IB_PORT")
+    for item in items:
+        if "broker" in item.keywords: item.add_marker(skip)

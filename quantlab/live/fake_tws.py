@@ -141,7 +141,7 @@ _KNOBS = {"commission": "now", # now | delay (held until `release_commissions`) 
           "market_data": True, # False: the farm goes quiet (no ticks, no real-time bars)
           "fill_on_place": False, # fill a market order at the last price as it arrives (else at the next price / bar)
           "hold": [], # request kinds that go unanswered (executions, positions, open_orders, completed_orders, account): a timeout
-          "pacing": True, # enforce IB's historical-data pacing (error 162)
+          "pacing": True, # enforce IB's historical-data pacing (error 162); a dict sets PacingRules' limits (identical, burst, ...)
           "reject": []} # symbols whose new orders are rejected (error 201)
 
 # %% ../../nbs/live/03_fake_tws.ipynb #a4d401bd
@@ -400,7 +400,11 @@ class FakeTWS:
 
     def _historical(self, s: _Session, f) -> None:
         req, sym, end, size, duration, fmt = int(f[1]), f[3], f[15], f[16], f[17], f[20]
-        if self.book.knobs["pacing"]:
+        knob = self.book.knobs["pacing"]
+        if isinstance(knob, dict) and knob != getattr(self, "_pacing_knob", None):  # rules with other limits (tests shrink the 15 s)
+            log, self.pacing, self._pacing_knob = self.pacing.log, PacingRules(**knob), knob
+            self.pacing.log = log
+        if knob:
             why = self.pacing.violation(sym, "|".join(f[2:]), time.monotonic())
             if why: return s.send(msg_error(s.v, req, 162, f"Historical Market Data Service error message:API historical data query cancelled: {req} pacing violation ({why})"))
         bars = _window(self.history.get(f"{sym}|{size}", []), end, duration)

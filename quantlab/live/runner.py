@@ -25,6 +25,7 @@ from ..trading.brokers.paper import PaperBroker
 from ..trading.brokers.sim import BarArrays, BasisPoints
 from ..trading.engine import BAR_FIELDS, Engine, as_panels
 from ..trading.feed import Bar, FeedStatus, HistoricalFeed
+from ..trading.oms import OPEN
 from ..trading.orders import Fill, Order, OrderStatus, record_json
 from ..trading.risk import RiskEngine, RiskLimits, TradingState
 from ..trading.strategy import Strategy
@@ -65,6 +66,7 @@ class LiveConfig:
     reconcile_every: int = 0  # bars between reconciliations (0: only at start)
     position_tolerance: float = 1e-6
     cash_tolerance: float = 0.01
+    cancel_timeout_bars: int = 3  # an order still pending cancel after this many bars raises an alert (it still counts as exposure)
     on_difference: str = "halt"  # an instrument whose position differs goes "halt" (HALTED) or "reduce" (REDUCING)
     symbols: tuple = ()  # poll: the universe (a replay reads it from its data)
     bar: str = "1D"  # the bar size (poll: the default stale_after is three bars)
@@ -83,7 +85,7 @@ _SECTIONS = {"strategy": {"name", "params"},
              "feed": {"kind", "source", "start", "end", "speed", "symbols", "bar", "calendar", "interval", "stale_after"},
              "broker": {"kind", "cash", "commission_bps", "host", "port", "client_id", "account_env", "timeout", "outside_rth", "contracts",
                         "rehearsal_control"}, "risk": {f.name for f in fields(RiskLimits)},
-             "reconcile": {"every_bars", "position_tolerance", "cash_tolerance", "on_difference"}, "alerts": {"sinks"}}
+             "reconcile": {"every_bars", "position_tolerance", "cash_tolerance", "on_difference", "cancel_timeout_bars"}, "alerts": {"sinks"}}
 
 
 def load_config(path) -> LiveConfig:
@@ -157,7 +159,7 @@ def config_from_dict(raw: Mapping, path="<config>") -> LiveConfig:
         end=get("feed", "end", str, None), speed=get("feed", "speed", float, 0.0), broker=broker,
         cash=get("broker", "cash", float, 1_000_000.0), commission_bps=get("broker", "commission_bps", float, 0.0), risk=risk,
         reconcile_every=get("reconcile", "every_bars", int, 0), position_tolerance=get("reconcile", "position_tolerance", float, 1e-6),
-        cash_tolerance=get("reconcile", "cash_tolerance", float, 0.01), on_difference=get("reconcile", "on_difference", str, "halt"),
+        cash_tolerance=get("reconcile", "cash_tolerance", float, 0.01), cancel_timeout_bars=get("reconcile", "cancel_timeout_bars", int, 3), on_difference=get("reconcile", "on_difference", str, "halt"),
         symbols=symbols, bar=bar, calendar=cal, interval=get("feed", "interval", float, 60.0),
         stale_after=get("feed", "stale_after", float, 3 * bar_seconds), alert_sinks=tuple(get("alerts", "sinks", list, ["stderr"])),
         ib_host=get("broker", "host", str, "127.0.0.1"), ib_port=get("broker", "port", int, 7497), ib_client_id=get("broker", "client_id", int, 1),
@@ -505,6 +507,7 @@ class _Run:
             e.append(bar)
             self._step(i)
             self._check_protection(i)
+            self._check_cancels(i)
             j.finish_bar(i, self.snapshot())
             self._broker_changes(i + 1)
             every = self.config.reconcile_every
@@ -527,6 +530,19 @@ class _Run:
         if getattr(b, "needs_reconcile", False):
             b.needs_reconcile = False
             self.reconcile()
+
+    def _check_cancels(self, i: int) -> None:
+        "An order whose cancel the broker has not confirmed for `cancel_timeout_bars` bars: an alert, once (it still counts as exposure)."
+        since = self.__dict__.setdefault("_cancel_since", {})
+        pending = {r.client_id for r in self.engine.oms.open_orders() if r.status == OrderStatus.PENDING_CANCEL}
+        for cid in list(since):
+            if cid not in pending: del since[cid]
+        for cid in pending:
+            first = since.setdefault(cid, i)
+            if first is not None and i - first >= self.config.cancel_timeout_bars:
+                since[cid] = None
+                self.alert(i, f"cancel of {cid} not acknowledged by the broker after {i - first} bars: it may still fill; "
+                              f"check the order at the broker (it still counts as exposure)", cid)
 
     def _check_protection(self, i: int) -> None:
         "A strategy that asks for protective exits: alert (once per position) when a position has no working stop that would reduce it."
@@ -749,7 +765,7 @@ def status(state_dir, journal: Journal | None = None) -> dict:
         snap = ev[ev.kind == "snapshot"].tail(1)
         rec = ev[ev.kind == "reconcile"].tail(1)
         orders = j.orders()
-        working = orders[orders.status.isin(["submitted", "partially_filled"])]
+        working = orders[orders.status.isin([s.value for s in OPEN])]  # working: possible exposure (pending cancel and inactive included)
         bar_ts = j.bar_time(last[0]) if last else None
         return {"name": (j.state("config") or {}).get("name"), "trading_state": j.state("trading_state", {"state": "active", "reason": ""}),
                 "bars": 0 if last is None else last[0] + 1, "last_bar": None if bar_ts is None else str(pd.Timestamp(bar_ts, tz="UTC")),

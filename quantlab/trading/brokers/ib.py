@@ -223,7 +223,9 @@ class _Connection:
 
     def connect(self) -> None:
         "Connect (the first time, or again after a drop); raises what IB raises when it cannot."
-        self.ib.connect(self.host, self.port, clientId=self.client_id, timeout=self.timeout, account=self.account or "")
+        self.ib.RequestTimeout = 0  # (connect times each of its start-up requests itself; a whole-call timeout would cut it short)
+        try: self.ib.connect(self.host, self.port, clientId=self.client_id, timeout=self.timeout, account=self.account or "")
+        finally: self.ib.RequestTimeout = self.timeout
         self.account = self.account or (self.ib.managedAccounts() or [""])[0]
         self.link, self._attempt = "up", 0
         self.ledger.event("connected", {"host": self.host, "port": self.port, "client_id": self.client_id, "server_version": self.ib.client.serverVersion()})
@@ -414,9 +416,15 @@ class IBBroker(_Connection, _Reports):
         self.lots, self.multipliers, self._multipliers, self._symbols, self.contracts = {}, {}, {}, {}, {}
         if connect: self.start()
 
-    def start(self) -> None:
-        "Connect and qualify the contracts (cached in the state directory)."
-        self.connect()
+    def start(self, attempts: int = 5) -> None:
+        "Connect (retrying a gateway that is restarting or still holds our last connection) and qualify the contracts (cached)."
+        for k in range(attempts):
+            try: self.connect(); break
+            except (OSError, ConnectionError, TimeoutError) as e:
+                if k == attempts - 1:
+                    raise BrokerUnavailable(f"cannot connect to IB at {self.host}:{self.port} as client {self.client_id}: {type(e).__name__}: {e} "
+                                            f"(is TWS / IB Gateway running with the API enabled on that port?)") from None
+                time.sleep(self.backoff[min(k, len(self.backoff) - 1)] * 0.5)
         self.contracts = qualify(self.ib, self.specs, self.state_dir / "contracts.json")
         self._symbols = {c.conId: s for s, c in self.contracts.items()}
         self._fills = self._ledger_fills()
@@ -626,7 +634,7 @@ def ingest_history(broker: IBBroker, # connected, with `symbol` among its contra
     for w in tqdm(windows, desc=f"IB {symbol} {bar_size}", leave=False):
         if w.isoformat() in done: continue
         df = historical_bars(broker, symbol, w, bar_size, _DURATION[bar_size], what, use_rth, sleep=sleep)
-        df = df[(df.ts > start) & (df.ts <= w)]
+        df = df[(df.ts > max(start, w - step)) & (df.ts <= w)]  # windows do not overlap
         if len(df):
             store.write_bars(df, source={"file": f"ib:{symbol}:{bar_size}", "adjusted": None}, validate=bar_size == "1 day")
             rows += len(df)
