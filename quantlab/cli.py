@@ -261,9 +261,30 @@ def _build_data(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--ingest", action="store_true", help="ingest every sample into the store")
     p.add_argument("--json", action="store_true", help="print JSON records")
     p.set_defaults(run=_data_samples)
+    p = sub.add_parser("ingest-ib", parents=store, help="download history from Interactive Brokers into the store (paced, resumable)")
+    p.add_argument("symbol")
+    p.add_argument("--duration", default="1 Y", help="how far back: '30 D', '6 M', '2 Y' (default 1 Y)")
+    p.add_argument("--bar-size", default="1 day", help="1 min, 5 mins, 15 mins, 30 mins, 1 hour, 1 day (default)")
+    p.add_argument("--end", help="the last bar's time (default: now)")
+    p.add_argument("--host", default="127.0.0.1"); p.add_argument("--port", type=int, default=7497); p.add_argument("--client-id", type=int, default=31)
+    p.add_argument("--sec-type", default="STK", choices=["STK", "FUT", "CASH"]); p.add_argument("--exchange", default="SMART")
+    p.add_argument("--currency", default="USD"); p.add_argument("--primary-exchange", default="")
+    p.add_argument("--what", default="TRADES", help="TRADES, MIDPOINT, BID, ASK, ADJUSTED_LAST ...")
+    p.set_defaults(run=_data_ingest_ib)
 
 
-register(Command("data", "the local store: ingest, list, show, validate, samples", _build_data))
+def _data_ingest_ib(args) -> int:
+    from quantlab.trading.brokers.ib import ContractSpec, IBBroker, ingest_history
+    store = _store(args)
+    spec = ContractSpec(args.symbol, args.sec_type, args.exchange, args.currency, args.primary_exchange)
+    broker = IBBroker(store.root / "ib" / "ingest", {args.symbol: spec}, args.host, args.port, args.client_id)
+    try: got = ingest_history(broker, store, args.symbol, args.duration, args.bar_size, args.end, what=args.what)
+    finally: broker.close()
+    print(f"ingested {got['rows']} bars of {args.symbol} ({args.bar_size}, {args.duration}) from IB in {got['windows']} paced requests; progress in {got['progress']}")
+    return 0
+
+
+register(Command("data", "the local store: ingest, list, show, validate, samples, ingest-ib", _build_data))
 
 # %% ../nbs/cli.ipynb #a383c487
 def _report(args) -> int:
@@ -443,6 +464,9 @@ def _live_config(args):
            "feed": {"kind": "replay", "source": source if source.endswith(".parquet") else f"sample:{source.lower()}", "speed": args.speed,
                     **({"start": args.start} if args.start else {}), **({"end": args.end} if args.end else {})},
            "broker": {"kind": args.broker, "cash": args.cash, "commission_bps": args.commission_bps}}
+    if args.broker == "ib":
+        raw["broker"] = {"kind": "ib", "host": args.host, "port": args.port, "client_id": args.client_id,
+                         **({"rehearsal_control": args.rehearse} if args.rehearse else {})}
     return config_from_dict(raw)
 
 
@@ -472,7 +496,8 @@ def _live_run(args) -> int:
     else:
         panels = _live_panels(cfg, args.data_dir)
         st = Runner(cfg, strategy(), panels).run(max_bars=args.max_bars)
-        if st["bars"] == len(panels["close"]) and st["parity"] is None: st["parity"] = _live_parity(cfg, strategy(), panels)
+        checkable = cfg.broker == "paper" or cfg.rehearsal_control is not None  # (a replay through real IB fills at the market's prices)
+        if checkable and st["bars"] == len(panels["close"]) and st["parity"] is None: st["parity"] = _live_parity(cfg, strategy(), panels)
     _print_json(st) if args.json else _print_status(st)
     return 0
 
@@ -482,9 +507,9 @@ def _live_parity(cfg, strategy, panels) -> dict:
     from quantlab.backtest.driver import run_backtest
     from quantlab.live.journal import Journal
     from quantlab.live.runner import parity
-    from quantlab.trading.brokers.sim import BasisPoints, SimBroker
-    bt = run_backtest(strategy, panels, cfg.cash, SimBroker(commission=BasisPoints(cfg.commission_bps) if cfg.commission_bps else 0),
-                      start=cfg.start)
+    from quantlab.trading.brokers.sim import BasisPoints, PerShare, SimBroker
+    commission = PerShare.ib_fixed() if cfg.broker == "ib" else BasisPoints(cfg.commission_bps) if cfg.commission_bps else 0  # (the fake TWS charges IB's fixed rates)
+    bt = run_backtest(strategy, panels, cfg.cash, SimBroker(commission=commission), start=cfg.start)
     j = Journal(Path(cfg.state_dir) / "journal.sqlite")
     try:
         verdict = parity(j, bt.fills)
@@ -526,6 +551,12 @@ def _live_command(command: str):
     return run
 
 
+def _live_fake_tws(args) -> int:
+    from quantlab.live.fake_tws import main
+    return main(["--state", args.state, "--port", str(args.port), "--control-port", str(args.control_port),
+                 "--server-version", str(args.server_version), "--cash", str(args.cash)] + (["--strict"] if args.strict else []))
+
+
 def _live_journal(args) -> int:
     from quantlab.live.journal import Journal
     d = _state_dir(args.name, args.data_dir)
@@ -546,7 +577,11 @@ def _build_live(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--name", help="deployment name (with a strategy name)")
     p.add_argument("--state-dir", help="state directory (default: live/NAME in the data directory)")
     p.add_argument("-p", "--param", nargs=2, action="append", metavar=("KEY", "VALUE"), default=[], help="a strategy parameter")
-    p.add_argument("--broker", default="paper", choices=["paper"], help="the broker (paper; ib comes with the IB adapter)")
+    p.add_argument("--broker", default="paper", choices=["paper", "ib"], help="the broker: paper, or ib (TWS / IB Gateway / the fake TWS)")
+    p.add_argument("--host", default="127.0.0.1", help="ib: where TWS / IB Gateway listens")
+    p.add_argument("--port", type=int, default=7497, help="ib: 7497 TWS paper, 4002 Gateway paper")
+    p.add_argument("--client-id", type=int, default=1, help="ib: the API client id")
+    p.add_argument("--rehearse", type=int, metavar="CONTROL_PORT", help="ib with a replay: the fake TWS's control port (bars go to it first)")
     p.add_argument("--feed", default="replay:sp500", help="replay:SAMPLE or replay:FILE.parquet (default replay:sp500)")
     p.add_argument("--start", help="first bar to trade; earlier bars warm the features up")
     p.add_argument("--end", help="last bar of the replay")
@@ -564,13 +599,20 @@ def _build_live(parser: argparse.ArgumentParser) -> None:
         p.add_argument("name"); p.add_argument("--reason", required=True)
         if command == "halt": p.add_argument("--flatten", action="store_true")
         p.set_defaults(run=_live_command(command))
+    p = sub.add_parser("fake-tws", help="a fake TWS on 127.0.0.1 speaking IB's wire protocol (tests and rehearsals)")
+    p.add_argument("--state", required=True, help="its state directory (the account persists there across restarts)")
+    p.add_argument("--port", type=int, default=7497, help="API port (default 7497, TWS paper's)")
+    p.add_argument("--control-port", type=int, default=0, help="control port (0: any free port; printed at start)")
+    p.add_argument("--server-version", type=int, default=178, help="highest protocol version offered (157..178)")
+    p.add_argument("--cash", type=float, default=1_000_000.0); p.add_argument("--strict", action="store_true")
+    p.set_defaults(run=_live_fake_tws)
     p = sub.add_parser("journal", help="the event journal")
     p.add_argument("name"); p.add_argument("--since", type=_timestamp("--since")); p.add_argument("--json", action="store_true")
     p.add_argument("--rows", type=int, default=40)
     p.set_defaults(run=_live_journal)
 
 
-register(Command("live", "paper trading: run a deployment, its status, halt / resume, its journal", _build_live))
+register(Command("live", "live and paper trading: run a deployment, its status, halt / resume, its journal, a fake TWS", _build_live))
 
 # %% ../nbs/cli.ipynb #0753b369
 if __name__ == "__main__" and "__file__" in globals():

@@ -662,3 +662,70 @@ def test_a_real_paper_account_round_trip(tmp_path):
         for _ in range(10): b.on_bar(0); time.sleep(0.5)
         assert any(u.status == OrderStatus.CANCELLED for u in b.updates_since(0))
     finally: b.close()
+
+
+# -- the real-time feed, scenario 22 over IB, and the command line ---------------------------------------------------------
+def test_ib_feed_builds_session_bars_from_5_second_bars_and_reports_silence(fake, broker):
+    from quantlab.trading.brokers.ib import IBFeed
+    from quantlab.trading.feed import FeedStatus
+    t0 = int(pd.Timestamp("2024-01-05 14:30:00", tz="UTC").timestamp())  # NYSE opens 09:30 New York
+    batches = [[{"symbol": s, "time": t0 + 5 * k, "open": p + k, "high": p + k + 0.5, "low": p + k - 0.5, "close": p + k + 0.25, "volume": 100.0}
+                for s, p in (("AAPL", 180.0), ("MSFT", 370.0))] for k in range(14)]  # 70 s of 5-second bars
+    now = {"t": t0}
+    def until():
+        if batches: fake.control.bars(bars=batches.pop(0))
+        elif now["t"] < t0 + 400: now["t"] += 100; fake.control.knob(market_data=False)
+        return now["t"] >= t0 + 400
+    feed = IBFeed(broker, ["AAPL", "MSFT"], bar="1min", stale_after=150, grace=5.0, poll=0.02, clock=lambda: now["t"], until=until)
+    out = list(feed)
+    bars = [b for b in out if not isinstance(b, FeedStatus)]
+    assert [b.time for b in bars[:1]] == [pd.Timestamp("2024-01-05 14:31", tz="UTC")]
+    first = bars[0]
+    assert first.values["open"].tolist() == [180.0, 370.0] and first.values["close"].tolist() == [191.25, 381.25]  # 12 bars: 0..11
+    assert first.values["high"].tolist() == [191.5, 381.5] and first.values["volume"].tolist() == [1200.0, 1200.0]
+    assert any(isinstance(b, FeedStatus) and b.kind == "stale" for b in out)  # the farm went quiet while the market was open
+
+
+def test_ib_scenario_22_kill_9_during_ledger_and_journal_writes_leaves_both_sound(tmp_path):
+    code = ("import sys, json; from quantlab.trading.brokers.ib import IBLedger; from quantlab.trading.orders import Order, Fill\n"
+            "l = IBLedger(sys.argv[1])\nfor k in range(10**6):\n"
+            "    o = Order('SPX', 1, client_id=f'c{k}'); l.sent(o, k + 1)\n"
+            "    l.record(Fill(f'c{k}', 'SPX', 1.0, 100.0, 0, 1.0, fill_id=f'e{k}.01'), k + 1000, 1.0)\n")
+    p = subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "ib.sqlite")])
+    time.sleep(3.0); p.send_signal(signal.SIGKILL); p.wait()
+    con = sqlite3.connect(tmp_path / "ib.sqlite")
+    assert con.execute("pragma integrity_check").fetchone()[0] == "ok"
+    ids, execs = con.execute("select count(*) from ids").fetchone()[0], con.execute("select count(*) from executions").fetchone()[0]
+    assert ids > 10 and execs in (ids - 1, ids)  # each write is whole: at most the last order lacks its execution
+    from quantlab.trading.brokers.ib import IBLedger
+    assert IBLedger(tmp_path / "ib.sqlite").max_order_id() == ids  # a restart's next id is above every id used
+
+
+def test_the_command_line_runs_a_rehearsal_through_the_fake_tws(tmp_path):
+    fake = subprocess.Popen([sys.executable, "-m", "quantlab.cli", "live", "fake-tws", "--state", str(tmp_path / "fake"), "--port", "0"],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        ports = __import__("json").loads(fake.stdout.readline())
+        env = {**os.environ, "QUANTLAB_DATA_DIR": str(tmp_path / "data")}
+        run = subprocess.run([sys.executable, "-m", "quantlab.cli", "live", "run", "sma_cross", "--name", "cli", "-p", "fast", "5", "-p", "slow", "20",
+                              "--end", "2000-06-30", "--broker", "ib", "--port", str(ports["port"]), "--client-id", "41",
+                              "--rehearse", str(ports["control_port"]), "--json"], env=env, capture_output=True, text=True, timeout=600)
+        assert run.returncode == 0, run.stderr[-2000:]
+        st = __import__("json").loads(run.stdout)
+        assert st["parity"]["equal"] and st["parity"]["fills"] > 5 and st["trading_state"]["state"] == "ACTIVE"
+        assert FakeControl(ports["control_port"]).state()["executions"]
+    finally:
+        FakeControl(ports["control_port"]).call("shutdown") if fake.poll() is None else None
+        fake.wait(10)
+
+
+def test_the_command_line_ingests_ib_history_into_the_store(tmp_path, fake, spx_fields):
+    close = spx_fields["close"]["SPX"].loc["2011-01-01":"2011-12-31"]
+    fake.control.history(symbol="SPY", bar_size="1 day", bars=[[int(t.timestamp()), float(c), float(c) + 1, float(c) - 1, float(c), 1e6] for t, c in close.items()])
+    env = {**os.environ, "QUANTLAB_DATA_DIR": str(tmp_path / "data")}
+    run = subprocess.run([sys.executable, "-m", "quantlab.cli", "data", "ingest-ib", "SPY", "--duration", "1 Y", "--end", "2011-12-31",
+                          "--port", str(fake.port), "--primary-exchange", "ARCA"], env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert f"ingested {len(close)} bars of SPY" in run.stdout
+    from quantlab.data.store import BarStore
+    assert len(BarStore(tmp_path / "data").read_bars(["SPY"])) == len(close)
