@@ -269,6 +269,7 @@ class FakeTWS:
         self._held_commissions: list[dict] = []
         self._stop: asyncio.Event | None = None  # set by `shutdown`
         self.log: list[str] = []  # what the fake did, newest last (the `log` command returns the tail)
+        self.parent: int | None = None  # a PID whose end ends the fake (`--parent`)
 
     # -- running --
     async def start(self) -> None:
@@ -282,9 +283,19 @@ class FakeTWS:
     async def serve_forever(self) -> None:
         await self.start()
         print(json.dumps({"port": self.port, "control_port": self.control_port, "pid": os.getpid()}), flush=True)
+        watch = asyncio.create_task(self._watch_parent()) if self.parent else None
         await self._stop.wait()
+        if watch: watch.cancel()
         self.api.close(); self.ctl.close()
         for s in list(self.sessions): s.writer.close()
+
+    async def _watch_parent(self) -> None:
+        "With `parent`: shut down when that process is gone (a test or notebook that died leaves no fake behind)."
+        while True:
+            await asyncio.sleep(0.5)
+            try: os.kill(self.parent, 0)
+            except ProcessLookupError: self._stop.set(); return
+            except PermissionError: pass
 
     def note(self, text: str) -> None:
         self.log.append(f"{time.strftime('%H:%M:%S')} {text}"); del self.log[:-500]
@@ -788,7 +799,7 @@ def start_fake(state_dir, # the fake's state directory
     "Start `quantlab live fake-tws` as a child process and wait until it listens."
     import subprocess
     cmd = [sys.executable, "-m", "quantlab.live.fake_tws", "--state", str(state_dir), "--port", str(port),
-           "--server-version", str(server_version), "--cash", str(cash)] + (["--strict"] if strict else [])
+           "--server-version", str(server_version), "--cash", str(cash), "--parent", str(os.getpid())] + (["--strict"] if strict else [])
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
     line = proc.stdout.readline()
     if not line: raise RuntimeError(f"the fake TWS did not start (exit code {proc.wait()})")
@@ -825,8 +836,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--account", default="DU0000001", help="the paper account id it reports")
     p.add_argument("--cash", type=float, default=1_000_000.0, help="a new account's cash")
     p.add_argument("--strict", action="store_true", help="refuse symbols not declared with the `contract` command")
+    p.add_argument("--parent", type=int, help="shut down when the process with this PID ends")
     a = p.parse_args(argv)
     fake = FakeTWS(a.state, a.port, a.control_port, a.server_version, a.account, a.cash, a.strict)
+    fake.parent = a.parent
     try: asyncio.run(fake.serve_forever())
     except KeyboardInterrupt: pass
     return 0

@@ -217,19 +217,20 @@ class ReplayFeed(HistoricalFeed):
     def __init__(self, data: Mapping[str, pd.DataFrame], # wide panels per field (index UTC, columns symbols)
                  speed: float = 0.0, # 0: as fast as possible; k: k x wall-clock time between bar times
                  after: int | None = None, # release only bars later than this time (int ns): a restart's resume point
+                 pace_from: int | None = None, # pace only from this bar time (int ns) on: warm-up history goes at once
                 ):
         super().__init__(data)
-        self.speed, self.after = speed, after
+        self.speed, self.after, self.pace_from = speed, after, pace_from
 
     def __iter__(self) -> Iterator[Bar]:
         b = self.bars
         start = 0 if self.after is None else int(np.searchsorted(b.ts[:b.n], self.after, side="right"))
-        clock = None
+        clock, first = None, -2**63 if self.pace_from is None else self.pace_from
         for i in range(start, b.n):
             if self.speed and clock is not None:
                 due = clock[1] + (b.ts.item(i) - clock[0]) / 1e9 / self.speed
                 time.sleep(max(0.0, due - time.monotonic()))
-            clock = clock or (b.ts.item(i), time.monotonic())
+            if clock is None and b.ts.item(i) >= first: clock = (b.ts.item(i), time.monotonic())
             yield self.bar(i)
 
 
@@ -408,7 +409,7 @@ class _Run:
         self.data = as_panels(data) if data is not None else None
         self.symbols = [str(c) for c in self.data["close"].columns] if data is not None else list(symbols or [])
         if not self.symbols: raise UsageError("the runner needs its universe: `symbols` with a feed")
-        self.feed = feed or (lambda after: ReplayFeed(self.data, config.speed, after=after))
+        self.feed = feed or (lambda after: ReplayFeed(self.data, config.speed, after=after, pace_from=self.first_ts))
         self.state_dir = Path(config.state_dir)
         start = pd.Timestamp(config.start) if config.start else None
         self.first_ts = -2**63 if start is None else (start.tz_localize("UTC") if start.tz is None else start).value
