@@ -493,6 +493,8 @@ def _live_run(args) -> int:
         fetch = store_fetch(BarStore(data_dir(args.data_dir)), list(cfg.symbols))
         feed = lambda after: PollFeed(fetch, list(cfg.symbols), cfg.interval, cfg.stale_after, cfg.calendar, after)
         st = Runner(cfg, strategy(), feed=feed, symbols=list(cfg.symbols)).run(max_bars=args.max_bars)
+    elif cfg.feed == "ib":  # IB's real-time bars (the broker's connection), aggregated to [feed] bar on the session calendar
+        st = Runner(cfg, strategy(), symbols=list(cfg.symbols)).run(max_bars=args.max_bars)
     else:
         panels = _live_panels(cfg, args.data_dir)
         st = Runner(cfg, strategy(), panels).run(max_bars=args.max_bars)

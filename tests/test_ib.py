@@ -572,18 +572,6 @@ def test_a_rehearsal_through_ib_makes_the_backtests_fills(spx, tmp_path, fake):
     assert fake.control.state()["positions"].get("SPX", 0.0) == final["SPX"]
 
 
-def test_fills_at_other_prices_show_as_differences_with_their_slippage(spx, tmp_path, fake):
-    cfg = _ib_config(tmp_path / "state", fake, spx)
-    _run(cfg, spx, max_bars=60)
-    fake.control.knob(fill_on_place=False)
-    bt = run_backtest(get_strategy("sma_cross", **PARAMS), {k: v.iloc[:60] for k, v in spx.items()}, broker=SimBroker(commission=PerShare.ib_fixed()), start=cfg.start)
-    j = Journal(cfg.state_dir / "journal.sqlite")
-    [(_, _, first)] = j.fills()[:1]
-    fills = bt.fills.copy(); fills.loc[fills.index[0], "price"] += 0.25
-    verdict = parity(j, fills)
-    assert verdict["first_difference"] == 0 and first.price == pytest.approx(fills["price"].iloc[0] - 0.25)
-
-
 # -- the crash test over IB: kill -9 at random points while the fake keeps running -----------------------------------------
 CHILD = """
 import logging, sys, pandas as pd
@@ -729,3 +717,94 @@ def test_the_command_line_ingests_ib_history_into_the_store(tmp_path, fake, spx_
     assert f"ingested {len(close)} bars of SPY" in run.stdout
     from quantlab.data.store import BarStore
     assert len(BarStore(tmp_path / "data").read_bars(["SPY"])) == len(close)
+
+
+# -- contracts, brackets, the real-time feed in the runner, slippage in the parity check ---------------------------------
+def test_futures_and_fx_contracts_are_qualified_cached_and_traded(fake, tmp_path):
+    from quantlab.core import Instrument
+    fake.control.contract(symbol="ES", secType="FUT", lastTradeDateOrContractMonth="20261218", exchange="CME", primaryExchange="",
+                          multiplier="50", localSymbol="ESZ6", tradingClass="ES", minTick=0.25)
+    fake.control.contract(symbol="EUR", secType="CASH", exchange="IDEALPRO", primaryExchange="", localSymbol="EUR.USD", tradingClass="EUR.USD",
+                          minTick=0.00005)
+    specs = {"ESZ6": spec_for(Instrument("ESZ6", "future", multiplier=50, tick_size=0.25), ib_symbol="ES", last_trade="202612", multiplier="50"),
+             "EURUSD": spec_for(Instrument("EURUSD", "fx"))}
+    b = IBBroker(tmp_path / "state", specs, port=fake.port, client_id=8, timeout=5)
+    try:
+        assert b.contracts["ESZ6"].secType == "FUT" and b.contracts["EURUSD"].secType == "CASH" and b.contracts["ESZ6"].multiplier == "50"
+        b.submit(Order("ESZ6", 2, client_id="f1")); b.submit(Order("EURUSD", 100_000, client_id="x1")); b.on_bar(0)
+        fake.control.price(symbol="ES", price=6000.0); fake.control.price(symbol="EUR", price=1.1); b.on_bar(1)
+        assert b.positions() == {"ESZ6": 2.0, "EURUSD": 100_000.0}
+        assert fake.control.state()["cash"] == pytest.approx(1_000_000 - 2 * 6000.0 * 50 - 100_000 * 1.1 - 1.0 - 500.0)  # the multiplier counts
+    finally: b.close()
+    cached = __import__("json").loads((tmp_path / "state" / "contracts.json").read_text())
+    assert set(cached) == {"ESZ6", "EURUSD"}
+    fake.control.knob(hold=["contract_details"])  # IB would not answer now: a restart must not need it
+    b = IBBroker(tmp_path / "state", specs, port=fake.port, client_id=8, timeout=2)
+    b.close()
+
+
+def test_a_bracket_goes_to_ib_as_its_entry_then_an_oca_pair(fake, broker):
+    from quantlab.trading.orders import bracket
+    oms = _oms(broker)
+    for o in bracket("AAPL", 10, take_profit=200.0, stop_loss=180.0, client_id="br"): oms.submit(o)
+    _book(oms)
+    assert _refs(fake) == ["br"]  # the children wait for the entry's fill
+    fake.control.price(symbol="AAPL", price=190.0); _book(oms); _book(oms)
+    kids = {o["order_ref"]: o for o in fake.control.state()["orders"] if o["order_ref"] != "br"}
+    assert {k: (o["order_type"], o["oca_group"], o["oca_type"], o["tif"]) for k, o in kids.items()} == \
+           {"br-tp": ("LMT", "br", 1, "GTC"), "br-sl": ("STP", "br", 1, "GTC")}
+    fake.control.price(symbol="AAPL", price=201.0); _book(oms)  # the take-profit fills; IB cancels the stop (one-cancels-all)
+    assert oms.orders["br-tp"].status == OrderStatus.FILLED and oms.orders["br-sl"].status == OrderStatus.CANCELLED
+    assert oms.portfolio.quantity("AAPL") == 0 and fake.control.state()["positions"] == {}
+
+
+class BuyOnce(Strategy):
+    "Buys 3 shares on its first decision."
+    def on_bar(self, ctx):
+        if not ctx.open_orders() and not ctx.portfolio.quantity(ctx.symbols[0]): ctx.order(ctx.symbols[0], 3)
+
+
+def test_the_runner_trades_on_ib_real_time_bars(fake, tmp_path):
+    import threading
+    cfg = config_from_dict({"name": "rt", "state_dir": str(tmp_path / "state"), "strategy": {"name": "buy_once"},
+                            "broker": {"kind": "ib", "port": fake.port, "client_id": 12, "timeout": 5.0},
+                            "feed": {"kind": "ib", "symbols": ["AAPL"], "bar": "10s", "calendar": "24/7", "stale_after": 3600.0}})
+    t0 = (int(time.time()) // 10 + 6) * 10  # bar times a minute ahead of the clock: released as each next bar begins
+    ctl = FakeControl(fake.control_port)
+    def push():
+        while not any(s for s in ctl.state()["subscriptions"].values()): time.sleep(0.02)
+        for k in range(12):
+            if k == 3:  # the first bar is complete: wait for the strategy's order to reach IB, so that the next bar fills it
+                deadline = time.monotonic() + 30
+                while not ctl.state()["orders"] and time.monotonic() < deadline: time.sleep(0.02)
+            ctl.bar(symbol="AAPL", time=t0 + 5 * k, open=100.0 + k, high=100.5 + k, low=99.5 + k, close=100.25 + k, volume=10.0); time.sleep(0.05)
+    pusher = threading.Thread(target=push); pusher.start()
+    st = Runner(cfg, BuyOnce(), symbols=["AAPL"]).run(max_bars=4)
+    pusher.join()
+    j = Journal(cfg.state_dir / "journal.sqlite", readonly=True)
+    times = [pd.Timestamp(j.bar_time(i), tz="UTC") for i in range(st["bars"])]
+    assert times[:3] == [pd.Timestamp(t0 + 10 * k, unit="s", tz="UTC") for k in (1, 2, 3)]  # 10-second bars from 5-second ones
+    assert [b.values["open"][0] for b in j.bars()[:2]] == [100.0, 102.0] and [b.values["close"][0] for b in j.bars()[:2]] == [101.25, 103.25]
+    assert _refs(fake) and fake.control.state()["positions"] == {"AAPL": 3.0}  # bought at the next 5-second bar's open, through IB
+    assert fake.control.state()["executions"][0]["price"] == 103.0
+
+
+def test_fills_at_other_prices_keep_the_decisions_and_show_the_slippage(spx, tmp_path, fake):
+    fake.control.knob(slippage=0.25)  # the fake fills market orders a quarter point worse than the model
+    cfg = _ib_config(tmp_path / "state", fake, spx)
+    _run(cfg, spx)
+    bt = run_backtest(get_strategy("sma_cross", **PARAMS), spx, broker=SimBroker(commission=PerShare.ib_fixed()), start=cfg.start)
+    verdict = parity(Journal(cfg.state_dir / "journal.sqlite"), bt.fills)
+    assert not verdict["equal"] and verdict["decisions_equal"] and verdict["fills"] == len(bt.fills)
+    assert verdict["slippage"]["mean_per_unit"] == pytest.approx(0.25) and verdict["slippage"]["max_per_unit"] == pytest.approx(0.25)
+    assert verdict["slippage"]["total"] > 0
+
+
+def test_an_ib_feed_needs_the_ib_broker_and_its_symbols(tmp_path):
+    from quantlab.live.runner import ConfigError
+    base = {"name": "x", "state_dir": str(tmp_path), "strategy": {"name": "sma_cross"}}
+    with pytest.raises(ConfigError, match=r"\[feed\] kind: an ib feed needs \[broker\] kind"): config_from_dict({**base, "feed": {"kind": "ib", "symbols": ["A"]}})
+    with pytest.raises(ConfigError, match=r"\[feed\] symbols: the ib feed needs a list of symbols"): config_from_dict({**base, "feed": {"kind": "ib"}, "broker": {"kind": "ib"}})
+    with pytest.raises(ConfigError, match=r"\[broker\] account: the account comes from the environment"): config_from_dict({**base, "broker": {"kind": "ib", "account": "DU1"}})
+    cfg = config_from_dict({**base, "feed": {"kind": "ib", "symbols": ["AAPL"], "bar": "5min"}, "broker": {"kind": "ib", "port": 4002, "contracts": {"AAPL": {"primary_exchange": "NASDAQ"}}}})
+    assert (cfg.feed, cfg.ib_port, cfg.contracts, cfg.stale_after) == ("ib", 4002, {"AAPL": {"primary_exchange": "NASDAQ"}}, 900.0)

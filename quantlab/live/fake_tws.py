@@ -140,9 +140,10 @@ _KNOBS = {"commission": "now", # now | delay (held until `release_commissions`) 
           "cancel": "ack", # ack | ignore (PendingCancel, then nothing) | refuse (error 10148: cannot cancel)
           "market_data": True, # False: the farm goes quiet (no ticks, no real-time bars)
           "fill_on_place": False, # fill a market order at the last price as it arrives (else at the next price / bar)
-          "hold": [], # request kinds that go unanswered (executions, positions, open_orders, completed_orders, account): a timeout
+          "hold": [], # request kinds that go unanswered (executions, positions, open_orders, completed_orders, account, contract_details)
           "pacing": True, # enforce IB's historical-data pacing (error 162); a dict sets PacingRules' limits (identical, burst, ...)
-          "reject": []} # symbols whose new orders are rejected (error 201)
+          "reject": [], # symbols whose new orders are rejected (error 201)
+          "slippage": 0.0} # per unit: market and stop fills are this much worse than the price fed (buys higher, sells lower)
 
 # %% ../../nbs/live/03_fake_tws.ipynb #a4d401bd
 def _contract_fields(c: dict) -> list:
@@ -489,7 +490,9 @@ class FakeTWS:
         for o in list(self.book.orders.values()):
             if o.symbol != sym or o.done or o.status == "PreSubmitted" or not o.remaining: continue
             px = _fill_price(o, op, hi, lo)
-            if px is not None: self._fill(o, o.remaining, px)
+            if px is None: continue
+            if o.order_type in ("MKT", "STP"): px = round(px + o.sign * self.book.knobs["slippage"], 10)  # takers pay the knob's slippage
+            self._fill(o, o.remaining, px)
 
     def _fill(self, o: FakeOrder, qty: float, price: float) -> dict:
         "Execute `qty` of `o` at `price`: the account, the execution, the owner's messages, OCA siblings and children."
@@ -512,13 +515,13 @@ class FakeTWS:
         return e
 
     def _book_trade(self, sym: str, q: float, price: float, comm: float) -> None:
-        b = self.book.s
+        b, mult = self.book.s, float(self.book.contract(sym)["multiplier"] or 1)
         p = b["positions"].setdefault(sym, {"qty": 0.0, "avg": 0.0})
         new = p["qty"] + q
         if p["qty"] * q >= 0 and new: p["avg"] = (p["avg"] * p["qty"] + price * q) / new
         elif new * p["qty"] < 0: p["avg"] = price  # crossed through flat
         p["qty"] = new
-        b["cash"] -= q * price + comm
+        b["cash"] -= q * price * mult + comm
 
     def _push_account(self, sym: str) -> None:
         "Every connected client hears the new position and cash (as IB streams them to subscribers)."
@@ -572,6 +575,7 @@ class FakeTWS:
         return {"cash": b["cash"], "positions": {k: p["qty"] for k, p in b["positions"].items() if p["qty"]},
                 "orders": [asdict(o) for o in self.book.orders.values()], "executions": b["executions"], "next_valid_id": b["next_valid_id"],
                 "clients": [s.client_id for s in self.sessions], "knobs": self.book.knobs, "version": self.version,
+                "subscriptions": {s.client_id: sorted(set(s.bars.values()) | set(s.market.values())) for s in self.sessions},
                 "port": self.port, "control_port": self.control_port}
 
     def _c_log(self, n: int = 50) -> dict: return {"log": self.log[-n:]}
@@ -709,7 +713,7 @@ _TEXTS = {1100: "Connectivity between IB and Trader Workstation has been lost.",
 CONTROL = sorted(k[3:] for k in dir(FakeTWS) if k.startswith("_c_"))
 _API = {71: ("_start_api", None), 61: ("_positions", "positions"), 5: ("_open_orders", "open_orders"),
         99: ("_completed_orders", "completed_orders"), 6: ("_account", "account"), 76: ("_account_multi", "account"),
-        7: ("_executions", "executions"), 3: ("_place", None), 4: ("_cancel", None), 9: ("_contract_details", None),
+        7: ("_executions", "executions"), 3: ("_place", None), 4: ("_cancel", None), 9: ("_contract_details", "contract_details"),
         20: ("_historical", None), 49: ("_current_time", None), 8: ("_ids", None), 1: ("_market_data", None),
         2: ("_cancel_market_data", None), 50: ("_real_time_bars", None), 51: ("_cancel_real_time_bars", None)}
 

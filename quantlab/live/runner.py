@@ -116,6 +116,8 @@ def config_from_dict(raw: Mapping, path="<config>") -> LiveConfig:
     err = lambda key, msg: ConfigError(f"{path}: {key}: {msg}")
     unknown = set(raw) - {"name", "state_dir", *_SECTIONS}
     if unknown: raise err(sorted(unknown)[0], "unknown key")
+    if isinstance(raw.get("broker"), dict) and "account" in raw["broker"]:
+        raise err("[broker] account", "the account comes from the environment (account_env), not the config")
     for sec, keys in _SECTIONS.items():
         if sec in raw and not isinstance(raw[sec], dict): raise err(f"[{sec}]", "must be a table")
         bad = set(raw.get(sec, {})) - keys
@@ -134,9 +136,10 @@ def config_from_dict(raw: Mapping, path="<config>") -> LiveConfig:
     strategy = get("strategy", "name", str, None)
     if not strategy: raise err("[strategy] name", "is required")
     feed, broker = get("feed", "kind", str, "replay"), get("broker", "kind", str, "paper")
-    if feed not in ("replay", "poll"): raise err("[feed] kind", f"{feed!r}: use replay or poll")
+    if feed not in ("replay", "poll", "ib"): raise err("[feed] kind", f"{feed!r}: use replay, poll or ib")
+    if feed == "ib" and broker != "ib": raise err("[feed] kind", "an ib feed needs [broker] kind = \"ib\" (it reads the broker's connection)")
     symbols = tuple(get("feed", "symbols", list, []))
-    if feed == "poll" and (not symbols or not all(isinstance(x, str) for x in symbols)): raise err("[feed] symbols", "a poll feed needs a list of symbols")
+    if feed in ("poll", "ib") and (not symbols or not all(isinstance(x, str) for x in symbols)): raise err("[feed] symbols", f"the {feed} feed needs a list of symbols")
     bar = get("feed", "bar", str, "1D")
     try: bar_seconds = pd.Timedelta(bar).total_seconds()
     except ValueError: raise err("[feed] bar", f"not a bar size: {bar!r}") from None
@@ -144,7 +147,6 @@ def config_from_dict(raw: Mapping, path="<config>") -> LiveConfig:
     try: core_calendar(cal)
     except UsageError as e: raise err("[feed] calendar", str(e)) from None
     if broker not in ("paper", "ib"): raise err("[broker] kind", f"{broker!r}: use paper or ib")
-    if "account" in raw.get("broker", {}): raise err("[broker] account", "the account comes from the environment (account_env), not the config")
     for key in ("start", "end"):
         v = get("feed", key, str, None)
         if v is not None:
@@ -405,6 +407,9 @@ class _Run:
                  symbols: list[str] | None = None, # the universe (with `feed`; a replay reads it from `data`)
                 ):
         self.config, self.strategy, self.instruments = config, strategy, instruments
+        if config.feed == "ib" and data is None and feed is None:  # IB's real-time bars, read through the broker's connection once it is up
+            from quantlab.trading.brokers.ib import IBFeed
+            feed = lambda after: IBFeed(self.paper, self.symbols, config.bar, config.calendar, config.stale_after, after=after)
         if (data is None) == (feed is None): raise UsageError("give the runner either replay `data` or a `feed`")
         self.data = as_panels(data) if data is not None else None
         self.symbols = [str(c) for c in self.data["close"].columns] if data is not None else list(symbols or [])
@@ -519,7 +524,7 @@ class _Run:
         feed, port = self.feed(after), self.config.rehearsal_control
         if port is None: return feed
         from quantlab.live.fake_tws import rehearse
-        return rehearse(feed, port, self.symbols, settle=self.paper.barrier)
+        return rehearse(feed, port, self.symbols, settle=self.paper.settle)
 
     def _broker_changes(self, i: int) -> None:
         "A live broker's link and data-farm changes (IB: 1100/1101/1102, 2103-2106): new orders pause while down; reconcile when restored."
@@ -808,4 +813,14 @@ def parity(journal: Journal, # the paper session's journal
            ~pd.DataFrame(np.isclose(a[num].to_numpy(float), b[num].to_numpy(float), rtol=0, atol=1e-9)).all(axis=1)
     first = int(diff.to_numpy().argmax()) if diff.any() else (n if len(live) != len(bt) else None)
     return {"equal": first is None, "fills": len(live), "backtest_fills": len(bt), "first_difference": first,
-            "checked_at": utc_now().isoformat()}
+            **_decisions_and_slippage(a, b, len(live) == len(bt)), "checked_at": utc_now().isoformat()}
+
+
+def _decisions_and_slippage(live: pd.DataFrame, bt: pd.DataFrame, same_count: bool) -> dict:
+    "Same decisions (bar, symbol, side of every fill)? And what the live fills cost against the model's, per unit and in total."
+    side = np.sign(live["quantity"].to_numpy(float))
+    same = same_count and bool((live[["bar", "symbol"]].astype(str).to_numpy() == bt[["bar", "symbol"]].astype(str).to_numpy()).all()) \
+           and bool((side == np.sign(bt["quantity"].to_numpy(float))).all())
+    slip = (live["price"].to_numpy(float) - bt["price"].to_numpy(float)) * side  # + : paid more (bought higher, sold lower) than the model
+    return {"decisions_equal": same, "slippage": {"mean_per_unit": float(slip.mean()) if len(slip) else 0.0,
+            "max_per_unit": float(np.abs(slip).max()) if len(slip) else 0.0, "total": float((slip * np.abs(live["quantity"].to_numpy(float))).sum())}}

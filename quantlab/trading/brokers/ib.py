@@ -256,8 +256,13 @@ class _Connection:
         self.needs_reconcile = True
         return True
 
+    def settle(self) -> None:
+        "A barrier only if orders, cancels or modifies went out since the last one (each round trip counts against IB's 50 messages a second)."
+        if self._dirty: self.barrier()
+
     def barrier(self) -> None:
         "Process everything IB sent so far (a reqCurrentTime round trip); reconnect if the socket is gone."
+        self._dirty = False
         if not self.ib.isConnected():
             if self.link == "down" or self.link == "up": self._link("down", "the connection to IB closed")
             self._reconnect(); return
@@ -412,7 +417,7 @@ class IBBroker(_Connection, _Reports):
         self._fills, self._updates, self._changes, self._status = [], [], [], {}
         self._pending_cancels: set[str] = set()
         self.sync_version, self.link, self._attempt, self._next_try = 0, "new", 0, 0.0
-        self.needs_reconcile = self._resync_due = False
+        self.needs_reconcile = self._resync_due = self._dirty = False
         self.lots, self.multipliers, self._multipliers, self._symbols, self.contracts = {}, {}, {}, {}, {}
         if connect: self.start()
 
@@ -464,9 +469,8 @@ class IBBroker(_Connection, _Reports):
         oid = max(self.ledger.max_order_id() + 1, self.ib.client.getReqId())
         self.ib.client.updateReqId(oid + 1)
         self.ledger.sent(order, oid)  # durable before IB hears of it
-        parent = self.ledger.order_id(order.parent_id) if order.parent_id else 0
-        self._status[cid] = None
-        self.ib.placeOrder(self.contracts[order.symbol], ib_order(order, oid, self.account, parent or 0, self.outside_rth))
+        self._status[cid], self._dirty = None, True  # (a bracket's children reach us only once the OMS saw the parent fill: no IB parentId to hold them)
+        self.ib.placeOrder(self.contracts[order.symbol], ib_order(order, oid, self.account, 0, self.outside_rth))
         self._status[cid] = OrderStatus.SUBMITTED
 
     def cancel(self, client_id: str) -> None:
@@ -477,7 +481,7 @@ class IBBroker(_Connection, _Reports):
 
     def _flush_cancels(self) -> None:
         for cid in sorted(self._pending_cancels):
-            self.ib.client.cancelOrder(self.ledger.order_id(cid), "")
+            self.ib.client.cancelOrder(self.ledger.order_id(cid), ""); self._dirty = True
             self.ledger.event("cancel_sent", cid)
         self._pending_cancels.clear()
 
@@ -485,6 +489,7 @@ class IBBroker(_Connection, _Reports):
         "Modify a working order in place (same IB order id)."
         oid = self.ledger.order_id(client_id)
         self._require_link("modify")
+        self._dirty = True
         self.ib.placeOrder(self.contracts[order.symbol], ib_order(order, oid, self.account, 0, self.outside_rth))
 
     # -- reports --
