@@ -393,6 +393,20 @@ def test_ib_scenario_12_the_runner_pauses_while_the_link_is_down_and_reconciles_
     assert (ev.kind == "reconcile").sum() >= 3 and ev[ev.kind == "reconcile"].detail.iloc[-1].startswith('{"status": "ok"')
 
 
+def test_reconnects_back_off_while_the_gateway_is_gone(fake, tmp_path):
+    b = IBBroker(tmp_path / "state", {"AAPL": spec_for("AAPL")}, port=fake.port, client_id=9, timeout=2, backoff=(0.1, 0.2, 0.4))
+    try:
+        fake.kill()  # the gateway is gone, not just the connection
+        t = time.monotonic()
+        while time.monotonic() - t < 2.0: b.on_bar(0); time.sleep(0.01)
+        assert b.link == "down" and ("link_down", "the connection to IB closed") in b.changes()
+        waits = [float(d.split("next try in ")[1].split(" s")[0]) for d in b.ledger.events().query("kind == 'reconnect_failed'").detail.map(__import__("json").loads)]
+        assert waits[:3] == [0.2, 0.4, 0.4] and 3 <= len(waits) <= 8  # backing off, not hammering
+        b.submit(Order("AAPL", 1, client_id="gone"))
+        assert b.updates_since(0)[-1].status == OrderStatus.REJECTED and "link to IB is down" in b.updates_since(0)[-1].reason
+    finally: b.close()
+
+
 def test_ib_scenario_13_next_valid_id_going_backwards_reuses_no_id(fake, broker):
     oms = _oms(broker)
     for k in range(3): oms.submit(Order("AAPL", 1, "limit", limit_price=100.0, tif="GTC", client_id=f"a{k}"))
@@ -570,6 +584,9 @@ def test_a_rehearsal_through_ib_makes_the_backtests_fills(spx, tmp_path, fake):
     assert st["trading_state"]["state"] == "ACTIVE" and st["last_reconciliation"]["status"] == "ok"
     final = bt.positions.iloc[-1]
     assert fake.control.state()["positions"].get("SPX", 0.0) == final["SPX"]
+    ev = Journal(cfg.state_dir / "journal.sqlite").frame()
+    perms = dict(zip(ev.loc[ev.kind == "perm_id", "client_id"], ev.loc[ev.kind == "perm_id", "detail"].astype(int)))
+    assert perms == {o["order_ref"]: o["perm_id"] for o in fake.control.state()["orders"]}  # IB's permId of every order, journaled
 
 
 # -- the crash test over IB: kill -9 at random points while the fake keeps running -----------------------------------------

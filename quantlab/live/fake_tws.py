@@ -781,13 +781,16 @@ class FakeProcess:
         self.control = FakeControl(control_port)
 
     def stop(self) -> None:
+        "Shut it down (a no-op after `kill`)."
+        if self.proc.poll() is not None: return
         try: self.control.shutdown()
-        except (ConnectionError, OSError, UsageError): pass
+        except (ConnectionError, OSError, ValueError, UsageError): pass
         self.control.close()
         try: self.proc.wait(10)
         except Exception: self.proc.kill()
 
     def kill(self) -> None:
+        "kill -9: what a crashed gateway looks like."
         self.proc.kill(); self.proc.wait(); self.control.close()
 
     def __enter__(self): return self

@@ -530,6 +530,8 @@ class _Run:
         "A live broker's link and data-farm changes (IB: 1100/1101/1102, 2103-2106): new orders pause while down; reconcile when restored."
         b = self.paper
         for kind, detail in (b.changes() if hasattr(b, "changes") else ()):
+            if kind == "perm_id":  # IB's permanent id for one of our orders: journaled, the key IB reconciles by
+                p = json.loads(detail); self.journal.event("perm_id", i, p["client_id"], str(p["perm_id"])); continue
             down = kind in ("link_down", "farm_down")
             what = "IB link" if kind.startswith("link") else "IB data farm"
             self._feed_status(FeedStatus("stale" if down else "fresh", f"{what}: {detail}"), i)

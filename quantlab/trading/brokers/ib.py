@@ -170,8 +170,10 @@ class IBLedger:
         self.con.execute("insert into ids(client_id, order_id, symbol, data, at) values (?, ?, ?, ?, ?)",
                          (order.client_id, order_id, order.symbol, record_json(order), time.time()))
 
-    def set_perm(self, client_id: str, perm_id: int) -> None:
-        if perm_id: self.con.execute("update ids set perm_id = ? where client_id = ? and perm_id is null", (perm_id, client_id))
+    def set_perm(self, client_id: str, perm_id: int) -> bool:
+        "Store the permId IB gave the order; True when it is new."
+        if not perm_id: return False
+        return self.con.execute("update ids set perm_id = ? where client_id = ? and perm_id is null", (perm_id, client_id)).rowcount > 0
 
     def orders(self) -> pd.DataFrame:
         return pd.read_sql("select client_id, order_id, perm_id, symbol from ids order by order_id", self.con)
@@ -270,7 +272,7 @@ class _Connection:
         except (TimeoutError, ConnectionError, OSError) as e: self.ledger.event("barrier_failed", str(e))
 
     def changes(self) -> list[tuple[str, str]]:
-        "Link and farm changes since the last call: (kind, detail), kind in link_down, link_restored, farm_down, farm_ok."
+        "Changes since the last call: (kind, detail), kind in link_down, link_restored, farm_down, farm_ok, perm_id (IB's id for an order)."
         out, self._changes = self._changes, []
         return out
 
@@ -302,6 +304,9 @@ class _Reports:
                 _mine(*args, **kw); return _theirs(*args, **kw)
             setattr(w, name, both)
 
+    def _perm(self, client_id: str, perm_id: int) -> None:
+        if self.ledger.set_perm(client_id, perm_id): self._changes.append(("perm_id", json.dumps({"client_id": client_id, "perm_id": perm_id})))
+
     def _deliver(self, fill: Fill) -> None:
         self._fills.append(fill); self.sync_version += 1
 
@@ -332,7 +337,7 @@ class _Reports:
         if held is not None and held["commission"] is not None and held["adjusted"]:  # the replaced revision's commission adjustment goes too
             self._deliver(self._adjustment(held["fill"], -held["adjusted"], f"{held['exec_id']}:commission~reversed", "correction"))
         self.ledger.record(fill, ex.permId, estimate)
-        if cid in self._status or self.ledger.order_id(cid) is not None: self.ledger.set_perm(cid, ex.permId)
+        if cid in self._status or self.ledger.order_id(cid) is not None: self._perm(cid, ex.permId)
         self._deliver(fill)
         value = self.ledger.buffered(ex.execId)
         if value is not None: self._commission(ex.execId, value)
@@ -364,13 +369,13 @@ class _Reports:
     def _on_status(self, order_id, status, filled, remaining, avg, perm_id, parent_id, last, client_id, why_held="", cap=0.0) -> None:
         cid = self.ledger.client_of(order_id) if client_id == self.client_id else self.ledger.client_of_perm(perm_id)
         if cid is None: return  # not ours: the fill (if any) is booked as external
-        self.ledger.set_perm(cid, perm_id)
+        self._perm(cid, perm_id)
         mapped = _IB_STATUS.get(status)
         if mapped is not None: self._update(cid, mapped, f"IB {status}" + (f" ({why_held})" if why_held else ""))
 
     def _on_open_order(self, order_id, contract, order, state) -> None:
         cid = self.ledger.client_of(order_id) if order.clientId == self.client_id else None
-        if cid is not None: self.ledger.set_perm(cid, order.permId)
+        if cid is not None: self._perm(cid, order.permId)
 
     def _on_completed(self, contract, order, state) -> None:
         "A completed order (read at connect and after a restored link): a cancel whose confirmation we missed is booked now."
