@@ -552,6 +552,15 @@ def test_ib_scenario_21_the_same_signal_twice_is_one_ib_order(spx, tmp_path, fak
     assert _refs(fake) == ["same-signal"] and len(fake.control.state()["executions"]) == 1
 
 
+def test_an_order_has_left_the_process_when_submit_returns_even_while_the_client_throttles(fake, broker):
+    for k in range(60): broker.ib.client.reqCurrentTime()  # past 45 requests a second: ib_async queues what follows
+    assert broker._throttled
+    broker.submit(Order("AAPL", 1, client_id="queued"))  # the runner journals "sent" right after this returns
+    deadline = time.monotonic() + 2
+    while "queued" not in _refs(fake) and time.monotonic() < deadline: time.sleep(0.01)
+    assert "queued" in _refs(fake)  # a kill -9 now would not lose it
+
+
 def test_ib_scenario_21_a_retry_of_submit_is_one_ib_order(fake, broker):
     for _ in range(3): broker.submit(Order("AAPL", 1, client_id="retry"))
     broker.on_bar(0)

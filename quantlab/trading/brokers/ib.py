@@ -419,6 +419,9 @@ class IBBroker(_Connection, _Reports):
         self.ledger = IBLedger(self.state_dir / "ib.sqlite")
         self.ib = ib.IB(); self.ib.RequestTimeout = timeout
         self._hook(); self.ib.disconnectedEvent += self._on_disconnect
+        self._throttled = False  # ib_async holds messages back past 45 a second (IB allows 50): see `_flush`
+        self.ib.client.throttleStart += lambda: setattr(self, "_throttled", True)
+        self.ib.client.throttleEnd += lambda: setattr(self, "_throttled", False)
         self._fills, self._updates, self._changes, self._status = [], [], [], {}
         self._pending_cancels: set[str] = set()
         self.sync_version, self.link, self._attempt, self._next_try = 0, "new", 0, 0.0
@@ -476,7 +479,13 @@ class IBBroker(_Connection, _Reports):
         self.ledger.sent(order, oid)  # durable before IB hears of it
         self._status[cid], self._dirty = None, True  # (a bracket's children reach us only once the OMS saw the parent fill: no IB parentId to hold them)
         self.ib.placeOrder(self.contracts[order.symbol], ib_order(order, oid, self.account, 0, self.outside_rth))
+        self._flush()
         self._status[cid] = OrderStatus.SUBMITTED
+
+    def _flush(self, timeout: float = 5.0) -> None:
+        "Return only when the client's queue is empty: the journal marks an order sent after this, so it must have left the process."
+        deadline = time.monotonic() + timeout
+        while self._throttled and time.monotonic() < deadline: self.ib.sleep(0.01)
 
     def cancel(self, client_id: str) -> None:
         "Ask IB to cancel (queued until the link is back when it is down); the order stays live until IB confirms."
@@ -496,6 +505,7 @@ class IBBroker(_Connection, _Reports):
         self._require_link("modify")
         self._dirty = True
         self.ib.placeOrder(self.contracts[order.symbol], ib_order(order, oid, self.account, 0, self.outside_rth))
+        self._flush()
 
     # -- reports --
     def fills_since(self, cursor: int) -> list[Fill]:
