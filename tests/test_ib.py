@@ -275,11 +275,15 @@ def test_ib_scenario_06_a_missing_late_or_sentinel_commission_is_pending_never_z
 
 
 def test_ib_scenario_06_a_commission_report_before_its_execution_is_buffered(fake, broker):
-    oms = _oms(broker)
-    broker._commission("feed.0001.01.01", 2.0)  # a report for an execution not yet seen
-    assert broker.ledger.buffered("feed.0001.01.01") == 2.0  # (taken back out by the check)
-    broker.ledger.buffer("feed.0001.01.01", 2.0)
-    assert broker.fills_since(0) == []
+    import datetime, ib_async
+    broker._commission("feed.0001.01.01", 2.0)  # a report for an execution not yet seen: nothing to book yet
+    assert broker.fills_since(0) == [] and broker.pending_commissions() == []
+    ex = ib_async.Execution(execId="feed.0001.01.01", time=datetime.datetime(2024, 1, 5, 15, tzinfo=datetime.timezone.utc), side="BOT",
+                            shares=300.0, price=190.0, permId=4242, clientId=99, orderRef="elsewhere")
+    broker._on_exec(-1, broker.contracts["AAPL"], ex)  # then the execution comes: the buffered report is applied at once
+    fill, adjustment = broker.fills_since(0)
+    assert (fill.quantity, fill.commission) == (300.0, pytest.approx(1.5))  # the estimate
+    assert (adjustment.quantity, adjustment.commission) == (0.0, pytest.approx(0.5)) and broker.pending_commissions() == []
 
 
 def test_ib_scenario_07_an_execution_before_open_order_and_one_from_another_client_are_booked(fake, broker):

@@ -36,7 +36,7 @@ def _text(v) -> str:
     if isinstance(v, bool): return "1" if v else "0"
     if isinstance(v, float):
         if math.isnan(v) or v == UNSET_DOUBLE: return ""
-        return repr(v) if not v.is_integer() or abs(v) >= 1e16 else str(int(v)) if abs(v) < 1e15 else repr(v)
+        return str(int(v)) if v.is_integer() and abs(v) < 1e15 else repr(v)
     return str(v)
 
 

@@ -114,14 +114,7 @@ def _contracts(table: Mapping, err) -> dict:
 def config_from_dict(raw: Mapping, path="<config>") -> LiveConfig:
     "A `LiveConfig` from the TOML's table (every unknown or ill-typed key is an error naming it)."
     err = lambda key, msg: ConfigError(f"{path}: {key}: {msg}")
-    unknown = set(raw) - {"name", "state_dir", *_SECTIONS}
-    if unknown: raise err(sorted(unknown)[0], "unknown key")
-    if isinstance(raw.get("broker"), dict) and "account" in raw["broker"]:
-        raise err("[broker] account", "the account comes from the environment (account_env), not the config")
-    for sec, keys in _SECTIONS.items():
-        if sec in raw and not isinstance(raw[sec], dict): raise err(f"[{sec}]", "must be a table")
-        bad = set(raw.get(sec, {})) - keys
-        if bad: raise err(f"[{sec}] {sorted(bad)[0]}", f"unknown key (known: {', '.join(sorted(keys))})")
+    _check_layout(raw, err)
     def get(sec, key, kind, default):
         v = raw.get(sec, {}).get(key, default) if sec else raw.get(key, default)
         name = f"[{sec}] {key}" if sec else key
@@ -168,13 +161,30 @@ def config_from_dict(raw: Mapping, path="<config>") -> LiveConfig:
         ib_account_env=get("broker", "account_env", str, "QUANTLAB_IB_ACCOUNT"), ib_timeout=get("broker", "timeout", float, 10.0),
         outside_rth=get("broker", "outside_rth", bool, False), contracts=_contracts(get("broker", "contracts", dict, {}), err),
         rehearsal_control=get("broker", "rehearsal_control", int, None))
+    _check_values(cfg, err)
+    return cfg
+
+
+def _check_layout(raw: Mapping, err) -> None:
+    "Known sections and keys only; each section a table; no account in the file."
+    unknown = set(raw) - {"name", "state_dir", *_SECTIONS}
+    if unknown: raise err(sorted(unknown)[0], "unknown key")
+    if isinstance(raw.get("broker"), dict) and "account" in raw["broker"]:
+        raise err("[broker] account", "the account comes from the environment (account_env), not the config")
+    for sec, keys in _SECTIONS.items():
+        if sec in raw and not isinstance(raw[sec], dict): raise err(f"[{sec}]", "must be a table")
+        bad = set(raw.get(sec, {})) - keys
+        if bad: raise err(f"[{sec}] {sorted(bad)[0]}", f"unknown key (known: {', '.join(sorted(keys))})")
+
+
+def _check_values(cfg: LiveConfig, err) -> None:
+    "The values a type check cannot catch: sinks, the difference policy, non-negative numbers."
     unknown_sinks = set(cfg.alert_sinks) - {"stderr", "file"}
     if unknown_sinks: raise err("[alerts] sinks", f"unknown sink {sorted(unknown_sinks)[0]!r} (here: stderr, file; email and webhook come with monitoring)")
     if cfg.on_difference not in ("halt", "reduce"): raise err("[reconcile] on_difference", f"must be 'halt' or 'reduce', got {cfg.on_difference!r}")
     for key, v in (("[feed] speed", cfg.speed), ("[broker] cash", cfg.cash), ("[broker] commission_bps", cfg.commission_bps),
                    ("[reconcile] every_bars", cfg.reconcile_every), ("[feed] interval", cfg.interval), ("[feed] stale_after", cfg.stale_after)):
         if not v >= 0: raise err(key, f"must be >= 0, got {v!r}")
-    return cfg
 
 # %% ../../nbs/live/02_runner.ipynb #898cea0c
 class StateLock:

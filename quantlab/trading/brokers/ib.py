@@ -248,7 +248,7 @@ class _Connection:
         if time.monotonic() < self._next_try: return False
         try:
             self.connect()
-        except (OSError, ConnectionError, TimeoutError, Exception) as e:  # noqa: BLE001 - anything: still down, try later
+        except Exception as e:  # noqa: BLE001 - anything (refused, timed out, closed at once): still down, try later
             self._attempt += 1
             wait = self.backoff[min(self._attempt, len(self.backoff) - 1)]
             self._next_try = time.monotonic() + wait
