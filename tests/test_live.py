@@ -468,7 +468,9 @@ def test_a_position_without_the_protective_exit_the_strategy_asks_for_raises_an_
     Runner(cfg, st, spx).run(max_bars=60)
     assert _paper(tmp_path).positions() == {"SPX": 5.0}
     alerts = Journal(tmp_path / "journal.sqlite").frame().query("kind == 'alert'").detail.tolist()
-    assert [a for a in alerts if "no protective exit" in a] == (["SPX position 5 has no protective exit (a working stop), and the strategy asks for one"] if naked else [])
+    got = [json.loads(a) for a in alerts if "no active exit order" in a]
+    assert [(a["rule"], a["subject"], a["bar"], a["status"]) for a in got] == ([("unprotected_position", "SPX", 36, "sent")] if naked else [])
+    if naked: assert got[0]["message"].startswith("open position 5 SPX has no active exit order") and "place a protective stop for SPX" in got[0]["action"]
 
 
 def test_live_run_from_a_toml_config_polling_the_local_store(tmp_path):
@@ -520,7 +522,7 @@ def test_alerts_go_to_the_journal_and_the_configured_sinks(spx, tmp_path, capsys
                             "alerts": {"sinks": ["stderr", "file"]}})
     Runner(cfg, st, spx).run(max_bars=40)
     line = (tmp_path / "alerts.log").read_text().strip().splitlines()[-1]
-    assert "quantlab live sinks: ALERT (bar 36) SPX position 5 has no protective exit" in line
+    assert "quantlab live sinks: ALERT (bar 36) [CRITICAL] SPX: open position 5 SPX has no active exit order" in line
     assert line.split(" ", 1)[1] in capsys.readouterr().err
     with pytest.raises(Exception, match=r"\[alerts\] sinks"):
         config_from_dict({"name": "x", "strategy": {"name": "s"}, "alerts": {"sinks": ["pager"]}})

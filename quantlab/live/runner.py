@@ -8,7 +8,9 @@ from __future__ import annotations
 import json
 import math
 import os
+import secrets
 import sys
+import threading
 import time
 import tomllib
 from collections import defaultdict, deque
@@ -20,7 +22,10 @@ import numpy as np
 import pandas as pd
 
 from ..core import QuantlabError, StateError, UsageError, calendar as core_calendar, utc_now
+from . import alerts as rules
+from .alerts import Alert, Alerter, EmailSink, LogSink, WebhookSink
 from .journal import Journal
+from .monitor import Dashboard, Heartbeat, Monitor
 from ..trading.brokers.paper import PaperBroker
 from ..trading.brokers.sim import BarArrays, BasisPoints
 from ..trading.engine import BAR_FIELDS, Engine, as_panels
@@ -73,7 +78,25 @@ class LiveConfig:
     calendar: str = "XNYS"  # the session calendar (poll: polls and the stale watch run while it is open)
     interval: float = 60.0  # poll: seconds between polls
     stale_after: float | None = None  # poll: seconds of open market without a new bar before new orders pause
-    alert_sinks: tuple = ("stderr",)  # where alerts go besides the journal: "stderr", "file" (state_dir/alerts.log)
+    alert_sinks: tuple = ("stderr",)  # where alerts go besides the journal: "stderr", "file" (state_dir/alerts.log), "webhook", "email"
+    webhook_url_env: str = "QUANTLAB_ALERT_WEBHOOK"  # webhook: the environment variable holding the URL
+    smtp_host: str | None = None  # email: the SMTP server
+    smtp_port: int = 25
+    smtp_from: str = ""
+    smtp_to: tuple = ()
+    smtp_starttls: bool = False
+    smtp_user_env: str = ""  # email: environment variables holding the login (empty: no login)
+    smtp_password_env: str = ""
+    dedup_seconds: float = 3600.0  # one alert per rule and subject in this time
+    max_alerts_per_minute: int = 10
+    daily_loss_warn: float = 0.8  # fraction of max_daily_loss that warns
+    reject_window: int = 20
+    reject_alert_rate: float = 0.2
+    monitor_port: int | None = None  # the dashboard / metrics server (None: none)
+    monitor_host: str = "127.0.0.1"
+    monitor_token_env: str = "QUANTLAB_MONITOR_TOKEN"
+    heartbeat_seconds: float = 5.0
+    heartbeat_timeout: float = 60.0
 
     def card(self) -> dict:
         "The fields a restart must agree with (a journal belongs to one strategy, universe source and broker)."
@@ -85,7 +108,10 @@ _SECTIONS = {"strategy": {"name", "params"},
              "feed": {"kind", "source", "start", "end", "speed", "symbols", "bar", "calendar", "interval", "stale_after"},
              "broker": {"kind", "cash", "commission_bps", "host", "port", "client_id", "account_env", "timeout", "outside_rth", "contracts",
                         "rehearsal_control"}, "risk": {f.name for f in fields(RiskLimits)},
-             "reconcile": {"every_bars", "position_tolerance", "cash_tolerance", "on_difference", "cancel_timeout_bars"}, "alerts": {"sinks"}}
+             "reconcile": {"every_bars", "position_tolerance", "cash_tolerance", "on_difference", "cancel_timeout_bars"},
+             "alerts": {"sinks", "webhook_url_env", "smtp_host", "smtp_port", "smtp_from", "smtp_to", "smtp_starttls", "smtp_user_env",
+                        "smtp_password_env", "dedup_seconds", "max_per_minute", "daily_loss_warn", "reject_window", "reject_rate"},
+             "monitor": {"port", "host", "token_env", "heartbeat_seconds", "heartbeat_timeout"}}
 
 
 def load_config(path) -> LiveConfig:
@@ -160,9 +186,22 @@ def config_from_dict(raw: Mapping, path="<config>") -> LiveConfig:
         ib_host=get("broker", "host", str, "127.0.0.1"), ib_port=get("broker", "port", int, 7497), ib_client_id=get("broker", "client_id", int, 1),
         ib_account_env=get("broker", "account_env", str, "QUANTLAB_IB_ACCOUNT"), ib_timeout=get("broker", "timeout", float, 10.0),
         outside_rth=get("broker", "outside_rth", bool, False), contracts=_contracts(get("broker", "contracts", dict, {}), err),
-        rehearsal_control=get("broker", "rehearsal_control", int, None))
+        rehearsal_control=get("broker", "rehearsal_control", int, None), **_alerting(get))
     _check_values(cfg, err)
     return cfg
+
+
+def _alerting(get) -> dict:
+    "The [alerts] and [monitor] fields."
+    a = lambda key, kind, default: get("alerts", key, kind, default)
+    m = lambda key, kind, default: get("monitor", key, kind, default)
+    return dict(webhook_url_env=a("webhook_url_env", str, "QUANTLAB_ALERT_WEBHOOK"), smtp_host=a("smtp_host", str, None), smtp_port=a("smtp_port", int, 25),
+                smtp_from=a("smtp_from", str, ""), smtp_to=tuple(a("smtp_to", list, [])), smtp_starttls=a("smtp_starttls", bool, False),
+                smtp_user_env=a("smtp_user_env", str, ""), smtp_password_env=a("smtp_password_env", str, ""),
+                dedup_seconds=a("dedup_seconds", float, 3600.0), max_alerts_per_minute=a("max_per_minute", int, 10),
+                daily_loss_warn=a("daily_loss_warn", float, 0.8), reject_window=a("reject_window", int, 20), reject_alert_rate=a("reject_rate", float, 0.2),
+                monitor_port=m("port", int, None), monitor_host=m("host", str, "127.0.0.1"), monitor_token_env=m("token_env", str, "QUANTLAB_MONITOR_TOKEN"),
+                heartbeat_seconds=m("heartbeat_seconds", float, 5.0), heartbeat_timeout=m("heartbeat_timeout", float, 60.0))
 
 
 def _check_layout(raw: Mapping, err) -> None:
@@ -179,12 +218,33 @@ def _check_layout(raw: Mapping, err) -> None:
 
 def _check_values(cfg: LiveConfig, err) -> None:
     "The values a type check cannot catch: sinks, the difference policy, non-negative numbers."
-    unknown_sinks = set(cfg.alert_sinks) - {"stderr", "file"}
-    if unknown_sinks: raise err("[alerts] sinks", f"unknown sink {sorted(unknown_sinks)[0]!r} (here: stderr, file; email and webhook come with monitoring)")
+    unknown_sinks = set(cfg.alert_sinks) - {"stderr", "file", "webhook", "email"}
+    if unknown_sinks: raise err("[alerts] sinks", f"unknown sink {sorted(unknown_sinks)[0]!r} (use stderr, file, webhook, email)")
+    if "email" in cfg.alert_sinks and not (cfg.smtp_host and cfg.smtp_from and cfg.smtp_to):
+        raise err("[alerts] sinks", "the email sink needs smtp_host, smtp_from and smtp_to")
+    if not 0 < cfg.daily_loss_warn <= 1: raise err("[alerts] daily_loss_warn", f"must be in (0, 1], got {cfg.daily_loss_warn!r}")
+    if cfg.monitor_port is not None and not 0 <= cfg.monitor_port < 65536: raise err("[monitor] port", f"not a port: {cfg.monitor_port!r}")
     if cfg.on_difference not in ("halt", "reduce"): raise err("[reconcile] on_difference", f"must be 'halt' or 'reduce', got {cfg.on_difference!r}")
     for key, v in (("[feed] speed", cfg.speed), ("[broker] cash", cfg.cash), ("[broker] commission_bps", cfg.commission_bps),
                    ("[reconcile] every_bars", cfg.reconcile_every), ("[feed] interval", cfg.interval), ("[feed] stale_after", cfg.stale_after)):
         if not v >= 0: raise err(key, f"must be >= 0, got {v!r}")
+
+
+def _sinks(cfg: LiveConfig) -> list:
+    "The alert sinks of [alerts] sinks; secrets (the webhook URL, the SMTP login) come from the environment, and a missing one stops the start."
+    out = []
+    for sink in cfg.alert_sinks:
+        if sink == "stderr": out.append(LogSink(cfg.name))
+        elif sink == "file": out.append(LogSink(cfg.name, cfg.state_dir / "alerts.log"))
+        elif sink == "webhook":
+            url = os.environ.get(cfg.webhook_url_env)
+            if not url: raise ConfigError(f"[alerts] sinks: the webhook sink needs its URL in the environment variable {cfg.webhook_url_env}")
+            out.append(WebhookSink(cfg.name, url))
+        elif sink == "email":
+            env = lambda k: os.environ.get(k) if k else None
+            out.append(EmailSink(cfg.name, cfg.smtp_host, cfg.smtp_port, cfg.smtp_from, list(cfg.smtp_to), env(cfg.smtp_user_env),
+                                 env(cfg.smtp_password_env), cfg.smtp_starttls))
+    return out
 
 # %% ../../nbs/live/02_runner.ipynb #898cea0c
 class StateLock:
@@ -313,6 +373,8 @@ class JournaledBroker:
         self.broker, self.journal, self.oms = broker, journal, oms
         self.at_broker: set[str] = set()  # client ids the broker is known to have (not to be sent again)
         self.in_step = False  # the runner sets it while a bar's step runs: reports read then are replayed inside the step
+        self.sent_at: dict[str, float] = {}  # client id -> wall time its submit returned (fill latency)
+        self.on_sent, self.on_fill = (lambda cid: None), (lambda fill: None)  # the runner's monitor hooks
 
     def __getattr__(self, name): return getattr(self.broker, name)  # positions, cash, open_orders, on_bar, next_event ...
 
@@ -331,6 +393,8 @@ class JournaledBroker:
         if order.client_id in self.at_broker: self.journal.event("already_at_broker", bar, order.client_id)
         else: self.broker.submit(order)
         self.journal.sent(order.client_id, bar)
+        self.sent_at[order.client_id] = time.time()
+        self.on_sent(order.client_id)
 
     def cancel(self, client_id: str) -> None:
         self.journal.event("cancel_request", self.oms.bar, client_id); self.broker.cancel(client_id)
@@ -340,7 +404,8 @@ class JournaledBroker:
 
     def fills_since(self, cursor: int):
         fills = [f if f.bar >= 0 else f._replace(bar=self.oms.bar) for f in self.broker.fills_since(cursor)]  # a live broker's fills: the bar they were booked at
-        for f in fills: self.journal.fill(f, self.oms.bar, int(self.in_step))
+        for f in fills:
+            if self.journal.fill(f, self.oms.bar, int(self.in_step)): self.on_fill(f)
         return fills
 
     def updates_since(self, cursor: int):
@@ -437,17 +502,44 @@ class _Run:
         "Recover, reconcile, finish an interrupted bar, then trade the feed; return the status."
         lock = StateLock(self.state_dir)
         stale = lock.acquire()
+        surface, stop = [], {"clean": False}
         try:
             self._open(stale)
+            surface = self._serve()
             self._recover()
             self._go_live()
             self._finish_unfinished()
             self._trade(max_bars)
+            stop["clean"] = True
             return status(self.state_dir, self.journal)
+        except BaseException as e:
+            stop["error"] = f"{type(e).__name__}: {e}"
+            raise
         finally:
-            for part in (self.journal, self.paper):
-                if part is not None: part.close()
+            self._close(surface, stop)
             lock.release()
+
+    def _close(self, surface: list, stop: dict) -> None:
+        "Stop the heartbeat and the server, deliver the last alerts, journal how the run ended, close the parts."
+        for part in surface: part.stop()
+        if self.journal is not None:
+            if getattr(self, "alerter", None) is not None: self.alerter.flush(10); self._journal_failures()
+            self.journal.event("stop", self.engine.bars.n if self.engine else None, None, stop)
+        for part in (self.journal, self.paper):
+            if part is not None: part.close()
+
+    def _serve(self) -> list:
+        "The heartbeat, and the dashboard when [monitor] port is set (its URL, and a generated token, in state_dir/monitor.json)."
+        cfg, me = self.config, threading.current_thread()
+        surface = [Heartbeat(self.monitor, self.state_dir, cfg.heartbeat_seconds, alive=me.is_alive).start()]
+        if cfg.monitor_port is None: return surface
+        token = os.environ.get(cfg.monitor_token_env) or secrets.token_urlsafe(24)
+        dash = Dashboard(self.monitor, self.state_dir, token, lambda: status(self.state_dir), cfg.monitor_host, cfg.monitor_port, cfg.heartbeat_timeout).start()
+        info = {"url": dash.url, "port": dash.port, "pid": os.getpid(), **({} if os.environ.get(cfg.monitor_token_env) else {"token": token})}
+        path = self.state_dir / "monitor.json"
+        path.write_text(json.dumps(info)); path.chmod(0o600)
+        if "token" in info: print(f"quantlab live {cfg.name}: dashboard {dash.url}?token={token}", file=sys.stderr, flush=True)
+        return surface + [dash]
 
     def _open(self, stale) -> None:
         self.journal = j = Journal(self.state_dir / "journal.sqlite")
@@ -456,9 +548,11 @@ class _Run:
         if held is None: j.set_state("config", card)
         elif {k: v for k, v in held.items()} != card:
             raise StateError(f"{self.state_dir}: the journal belongs to {held}, not {card}: use another state directory")
-        if stale: self.alert(None, f"took over the lock of PID {stale}, which is gone (a crash?)")
-        j.event("start", None, None, {"pid": os.getpid()})
         cfg = self.config
+        self.monitor = Monitor(cfg.name, cfg.risk.max_daily_loss, cfg.daily_loss_warn, cfg.reject_window, cfg.reject_alert_rate)
+        self.alerter = Alerter(_sinks(cfg), self._journal_alert, cfg.dedup_seconds, cfg.max_alerts_per_minute)
+        self._check_last_stop(stale)
+        j.event("start", None, None, {"pid": os.getpid()})
         oms_known = lambda cid: cid in self.engine.oms.orders
         self.engine = e = Engine(self.strategy, self.symbols, ReplayBroker(j, oms_known), cfg.cash, RiskEngine(cfg.risk),
                                  self.instruments, key=cfg.name)
@@ -476,6 +570,7 @@ class _Run:
             self.engine.broker.before(i)
             self._apply_journaled(i)
             self._step(i)
+            self.monitor.on_bar(i, bar.ts, self.engine.portfolio, self.engine.risk, [])  # the dashboard's history (no alerts: they were raised then)
         self._replaying = False
         self.replayed = len(bars)
         left = self.engine.broker.unmatched(before=self.unfinished)
@@ -487,6 +582,8 @@ class _Run:
         commission = BasisPoints(cfg.commission_bps) if cfg.commission_bps else 0
         self.paper = self._venue(commission)
         self.broker = JournaledBroker(self.paper, self.journal, self.engine.oms)
+        self.broker.on_fill = self._on_fill
+        self.broker.on_sent = lambda cid: self.monitor.on_status(cid, OrderStatus.SUBMITTED.value)
         self.engine.use_broker(self.broker)
         self.reconcile(start=True)
 
@@ -525,6 +622,7 @@ class _Run:
             self._check_protection(i)
             self._check_cancels(i)
             j.finish_bar(i, self.snapshot())
+            self._watch(i)
             self._broker_changes(i + 1)
             every = self.config.reconcile_every
             if every and self.stepped and self.stepped % every == 0 and e.bars.ts.item(i) >= self.first_ts: self.reconcile()  # not in warm-up
@@ -559,8 +657,7 @@ class _Run:
             first = since.setdefault(cid, i)
             if first is not None and i - first >= self.config.cancel_timeout_bars:
                 since[cid] = None
-                self.alert(i, f"cancel of {cid} not acknowledged by the broker after {i - first} bars: it may still fill; "
-                              f"check the order at the broker (it still counts as exposure)", cid)
+                self.alert(i, rules.cancel_unacknowledged(cid, self.engine.oms.orders[cid].order.symbol, i - first, i))
 
     def _check_protection(self, i: int) -> None:
         "A strategy that asks for protective exits: alert (once per position) when a position has no working stop that would reduce it."
@@ -572,13 +669,13 @@ class _Run:
             stops = [r for r in oms.open_orders(s) if r.order.stop_price is not None and r.order.quantity * q < 0]
             if q and not stops and s not in alerted:
                 alerted.add(s)
-                self.alert(i, f"{s} position {q:g} has no protective exit (a working stop), and the strategy asks for one")
+                self.alert(i, rules.unprotected_position(s, q, i))
             elif (not q or stops) and s in alerted: alerted.discard(s)
 
     def _feed_status(self, status: FeedStatus, i: int) -> None:
         "Stale data: no new orders (cancels still go out) until bars come again; journaled with an alert."
         self.journal.event(f"feed_{status.kind}", i, None, status.detail)
-        if status.kind == "stale": self.alert(i, f"stale data: {status.detail}")
+        if status.kind == "stale": self.alert(i, rules.stale_data(status.detail, i))
         self._apply_feed_status(status.kind, status.detail)
 
     def _apply_feed_status(self, kind: str, detail: str) -> None:
@@ -611,20 +708,51 @@ class _StateChanges:
             self.journal.command_done(seq, i, change)
             self._apply_change(i, change)
 
-    def alert(self, bar: int | None, message: str, client_id: str | None = None) -> None:
-        "Something an operator must act on: journaled, and sent to each configured sink (`[alerts] sinks`)."
-        self.journal.event("alert", bar, client_id, message)
-        line = f"{utc_now().isoformat()} quantlab live {self.config.name}: ALERT (bar {bar}) {message}"
-        for sink in self.config.alert_sinks:
-            if sink == "stderr": print(line, file=sys.stderr, flush=True)
-            elif sink == "file":
-                with open(self.state_dir / "alerts.log", "a") as f: f.write(line + "\n")
+    def alert(self, bar: int | None, alert: Alert) -> str:
+        "Something an operator must act on (a rule of `live.alerts`): journaled, deduplicated, rate-limited, sent to the sinks."
+        if alert.bar is None and bar is not None: alert = Alert(**{**alert.__dict__, "bar": bar})
+        return self.alerter(alert)
 
-    def _set_state(self, state: TradingState, reason: str, bar: int, symbol: str | None = None) -> None:
-        "Change the trading state (of one instrument when `symbol` is given), journaled with an alert."
+    def _journal_alert(self, alert: Alert, status: str) -> None:
+        self.journal.event("alert", alert.bar, alert.client_id, {**alert.record(), "status": status})
+        self.monitor.on_alert(alert, status)
+
+    def _journal_failures(self) -> None:
+        for sink, a, error in self.alerter.take_failures():
+            self.journal.event("alert_failed", a.bar, a.client_id, {"sink": sink, "rule": a.rule, "subject": a.subject, "error": error})
+
+    def _check_last_stop(self, stale_pid: int | None) -> None:
+        "An unexpected restart: the journal's last start has no clean stop after it (a crash, a kill, or an error)."
+        ev = self.journal.frame().query("kind in ('start', 'stop')").tail(2)
+        if not len(ev) or ev.kind.iloc[-1] == "stop" and json.loads(ev.detail.iloc[-1]).get("clean"): return
+        start = ev[ev.kind == "start"].tail(1)
+        pid = json.loads(start.detail.iloc[0])["pid"] if len(start) else stale_pid
+        last = self.journal.frame().tail(1)
+        what = f"an error ({json.loads(ev.detail.iloc[-1]).get('error')})" if ev.kind.iloc[-1] == "stop" else f"{last.kind.iloc[0]!r} at {last['at'].iloc[0]}"
+        self.alert(None, rules.unexpected_restart(str(start["at"].iloc[0]) if len(start) else "?", pid, what))
+
+    def _watch(self, i: int) -> None:
+        "After bar `i`: the monitor's metrics and view, its watch rules' alerts, failed deliveries journaled."
+        e = self.engine
+        working = [{"client_id": r.client_id, "symbol": r.order.symbol, "status": r.status.value, "quantity": r.order.quantity} for r in e.oms.open_orders()]
+        for a in self.monitor.on_bar(i, int(e.bars.ts.item(i)), e.portfolio, e.risk, working): self.alert(i, a)
+        self._journal_failures()
+
+    def _on_fill(self, fill: Fill) -> None:
+        "A new execution: latency since its send; slippage against the model's price (the fill's reference price, else the bar's open)."
+        sent = self.broker.sent_at.get(fill.client_id)
+        ref = fill.reference_price
+        if not ref == ref:
+            e, i = self.engine, fill.bar if fill.bar >= 0 else self.engine.bars.n - 1
+            col = e.bars.col.get(fill.symbol)
+            ref = float(e.bars.fields["open"][i, col]) if col is not None and "open" in e.bars.fields and 0 <= i < e.bars.n else None
+        self.monitor.on_fill(fill, None if sent is None else time.time() - sent, ref)
+
+    def _set_state(self, state: TradingState, reason: str, bar: int, alert: Alert, symbol: str | None = None) -> None:
+        "Change the trading state (of one instrument when `symbol` is given), journaled with its alert."
         change = {"state": state.value, "reason": reason, "flatten": False, **({"symbol": symbol} if symbol else {})}
         self.journal.event("state_change", bar, None, change)
-        self.alert(bar, reason)
+        self.alert(bar, alert)
         self._apply_change(bar, change)
 
     def _apply_change(self, i: int, change: dict) -> None:
@@ -676,12 +804,14 @@ class _StateChanges:
         elif kind == "status" and rec.status == OrderStatus.DENIED: self.journal.event("denied", self.engine.oms.bar, rec.client_id, extra)
         elif kind == "status" and rec.status != OrderStatus.SUBMITTED:  # (sent is journaled by JournaledBroker)
             self.journal.status(rec.client_id, rec.status.value, str(extra or ""), self.engine.oms.bar)
+            for a in self.monitor.on_status(rec.client_id, rec.status.value, str(extra or ""), self.engine.oms.bar): self.alert(self.engine.oms.bar, a)
 
     def _journal_adoption(self, rec, reason: str) -> None:
         "An external order: found open at the broker (replayed at its bar), or born of a fill we did not expect (re-adopted by that fill)."
         bar = self.engine.oms.bar
         self.journal.adopted(rec.order, bar, "adopt" if reason == _FOUND else "adopt_fill")
-        self.alert(bar, f"external order adopted: {reason}", rec.client_id)
+        self.alert(bar, rules.note("external_order", rec.client_id, f"external order {rec.client_id} ({rec.order.symbol} {rec.order.quantity:g}) adopted: {reason}",
+                                   "find who placed it (TWS, another client id); it is now managed and counts as exposure: cancel it at the broker if unwanted", "warning", bar, rec.client_id))
 
     def snapshot(self) -> dict:
         "Cash, positions and trading state now (journaled at the end of every bar)."
@@ -704,7 +834,8 @@ class _Reconciliation:
             positions, cash = b.positions(), b.cash()
             e.sync_broker()  # reports the journal missed: journaled by JournaledBroker, each fill booked once
         except Exception as ex:  # noqa: BLE001 - any failure means we do not know the broker's state
-            self._set_state(TradingState.HALTED, f"reconciliation failed, broker state unknown: {type(ex).__name__}: {ex}", nxt)
+            why = f"{type(ex).__name__}: {ex}"
+            self._set_state(TradingState.HALTED, f"reconciliation failed, broker state unknown: {why}", nxt, rules.reconciliation_unknown(why, nxt))
             j.event("reconcile", nxt, None, {"status": "unknown", "error": str(ex)})
             return {"status": "unknown", "error": str(ex)}
         received = getattr(b, "received", lambda cid: False)
@@ -721,6 +852,7 @@ class _Reconciliation:
         report["differences"] = self._differences(positions, cash)
         self._act_on(report, nxt)
         j.event("reconcile", nxt, None, report)
+        self.monitor.on_reconcile(report)
         return report
 
     def _act_on(self, report: dict, bar: int) -> None:
@@ -728,9 +860,10 @@ class _Reconciliation:
         per_symbol = {s: d for s, d in report["differences"].items() if s != "cash"}
         state = TradingState.HALTED if self.config.on_difference == "halt" else TradingState.REDUCING
         for s, d in per_symbol.items():
-            self._set_state(state, f"reconciliation: {s}: journal {d['journal']:g}, broker {d['broker']:g}; no corrective trade was made", bar, s)
+            self._set_state(state, f"reconciliation: {s}: journal {d['journal']:g}, broker {d['broker']:g}; no corrective trade was made", bar,
+                            rules.position_drift(s, d["journal"], d["broker"], state.value.upper(), bar), s)
         if report["missing"] or "cash" in report["differences"]:
-            self._set_state(TradingState.HALTED, f"reconciliation: {_describe(report)}; no corrective trade was made", bar)
+            self._set_state(TradingState.HALTED, f"reconciliation: {_describe(report)}; no corrective trade was made", bar, rules.account_drift(_describe(report), bar))
         if report["missing"] or report["differences"]: report["status"] = "halted" if state == TradingState.HALTED or report["missing"] else "reducing"
 
     def _never_sent(self, cid: str, bar: int, report: dict) -> None:
@@ -752,7 +885,8 @@ class _Reconciliation:
         for o in self.journal.intents_of_bar(k):
             if o.client_id in at and o.client_id not in self.engine.oms.orders:
                 if o in self.paper.open_orders(): self._adopt(o, k + 1, {"adopted": []})
-                self.alert(k, "an order sent before the crash was not derived again: adopted as external", o.client_id)
+                self.alert(k, rules.note("orphan_order", o.client_id, f"order {o.client_id} ({o.symbol}) sent before the crash was not derived again: adopted as external",
+                                         "check it at the broker and cancel it there if it should not be working", "warning", k, o.client_id))
 
     def _differences(self, positions: Mapping[str, float], cash: float) -> dict:
         "Per symbol (and cash): ours vs the broker's, where they differ beyond tolerance."
