@@ -340,7 +340,18 @@ def _study_options() -> argparse.ArgumentParser:
     p.add_argument("--cash", type=_number("--cash", lo=0.0, open_lo=True), default=1_000_000.0, help="starting cash (default 1,000,000)")
     p.add_argument("--commission-bps", type=_number("--commission-bps", lo=0.0), default=1.0, help="proportional costs on traded notional (default 1 bp)")
     p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--mlflow", metavar="URI", help="also log the run to MLflow tracking, e.g. sqlite:///data/mlflow.db (pip install 'quantlab[mlflow]')")
     return p
+
+
+def _track(args, kind: str, params: dict, metrics: dict, record: dict | None = None) -> None:
+    "With --mlflow: the run's parameters, metrics and record in the experiment quantlab-KIND."
+    if not getattr(args, "mlflow", None): return
+    from quantlab.core import git_sha
+    from quantlab.live.registry import log_run
+    rid = log_run(args.mlflow, f"quantlab-{kind}", {"strategy": args.strategy, **params}, metrics,
+                  {"git_sha": git_sha(Path(__file__).parent), "sample": args.sample, "symbols": args.symbols}, record, f"{args.strategy} {kind}")
+    print(f"mlflow run {rid} in quantlab-{kind} ({args.mlflow})", file=sys.stderr)
 
 
 def _panels(args):
@@ -363,6 +374,7 @@ def _backtest(args) -> int:
     if args.json: _print_json(out)
     else:
         for k, v in out.items(): print(f"{k:>24}: {v}")
+    _track(args, "backtest", res.run_card["params"], {k: v for k, v in out.items() if isinstance(v, (int, float))}, _finite(res.run_card))
     return 0
 
 
@@ -395,6 +407,8 @@ def _sweep(args) -> int:
         _print_table(res.table.sort_values("sharpe", ascending=False).head(args.top)[cols].round(4))
         print(f"sets: {len(res.table)}  study: {res.study}  trials: {res.n_trials}  "
               f"deflated Sharpe (best): {res.deflated_sharpe:.3f}  PBO: {res.pbo:.3f}")
+    _track(args, "sweep", {"grid": args.grid}, {"sets": len(res.table), "trials": res.n_trials, "deflated_sharpe": res.deflated_sharpe,
+                                               "pbo": res.pbo, "best_sharpe": float(res.table["sharpe"].max())}, _finite(res.to_dict(top=args.top)))
     return 0
 
 
@@ -418,6 +432,8 @@ def _walkforward(args) -> int:
     else:
         _print_table(folds.round(3))
         print(wf.summary().round(4).to_string())
+    _track(args, "walkforward", {"grid": args.grid, "train": args.train, "test": args.test, "anchored": args.anchored},
+           {k: float(v) for k, v in wf.summary().items()}, {"folds": _records(folds.reset_index())})
     return 0
 
 
@@ -454,7 +470,7 @@ register(Command("docs", "render the notebooks into a static docs site (offline)
 def _live_config(args):
     "The deployment: a TOML file, or a strategy name with options."
     from quantlab.live.runner import config_from_dict, load_config
-    if str(args.target).endswith(".toml"): return load_config(args.target)
+    if str(args.target).endswith(".toml"): return _with_run_options(load_config(args.target), args)
     if not args.name: raise UsageError("quantlab live run STRATEGY needs --name (or give a CONFIG.toml)")
     kind, _, source = args.feed.partition(":")
     if kind != "replay" or not source: raise UsageError(f"--feed {args.feed!r}: use replay:SAMPLE (a bundled sample) or replay:FILE.parquet")
@@ -467,7 +483,15 @@ def _live_config(args):
     if args.broker == "ib":
         raw["broker"] = {"kind": "ib", "host": args.host, "port": args.port, "client_id": args.client_id,
                          **({"rehearsal_control": args.rehearse} if args.rehearse else {})}
-    return config_from_dict(raw)
+    raw["promotion"] = {"dir": str((data_dir(args.data_dir) / "promotions").resolve())}
+    return _with_run_options(config_from_dict(raw), args)
+
+
+def _with_run_options(cfg, args):
+    "Command-line options that apply to a TOML deployment too: the dashboard port and host, a promotion override."
+    from dataclasses import replace
+    changes = {k: v for k, v in (("monitor_port", args.monitor_port), ("monitor_host", args.monitor_host), ("promotion_override", args.override_promotion)) if v is not None}
+    return replace(cfg, **changes) if changes else cfg
 
 
 def _live_panels(cfg, data_dir_):
@@ -553,6 +577,26 @@ def _live_command(command: str):
     return run
 
 
+def _live_watch(args) -> int:
+    "Exit 1 (and alert through the deployment's sinks) while the heartbeat is missing; 0 when it beats or stopped cleanly."
+    import time
+    from quantlab.live.alerts import Alerter, LogSink
+    from quantlab.live.monitor import watch_heartbeat
+    if str(args.target).endswith(".toml"):
+        from quantlab.live.runner import _sinks, load_config
+        cfg = load_config(args.target); d, name, sinks = Path(cfg.state_dir), cfg.name, _sinks(cfg)
+    else: d = _state_dir(args.target, args.data_dir); name, sinks = d.name, [LogSink(d.name)]
+    alerter = Alerter(sinks, dedup_seconds=max(args.timeout, 600.0))
+    while True:
+        missing = watch_heartbeat(d, args.timeout, name)
+        if missing is not None: alerter(missing)
+        else: print(f"{name}: heartbeat ok")
+        if not args.every: break
+        time.sleep(args.every)
+    alerter.flush(30)
+    return 1 if missing is not None else 0
+
+
 def _live_fake_tws(args) -> int:
     from quantlab.live.fake_tws import main
     return main(["--state", args.state, "--port", str(args.port), "--control-port", str(args.control_port),
@@ -591,8 +635,16 @@ def _build_live(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--cash", type=_number("--cash", lo=0.0, open_lo=True), default=1_000_000.0)
     p.add_argument("--commission-bps", type=_number("--commission-bps", lo=0.0), default=0.0)
     p.add_argument("--max-bars", type=int, help="stop after this many new bars")
+    p.add_argument("--monitor-port", type=int, help="serve the dashboard, /metrics, /health, /status, /halt, /resume here (0: any free port)")
+    p.add_argument("--monitor-host", help="bind address of that server (default 127.0.0.1)")
+    p.add_argument("--override-promotion", metavar="REASON", help="ib: trade without a live promotion; the reason is journaled")
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=_live_run)
+    p = sub.add_parser("watch", help="alert when a deployment's heartbeat is missing (run it from cron or a second host)")
+    p.add_argument("target", help="CONFIG.toml (its alert sinks are used), or a deployment name / state directory (stderr only)")
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds without a heartbeat (default 60)")
+    p.add_argument("--every", type=float, default=0.0, help="check every N seconds until interrupted (0: once)")
+    p.set_defaults(run=_live_watch)
     p = sub.add_parser("status", help="state, positions, working orders, last bar, last reconciliation, alerts, parity")
     p.add_argument("name"); p.add_argument("--json", action="store_true"); p.set_defaults(run=_live_status)
     for command, text in (("halt", "kill switch: HALTED, working orders cancelled (--flatten also closes positions)"),
@@ -615,6 +667,85 @@ def _build_live(parser: argparse.ArgumentParser) -> None:
 
 
 register(Command("live", "live and paper trading: run a deployment, its status, halt / resume, its journal, a fake TWS", _build_live))
+
+# %% ../nbs/cli.ipynb #0fab7b5d
+def _robustness_run(args) -> Path:
+    "The robustness report run to judge by: --robustness, else the newest run of this strategy under reports/robustness."
+    from quantlab.core import reports_dir
+    if args.robustness: return Path(args.robustness)
+    runs = sorted((reports_dir(args.reports_dir) / "robustness").glob("*/metrics.json"), reverse=True)
+    for m in runs:
+        if json.loads(m.read_text()).get("strategy") == args.strategy: return m.parent
+    raise UsageError(f"no robustness report of {args.strategy!r} under {reports_dir(args.reports_dir) / 'robustness'}: "
+                     f"run `quantlab report robustness -p strategy {args.strategy}` first, or give --robustness RUN_DIR")
+
+
+def _lookahead(strategy, report_params: dict, data_dir_) -> dict:
+    "The look-ahead guard on each feature the strategy computes, on the report's data: {feature: None (clean) or the leak}."
+    from quantlab.evaluate.sweep import load_panels
+    from quantlab.trading.strategy import check_no_lookahead
+    out = {}
+    for sample in report_params.get("samples") or ["sp500"]:
+        panels = load_panels(None, report_params.get("start"), report_params.get("end"), sample=sample, data_dir_=data_dir_)
+        names = list(strategy.features(panels) or {})
+        try:
+            check_no_lookahead(strategy, panels)
+            out.update({n: out.get(n) for n in names})
+        except UsageError as e: out.update({n: str(e) if repr(n) in str(e) else out.get(n) for n in names})
+    return out
+
+
+def _promote(args) -> int:
+    from quantlab.core import git_sha
+    from quantlab.live import promote as pr
+    from quantlab.reports.render import parse_params
+    from quantlab.strategies import default_params, get_strategy
+    params = {**default_params(args.strategy), **parse_params(args.param)}
+    gate = pr.load_policy(args.policy)[args.to]
+    run = _robustness_run(args)
+    metrics, report_params = (json.loads((run / f).read_text()) for f in ("metrics.json", "params.json"))
+    checks = pr.robustness_checks(metrics, args.strategy, params, gate, default_params(args.strategy)) + pr.lookahead_checks(_lookahead(get_strategy(args.strategy, **params), report_params, args.data_dir), gate)
+    sessions = [pr.paper_session(_state_dir(n, args.data_dir)) for n in args.paper]
+    sessions = [{**s, "params": {**default_params(args.strategy), **(s["params"] or {})}} for s in sessions]  # journals keep the given ones
+    if args.to == "live": checks += pr.paper_checks(sessions, args.strategy, params, gate)
+    for c in checks: print(f"{'PASS' if c.passed else 'FAIL'}  {c.name}: {c.detail}")
+    evidence = {"git_sha": git_sha(Path(__file__).parent), "data_fingerprint": metrics.get("data_fingerprint"), "policy": gate,
+                "reports": {"robustness": str((run / "report.html").resolve())}, "paper_sessions": sessions}
+    rec = pr.promote(args.strategy, params, args.to, checks, args.reason, data_dir(args.data_dir) / "promotions", evidence,
+                     args.model, args.by, _registry(args))
+    print(f"promoted {args.strategy} {params} to {args.to}: {rec['path']}" + (f"; MLflow {rec['registry']['model']} version {rec['registry']['version']} alias {args.to}" if rec.get("registry") else ""))
+    return 0
+
+
+def _registry(args) -> str | None:
+    "--registry, else the data directory's mlflow.db when MLflow is installed (--no-registry: none)."
+    if args.no_registry: return None
+    if args.registry: return args.registry
+    import importlib.util
+    if importlib.util.find_spec("mlflow") is None:
+        print("MLflow is not installed (pip install 'quantlab[mlflow]'): the record is written, not registered", file=sys.stderr)
+        return None
+    return f"sqlite:///{(data_dir(args.data_dir) / 'mlflow.db').resolve()}"
+
+
+def _build_promote(parser: argparse.ArgumentParser) -> None:
+    "`quantlab promote STRATEGY -p KEY VALUE ... --to paper|live --reason ... [--paper NAME ...]`."
+    parser.add_argument("strategy", help="registered strategy")
+    parser.add_argument("-p", "--param", nargs=2, action="append", metavar=("KEY", "VALUE"), default=[], help="a strategy parameter")
+    parser.add_argument("--to", required=True, choices=["paper", "live"])
+    parser.add_argument("--reason", required=True, help="why, in words (kept in the record and the registry)")
+    parser.add_argument("--paper", nargs="+", default=[], metavar="NAME", help="live: the paper deployments (names or state directories) that prove it")
+    parser.add_argument("--robustness", metavar="RUN_DIR", help="the robustness report run (default: the newest of this strategy)")
+    parser.add_argument("--reports-dir", help="reports root (default: $QUANTLAB_REPORTS_DIR, else ./reports)")
+    parser.add_argument("--policy", help="gate policy TOML ([paper] and [live] thresholds; defaults in quantlab.live.promote)")
+    parser.add_argument("--model", help="the model file the strategy loads (its sha256 is recorded)")
+    parser.add_argument("--by", help="who promotes it (default: the login name)")
+    parser.add_argument("--registry", metavar="URI", help="MLflow registry URI (default sqlite:///DATA/mlflow.db when MLflow is installed)")
+    parser.add_argument("--no-registry", action="store_true", help="write the record only")
+    parser.set_defaults(run=_promote)
+
+
+register(Command("promote", "check a strategy's promotion gates (robustness, look-ahead, paper parity) and record the promotion", _build_promote))
 
 # %% ../nbs/cli.ipynb #0753b369
 if __name__ == "__main__" and "__file__" in globals():

@@ -798,7 +798,8 @@ def test_the_runner_trades_on_ib_real_time_bars(fake, tmp_path):
     import threading
     cfg = config_from_dict({"name": "rt", "state_dir": str(tmp_path / "state"), "strategy": {"name": "buy_once"},
                             "broker": {"kind": "ib", "port": fake.port, "client_id": 12, "timeout": 5.0},
-                            "feed": {"kind": "ib", "symbols": ["AAPL"], "bar": "10s", "calendar": "24/7", "stale_after": 3600.0}})
+                            "feed": {"kind": "ib", "symbols": ["AAPL"], "bar": "10s", "calendar": "24/7", "stale_after": 3600.0},
+                            "promotion": {"override": "the fake TWS's real-time bars in a test"}})
     t0 = (int(time.time()) // 10 + 6) * 10  # bar times a minute ahead of the clock: released as each next bar begins
     ctl = FakeControl(fake.control_port)
     def push():

@@ -97,6 +97,9 @@ class LiveConfig:
     monitor_token_env: str = "QUANTLAB_MONITOR_TOKEN"
     heartbeat_seconds: float = 5.0
     heartbeat_timeout: float = 60.0
+    promotions_dir: Path | None = None  # where `quantlab promote` writes its records (default: data/promotions beside the config)
+    promotion_stage: str = "live"  # the promotion an IB deployment needs ("paper" for an IB paper account)
+    promotion_override: str | None = None  # trade IB without that promotion: the reason, journaled at every start
 
     def card(self) -> dict:
         "The fields a restart must agree with (a journal belongs to one strategy, universe source and broker)."
@@ -111,7 +114,7 @@ _SECTIONS = {"strategy": {"name", "params"},
              "reconcile": {"every_bars", "position_tolerance", "cash_tolerance", "on_difference", "cancel_timeout_bars"},
              "alerts": {"sinks", "webhook_url_env", "smtp_host", "smtp_port", "smtp_from", "smtp_to", "smtp_starttls", "smtp_user_env",
                         "smtp_password_env", "dedup_seconds", "max_per_minute", "daily_loss_warn", "reject_window", "reject_rate"},
-             "monitor": {"port", "host", "token_env", "heartbeat_seconds", "heartbeat_timeout"}}
+             "monitor": {"port", "host", "token_env", "heartbeat_seconds", "heartbeat_timeout"}, "promotion": {"dir", "stage", "override"}}
 
 
 def load_config(path) -> LiveConfig:
@@ -186,7 +189,9 @@ def config_from_dict(raw: Mapping, path="<config>") -> LiveConfig:
         ib_host=get("broker", "host", str, "127.0.0.1"), ib_port=get("broker", "port", int, 7497), ib_client_id=get("broker", "client_id", int, 1),
         ib_account_env=get("broker", "account_env", str, "QUANTLAB_IB_ACCOUNT"), ib_timeout=get("broker", "timeout", float, 10.0),
         outside_rth=get("broker", "outside_rth", bool, False), contracts=_contracts(get("broker", "contracts", dict, {}), err),
-        rehearsal_control=get("broker", "rehearsal_control", int, None), **_alerting(get))
+        rehearsal_control=get("broker", "rehearsal_control", int, None), **_alerting(get),
+        promotions_dir=base / get("promotion", "dir", str, "data/promotions"), promotion_stage=get("promotion", "stage", str, "live"),
+        promotion_override=get("promotion", "override", str, None))
     _check_values(cfg, err)
     return cfg
 
@@ -224,6 +229,8 @@ def _check_values(cfg: LiveConfig, err) -> None:
         raise err("[alerts] sinks", "the email sink needs smtp_host, smtp_from and smtp_to")
     if not 0 < cfg.daily_loss_warn <= 1: raise err("[alerts] daily_loss_warn", f"must be in (0, 1], got {cfg.daily_loss_warn!r}")
     if cfg.monitor_port is not None and not 0 <= cfg.monitor_port < 65536: raise err("[monitor] port", f"not a port: {cfg.monitor_port!r}")
+    if cfg.promotion_stage not in ("paper", "live"): raise err("[promotion] stage", f"must be 'paper' or 'live', got {cfg.promotion_stage!r}")
+    if cfg.promotion_override is not None and not cfg.promotion_override.strip(): raise err("[promotion] override", "needs a reason")
     if cfg.on_difference not in ("halt", "reduce"): raise err("[reconcile] on_difference", f"must be 'halt' or 'reduce', got {cfg.on_difference!r}")
     for key, v in (("[feed] speed", cfg.speed), ("[broker] cash", cfg.cash), ("[broker] commission_bps", cfg.commission_bps),
                    ("[reconcile] every_bars", cfg.reconcile_every), ("[feed] interval", cfg.interval), ("[feed] stale_after", cfg.stale_after)):
@@ -553,6 +560,7 @@ class _Run:
         self.alerter = Alerter(_sinks(cfg), self._journal_alert, cfg.dedup_seconds, cfg.max_alerts_per_minute)
         self._check_last_stop(stale)
         j.event("start", None, None, {"pid": os.getpid()})
+        self._check_promotion()
         oms_known = lambda cid: cid in self.engine.oms.orders
         self.engine = e = Engine(self.strategy, self.symbols, ReplayBroker(j, oms_known), cfg.cash, RiskEngine(cfg.risk),
                                  self.instruments, key=cfg.name)
@@ -720,6 +728,21 @@ class _StateChanges:
     def _journal_failures(self) -> None:
         for sink, a, error in self.alerter.take_failures():
             self.journal.event("alert_failed", a.bar, a.client_id, {"sink": sink, "rule": a.rule, "subject": a.subject, "error": error})
+
+    def _check_promotion(self) -> None:
+        "Interactive Brokers (not a rehearsal against the fake TWS) trades only a promoted strategy, or with an override's reason, journaled."
+        cfg = self.config
+        if cfg.broker != "ib" or cfg.rehearsal_control is not None: return
+        from quantlab.live.promote import find_promotion
+        params = getattr(self.strategy, "params", cfg.params)  # with the strategy's defaults, as `quantlab promote` records them
+        rec = find_promotion(cfg.promotions_dir, cfg.strategy, params, cfg.promotion_stage)
+        if rec is not None: return self.journal.event("promotion", None, None, {"path": rec["path"], "stage": rec["stage"], "registry": rec.get("registry")})
+        if cfg.promotion_override is None:
+            raise StateError(f"{cfg.strategy} {cfg.params} has no {cfg.promotion_stage} promotion in {cfg.promotions_dir}: run "
+                             f"`quantlab promote {cfg.strategy} ... --to {cfg.promotion_stage}`, or override with a reason ([promotion] override)")
+        self.journal.event("promotion_override", None, None, {"stage": cfg.promotion_stage, "reason": cfg.promotion_override})
+        self.alert(None, rules.note("promotion_override", cfg.strategy, f"{cfg.strategy} {cfg.params} trades at IB without a {cfg.promotion_stage} promotion: {cfg.promotion_override}",
+                                    f"promote it (`quantlab promote {cfg.strategy} --to {cfg.promotion_stage}`) or stop it", "warning"))
 
     def _check_last_stop(self, stale_pid: int | None) -> None:
         "An unexpected restart: the journal's last start has no clean stop after it (a crash, a kill, or an error)."
@@ -969,4 +992,5 @@ def _decisions_and_slippage(live: pd.DataFrame, bt: pd.DataFrame, same_count: bo
            and bool((side == np.sign(bt["quantity"].to_numpy(float))).all())
     slip = (live["price"].to_numpy(float) - bt["price"].to_numpy(float)) * side  # + : paid more (bought higher, sold lower) than the model
     return {"decisions_equal": same, "slippage": {"mean_per_unit": float(slip.mean()) if len(slip) else 0.0,
-            "max_per_unit": float(np.abs(slip).max()) if len(slip) else 0.0, "total": float((slip * np.abs(live["quantity"].to_numpy(float))).sum())}}
+            "max_per_unit": float(np.abs(slip).max()) if len(slip) else 0.0, "total": float((slip * np.abs(live["quantity"].to_numpy(float))).sum()),
+            "bps": float((slip * np.abs(live["quantity"].to_numpy(float))).sum() / notional * 1e4) if (notional := float((bt["price"].abs() * bt["quantity"].abs()).sum())) else 0.0}}
