@@ -71,7 +71,8 @@ class Monitor:
         self.points, self.fills, self.alerts = deque(maxlen=history), deque(maxlen=50), deque(maxlen=50)
         self.now: dict = {"bar": None, "state": "active", "reason": "", "positions": {}, "working": []}
         self._day = self._day_open = self._peak = None
-        self._warned, self._held = set(), set()
+        self._warned, self._held = set(), set()  # daily loss levels warned today; symbols with a position gauge
+        self._tripped, self._rejects_alerted = None, False  # the breaker whose halt was alerted ("drawdown", "daily"); a reject spike alerted
         self.last_beat = self.last_bar_at = None
 
     def beat(self) -> None:
@@ -113,17 +114,16 @@ Monitor.on_bar = _on_bar
 
 # %% ../../nbs/live/05_monitor.ipynb #e644d8f9
 def _loss_alerts(self: Monitor, i: int, equity: float, risk) -> list:
-    "The daily loss at `daily_loss_warn` and at 100% of its limit, and the drawdown breaker: each once (a day, or a trip)."
+    "The daily loss at `daily_loss_warn` of its limit (once a day, while trading), the daily-loss halt and the drawdown breaker (once per trip)."
     out, loss = [], 1 - equity / self._day_open if self._day_open else 0.0
-    if self.max_daily_loss < math.inf:
-        for level in (self.daily_loss_warn, 1.0):
-            if loss >= level * self.max_daily_loss and level not in self._warned:
-                self._warned.add(level)
-                out.append(rules.daily_loss(loss, self.max_daily_loss, level, i))
-    tripped = risk.state == TradingState.HALTED and risk.state_reason.startswith("drawdown")
-    if tripped and "drawdown" not in self._warned: out.append(rules.drawdown_breaker(risk.state_reason, i))
-    if tripped: self._warned.add("drawdown")
-    elif risk.state != TradingState.HALTED: self._warned.discard("drawdown")
+    halted = risk.state == TradingState.HALTED
+    if self.max_daily_loss < math.inf and not halted and loss >= self.daily_loss_warn * self.max_daily_loss and "warn" not in self._warned:
+        self._warned.add("warn")
+        out.append(rules.daily_loss(loss, self.max_daily_loss, self.daily_loss_warn, i))
+    tripped = ("drawdown" if risk.state_reason.startswith("drawdown") else "daily" if risk.state_reason.startswith("daily loss") else None) if halted else None
+    if tripped and tripped != self._tripped:
+        out.append(rules.drawdown_breaker(risk.state_reason, i) if tripped == "drawdown" else rules.daily_loss(loss, self.max_daily_loss, 1.0, i))
+    self._tripped = tripped
     return out
 
 
@@ -151,10 +151,10 @@ def _on_status(self: Monitor, client_id: str, status: str, reason: str = "", bar
     if self._outcomes: self._outcomes[-1] = True
     bad, n = sum(self._outcomes), len(self._outcomes)
     if bad >= 3 and bad / n >= self.reject_alert_rate:
-        if "rejects" in self._warned: return []
-        self._warned.add("rejects")
+        if self._rejects_alerted: return []
+        self._rejects_alerted = True
         return [rules.reject_spike(bad, n, client_id, reason, bar)]
-    self._warned.discard("rejects")
+    self._rejects_alerted = False
     return []
 
 
@@ -345,7 +345,7 @@ td,th{border-bottom:1px solid #ddd;padding:.15rem .4rem;text-align:right} th{bac
 <script>
 const TOKEN = __TOKEN__;
 const H = {"Authorization": "Bearer " + TOKEN};
-const fmt = (x, d=2) => x === null || x === undefined ? "" : (typeof x === "number" ? x.toLocaleString(undefined, {maximumFractionDigits: d}) : String(x));
+const fmt = (x, d=2) => x === null || x === undefined ? "" : (typeof x === "number" ? (Math.abs(x) < 1e-12 ? 0 : x).toLocaleString(undefined, {maximumFractionDigits: d}) : String(x));
 function table(id, cols, rows){
   const t = document.getElementById(id);
   t.innerHTML = "<tr>" + cols.map(c => `<th class="${c[2]||""}">${c[0]}</th>`).join("") + "</tr>" +
@@ -354,15 +354,16 @@ function table(id, cols, rows){
 async function refresh(){
   const v = await (await fetch("/api/view", {headers: H})).json();
   document.getElementById("name").textContent = v.name;
-  const st = document.getElementById("state"); st.textContent = v.state.toUpperCase() + (v.reason ? ": " + v.reason : ""); st.className = "state " + v.state;
+  const st = document.getElementById("state"); st.textContent = v.state.toUpperCase() + (v.reason ? ": " + v.reason : ""); st.className = "state " + v.state.toLowerCase();
   document.getElementById("summary").textContent = `bar ${v.bar}  equity ${fmt(v.equity)}  P&L today ${fmt(v.pnl_today)}  drawdown ${fmt(100*(v.drawdown||0))}%  gross ${fmt(v.gross)}  net ${fmt(v.net)}` + (v.paused ? `  (paused: ${v.paused})` : "");
   const t = v.t.map(x => new Date(x));
   Plotly.react("equity", [{x: t, y: v.equity_curve, name: "equity", line: {color: "#1f77b4"}},
                           {x: t, y: v.drawdown_curve.map(d => -100*d), name: "drawdown %", yaxis: "y2", fill: "tozeroy", line: {color: "#c33"}}],
-               {margin: {t: 30, r: 50}, title: "Equity and drawdown", yaxis2: {overlaying: "y", side: "right", title: "%"}, legend: {orientation: "h"}});
+               {margin: {t: 40, r: 20}, title: {text: "Equity and drawdown"}, yaxis: {domain: [0.35, 1], title: {text: "equity"}},
+                yaxis2: {domain: [0, 0.28], title: {text: "drawdown %"}}, showlegend: false});
   const syms = Object.keys(v.positions);
   Plotly.react("exposure", [{type: "bar", x: syms, y: syms.map(s => v.positions[s].value), marker: {color: "#2a7"}}],
-               {margin: {t: 30}, title: `Exposure: gross ${fmt(v.gross, 0)}, net ${fmt(v.net, 0)}`});
+               {margin: {t: 40}, title: {text: `Exposure by position: gross ${fmt(v.gross, 0)}, net ${fmt(v.net, 0)}`}});
   table("positions", [["symbol", r => r[0], "l"], ["quantity", r => r[1].quantity], ["value", r => r[1].value], ["weight", r => r[1].weight, ""]], Object.entries(v.positions));
   table("working", [["order", r => r.client_id, "l"], ["symbol", r => r.symbol, "l"], ["status", r => r.status, "l"], ["qty", r => r.quantity]], v.working);
   table("fills", [["at", r => r.at, "l"], ["order", r => r.client_id, "l"], ["qty", r => r.quantity], ["price", r => r.price, ""], ["slippage bps", r => r.slippage_bps], ["latency s", r => r.latency_s]], v.fills.slice(0, 15));
