@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.quantlab-installed
-EXTRAS ?= dev,dask,ib
+EXTRAS ?= dev,dask,ib,mlflow
 PORT ?= 8899
 
 .PHONY: help venv report report-data-quality test sync nbtest pytest lab bench docs clean

@@ -46,6 +46,7 @@ setuptools.setup(
         "dev": _reqs("dev_requirements"),
         "ib": _reqs("ib_requirements"),
         "dask": _reqs("dask_requirements"),
+        "mlflow": _reqs("mlflow_requirements"),
         "bench": _reqs("bench_requirements"),
     },
     python_requires=">=" + cfg["min_python"],

@@ -5,6 +5,7 @@ Each fault scenario of ../shared/IB_NOTES.md is a named test (test_ib_scenario_N
 client logs "Error handling fields" (a message the fake mis-encoded would otherwise look like one that never came).
 Tests marked `broker` run against a real IB Gateway / TWS paper account instead (see the README); CI skips them.
 """
+import json
 import logging
 import os
 import random
@@ -829,6 +830,13 @@ def test_fills_at_other_prices_keep_the_decisions_and_show_the_slippage(spx, tmp
     assert not verdict["equal"] and verdict["decisions_equal"] and verdict["fills"] == len(bt.fills)
     assert verdict["slippage"]["mean_per_unit"] == pytest.approx(0.25) and verdict["slippage"]["max_per_unit"] == pytest.approx(0.25)
     assert verdict["slippage"]["total"] > 0
+    from quantlab.reports.render import run_report
+    m = run_report("live_review", {"state_dir": str(cfg.state_dir)}, tmp_path / "reports", progress=False).metrics
+    assert m["decision_diff"] == 0 and not m["parity_equal"]  # same decisions, other prices
+    assert m["attribution"]["execution"] == pytest.approx(-verdict["slippage"]["total"])  # the quarter point, on every unit traded
+    assert m["attribution"]["execution"] == pytest.approx(-0.25 * Journal(cfg.state_dir / "journal.sqlite").orders()["data"].map(lambda d: abs(json.loads(d)["quantity"])).sum())
+    a = m["attribution"]
+    assert a["signal"] + a["execution"] + a["costs"] + a["residual"] == pytest.approx(a["live P&L"])
 
 
 def test_an_ib_feed_needs_the_ib_broker_and_its_symbols(tmp_path):

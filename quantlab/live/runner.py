@@ -37,7 +37,7 @@ from ..trading.strategy import Strategy
 
 # %% auto #0
 __all__ = ['PARITY_COLUMNS', 'ConfigError', 'LiveConfig', 'load_config', 'config_from_dict', 'StateLock', 'ReplayFeed',
-           'PollFeed', 'store_fetch', 'JournaledBroker', 'ReplayBroker', 'Runner', 'status', 'parity']
+           'PollFeed', 'store_fetch', 'JournaledBroker', 'ReplayBroker', 'Runner', 'status', 'live_fills', 'parity']
 
 # %% ../../nbs/live/02_runner.ipynb #1c3778a5
 class ConfigError(QuantlabError):
@@ -556,6 +556,8 @@ class _Run:
         elif {k: v for k, v in held.items()} != card:
             raise StateError(f"{self.state_dir}: the journal belongs to {held}, not {card}: use another state directory")
         cfg = self.config
+        j.set_state("deployment", {"symbols": self.symbols, "cash": cfg.cash, "commission_bps": cfg.commission_bps, "broker": cfg.broker,
+                                   "rehearsal": cfg.rehearsal_control is not None, "start": cfg.start, "risk": asdict(cfg.risk)})  # what a review replays
         self.monitor = Monitor(cfg.name, cfg.risk.max_daily_loss, cfg.daily_loss_warn, cfg.reject_window, cfg.reject_alert_rate)
         self.alerter = Alerter(_sinks(cfg), self._journal_alert, cfg.dedup_seconds, cfg.max_alerts_per_minute)
         self._check_last_stop(stale)
@@ -969,11 +971,16 @@ def _with_adjustments(fills: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def live_fills(journal: Journal) -> pd.DataFrame:
+    "The journal's executions, one row each (`Fill` fields), with reported commissions folded into the execution they adjust."
+    return _with_adjustments(pd.DataFrame([f._asdict() for _, _, f in journal.fills()], columns=list(Fill._fields)))
+
+
 def parity(journal: Journal, # the paper session's journal
            backtest_fills: pd.DataFrame, # `BacktestResult.fills` on the same bars and costs
           ) -> dict:
     "Do the journaled fills equal the backtest's? {'equal', 'fills', 'backtest_fills', 'first_difference'}."
-    live = _with_adjustments(pd.DataFrame([f._asdict() for _, _, f in journal.fills()], columns=list(Fill._fields)))[PARITY_COLUMNS].reset_index(drop=True)
+    live = live_fills(journal)[PARITY_COLUMNS].reset_index(drop=True)
     bt = backtest_fills[PARITY_COLUMNS].reset_index(drop=True)
     n = min(len(live), len(bt))
     a, b = live.iloc[:n], bt.iloc[:n]
