@@ -1,0 +1,26 @@
+# quantlab live runner: `docker build -t quantlab .` then `docker compose up` (see deploy/README.md).
+# Stage 1 builds a wheel of the package with its `ib` extra and every dependency; stage 2 installs only those
+# wheels into a slim image that runs as an unprivileged user.
+FROM python:3.11-slim AS build
+RUN apt-get update && apt-get install -y --no-install-recommends build-essential && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+COPY settings.ini setup.py README.md ./
+COPY quantlab ./quantlab
+RUN pip wheel --no-cache-dir --wheel-dir /wheels ".[ib]"
+
+FROM python:3.11-slim AS runtime
+RUN groupadd --system --gid 10001 quantlab && useradd --system --uid 10001 --gid quantlab --home-dir /home/quantlab --create-home quantlab
+COPY --from=build /wheels /wheels
+RUN pip install --no-cache-dir --no-index --find-links /wheels quantlab[ib] && rm -rf /wheels
+COPY deploy/live.toml /etc/quantlab/live.toml
+ENV QUANTLAB_DATA_DIR=/data PYTHONUNBUFFERED=1
+RUN mkdir -p /data && chown quantlab:quantlab /data
+VOLUME ["/data"]
+USER quantlab
+WORKDIR /home/quantlab
+EXPOSE 8765
+# /health needs no token: 200 while the runner's heartbeat is fresh, 503 when it is missing
+HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
+  CMD ["python", "-c", "import sys, urllib.request; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8765/health', timeout=4).status == 200 else 1)"]
+ENTRYPOINT ["quantlab", "live", "run"]
+CMD ["/etc/quantlab/live.toml"]
