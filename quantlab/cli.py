@@ -668,7 +668,7 @@ def _build_live(parser: argparse.ArgumentParser) -> None:
 
 register(Command("live", "live and paper trading: run a deployment, its status, halt / resume, its journal, a fake TWS", _build_live))
 
-# %% ../nbs/cli.ipynb #1f258d1f
+# %% ../nbs/cli.ipynb #f6cbedac
 def _robustness_run(args) -> Path:
     "The robustness report run to judge by: --robustness, else the newest run of this strategy under reports/robustness."
     from quantlab.core import reports_dir

@@ -359,7 +359,7 @@ async function refresh(){
   const t = v.t.map(x => new Date(x));
   Plotly.react("equity", [{x: t, y: v.equity_curve, name: "equity", line: {color: "#1f77b4"}},
                           {x: t, y: v.drawdown_curve.map(d => -100*d), name: "drawdown %", yaxis: "y2", fill: "tozeroy", line: {color: "#c33"}}],
-               {margin: {t: 40, r: 20}, title: {text: "Equity and drawdown"}, yaxis: {domain: [0.35, 1], title: {text: "equity"}},
+               {margin: {t: 40, r: 20}, title: {text: "Equity and drawdown"}, xaxis: {anchor: "y2"}, yaxis: {domain: [0.35, 1], title: {text: "equity"}},
                 yaxis2: {domain: [0, 0.28], title: {text: "drawdown %"}}, showlegend: false});
   const syms = Object.keys(v.positions);
   Plotly.react("exposure", [{type: "bar", x: syms, y: syms.map(s => v.positions[s].value), marker: {color: "#2a7"}}],
