@@ -92,7 +92,7 @@ def test_compose_is_valid_and_wires_the_runner_gateway_and_monitoring():
 def _exported_metrics() -> set[str]:
     from prometheus_client import generate_latest
     m = Monitor("x")
-    m.m["position"].labels("SPY"); m.m["working"].labels("submitted"); m.m["orders"].labels("filled"); m.m["drift"].labels("SPY"); m.m["alerts"].labels("r", "sent")
+    m._book = {"SPY": (1.0, 100.0)}; m.m["working"].labels("submitted"); m.m["orders"].labels("filled"); m.m["drift"].labels("SPY"); m.m["alerts"].labels("r", "sent")
     names = set(re.findall(r"^(quantlab_\w+?)(?:\{| )", generate_latest(m.registry).decode(), re.M))
     return names
 

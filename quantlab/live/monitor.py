@@ -20,6 +20,7 @@ from urllib.parse import parse_qs, urlparse
 
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Enum, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from ..core import atomic_write_json, utc_now
@@ -41,7 +42,7 @@ def _metrics(r: CollectorRegistry) -> dict:
     c = lambda name, doc, labels=(): Counter(f"quantlab_{name}", doc, labels, registry=r)
     return {"equity": g("equity", "cash plus marked positions"), "pnl_today": g("pnl_today", "equity change since the day's first bar"),
             "drawdown": g("drawdown", "fraction below the peak equity"), "gross": g("gross_exposure", "sum of absolute position values"),
-            "net": g("net_exposure", "sum of signed position values"), "position": g("position", "position quantity", ["symbol"]),
+            "net": g("net_exposure", "sum of signed position values"),
             "working": g("orders_working", "working orders by status", ["status"]), "orders": c("order_events", "order status changes", ["status"]),
             "rejects": c("rejects", "orders the broker rejected"), "bars": c("bars", "bars stepped"),
             "latency": Histogram("quantlab_fill_latency_seconds", "from an order's send to its fill's arrival", registry=r,
@@ -67,11 +68,14 @@ class Monitor:
         self.reject_alert_rate, self._outcomes = reject_alert_rate, deque(maxlen=reject_window)
         self.registry = CollectorRegistry()
         self.m = _metrics(self.registry)
+        self.registry.register(_Positions(self))
+        self._working = {st.value: self.m["working"].labels(st.value) for st in (OrderStatus.SUBMITTED, OrderStatus.PARTIALLY_FILLED, OrderStatus.PENDING_CANCEL)}
+        self._book: dict = {}  # symbol -> (quantity, value) at the last bar: replaced whole each bar, read by scrapes and the view
         self._lock = threading.Lock()
         self.points, self.fills, self.alerts = deque(maxlen=history), deque(maxlen=50), deque(maxlen=50)
         self.now: dict = {"bar": None, "state": "active", "reason": "", "positions": {}, "working": []}
         self._day = self._day_open = self._peak = None
-        self._warned, self._held = set(), set()  # daily loss levels warned today; symbols with a position gauge
+        self._warned = set()  # the daily-loss warning, once a day
         self._tripped, self._rejects_alerted = None, False  # the breaker whose halt was alerted ("drawdown", "daily"); a reject spike alerted
         self.last_beat = self.last_bar_at = None
 
@@ -80,10 +84,20 @@ class Monitor:
         self.m["heartbeat"].set(self.last_beat)
 
 # %% ../../nbs/live/05_monitor.ipynb #d21a58b8
+class _Positions:
+    "The `quantlab_position` family, read from the monitor's last book when Prometheus scrapes (one labelled gauge per symbol set on every bar cost more than the engine step with 100 positions: bench/bench_monitor.py)."
+    def __init__(self, monitor: Monitor): self.monitor = monitor
+
+    def collect(self):
+        g = GaugeMetricFamily("quantlab_position", "position quantity", labels=["symbol"])
+        for s, (q, _) in self.monitor._book.items(): g.add_metric([s], q)
+        yield g
+
+
 def _book(pf) -> tuple[dict, float, float]:
-    "Position values per symbol, gross and net exposure."
-    vals = {s: p.quantity * pf.prices.get(s, np.nan) * p.multiplier for s, p in pf.positions.items() if p.quantity}
-    return vals, float(sum(abs(v) for v in vals.values())), float(sum(vals.values()))
+    "Quantity and value per held symbol, gross and net exposure."
+    book = {s: (p.quantity, p.quantity * pf.prices.get(s, np.nan) * p.multiplier) for s, p in pf.positions.items() if p.quantity}
+    return book, float(sum(abs(v) for _, v in book.values())), float(sum(v for _, v in book.values()))
 
 
 def _on_bar(self: Monitor, i: int, ts_ns: int, pf, risk, working: list) -> list:
@@ -91,22 +105,19 @@ def _on_bar(self: Monitor, i: int, ts_ns: int, pf, risk, working: list) -> list:
     equity, day = float(pf.equity), np.datetime64(int(ts_ns), "ns").astype("datetime64[D]")
     if day != self._day: self._day, self._day_open, self._warned = day, (self.points[-1][1] if self.points else equity), set()
     self._peak = equity if self._peak is None else max(self._peak, equity)
-    dd, vals, (gross, net) = 1 - equity / self._peak if self._peak else 0.0, *(lambda v: (v[0], v[1:]))(_book(pf))
+    dd = 1 - equity / self._peak if self._peak else 0.0
+    self._book, gross, net = _book(pf)
     m = self.m
     m["equity"].set(equity); m["pnl_today"].set(equity - self._day_open); m["drawdown"].set(dd); m["gross"].set(gross); m["net"].set(net)
-    for s in set(vals) | self._held: m["position"].labels(s).set(pf.quantity(s))
-    self._held = set(vals)
     counts = {}
     for r in working: counts[r["status"]] = counts.get(r["status"], 0) + 1
-    for st in (OrderStatus.SUBMITTED, OrderStatus.PARTIALLY_FILLED, OrderStatus.PENDING_CANCEL): m["working"].labels(st.value).set(counts.get(st.value, 0))
+    for st, child in self._working.items(): child.set(counts.get(st, 0))
     m["state"].state(risk.state.value); m["bars"].inc(); m["last_bar"].set(ts_ns / 1e9)
     self.last_bar_at = time.time()
     with self._lock:
         self.points.append((int(ts_ns // 1_000_000), equity, dd))
         self.now = {"bar": i, "equity": equity, "pnl_today": equity - self._day_open, "drawdown": dd, "gross": gross, "net": net,
-                    "state": risk.state.value, "reason": risk.state_reason, "paused": risk.paused,
-                    "positions": {s: {"quantity": pf.quantity(s), "value": v, "weight": v / equity if equity else 0.0} for s, v in vals.items()},
-                    "working": working}
+                    "state": risk.state.value, "reason": risk.state_reason, "paused": risk.paused, "working": working}
     return self._loss_alerts(i, equity, risk)
 
 
@@ -173,7 +184,9 @@ def _view(self: Monitor) -> dict:
     "The dashboard's JSON: equity and drawdown points, the state, positions, working orders, recent fills and alerts."
     with self._lock:
         t, eq, dd = (list(x) for x in zip(*self.points)) if self.points else ([], [], [])
-        return {"name": self.name, **self.now, "t": t, "equity_curve": eq, "drawdown_curve": dd, "fills": list(self.fills)[::-1],
+        eq_now = self.now.get("equity") or 0.0
+        positions = {s: {"quantity": q, "value": v, "weight": v / eq_now if eq_now else 0.0} for s, (q, v) in self._book.items()}
+        return {"name": self.name, **self.now, "positions": positions, "t": t, "equity_curve": eq, "drawdown_curve": dd, "fills": list(self.fills)[::-1],
                 "alerts": list(self.alerts)[::-1], "heartbeat": self.last_beat, "server_time": time.time()}
 
 
