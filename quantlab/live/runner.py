@@ -556,11 +556,11 @@ class _Run:
         elif {k: v for k, v in held.items()} != card:
             raise StateError(f"{self.state_dir}: the journal belongs to {held}, not {card}: use another state directory")
         cfg = self.config
-        j.set_state("deployment", {"symbols": self.symbols, "cash": cfg.cash, "commission_bps": cfg.commission_bps, "broker": cfg.broker,
-                                   "rehearsal": cfg.rehearsal_control is not None, "start": cfg.start, "risk": asdict(cfg.risk)})  # what a review replays
         self.monitor = Monitor(cfg.name, cfg.risk.max_daily_loss, cfg.daily_loss_warn, cfg.reject_window, cfg.reject_alert_rate)
         self.alerter = Alerter(_sinks(cfg), self._journal_alert, cfg.dedup_seconds, cfg.max_alerts_per_minute)
         self._check_last_stop(stale)
+        j.set_state("deployment", {"symbols": self.symbols, "cash": cfg.cash, "commission_bps": cfg.commission_bps, "broker": cfg.broker,
+                                   "rehearsal": cfg.rehearsal_control is not None, "start": cfg.start, "risk": asdict(cfg.risk)})  # what a review replays
         j.event("start", None, None, {"pid": os.getpid()})
         self._check_promotion()
         oms_known = lambda cid: cid in self.engine.oms.orders
