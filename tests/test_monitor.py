@@ -232,6 +232,7 @@ def test_metrics_health_and_status_are_served_with_a_token(spx, tmp_path):
     equity = snap["cash"] + sum(q * snap["marks"][s] for s, q in snap["positions"].items())
     assert fams["quantlab_equity"].samples[0].value == pytest.approx(equity, rel=1e-12)
     assert fams["quantlab_bars"].samples[0].value == 400
+    assert 0 <= fams["quantlab_last_bar_age_seconds"].samples[0].value < 60
     pos = {s.labels["symbol"]: s.value for s in fams["quantlab_position"].samples}
     assert pos.get("SPX", 0.0) == snap["positions"].get("SPX", 0.0)
     fills = len(Journal(tmp_path / "journal.sqlite").fills())

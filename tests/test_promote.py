@@ -123,3 +123,18 @@ def test_backtests_log_to_mlflow_tracking_with_a_flag(tmp_path, capsys):
     [run] = c.search_runs([c.get_experiment_by_name("quantlab-backtest").experiment_id])
     assert run.data.params["fast"] == "20" and run.data.metrics["final_equity"] == pytest.approx(out["final_equity"])
     assert (tmp_path / "mlartifacts").is_dir() and not Path("mlruns").exists()
+
+
+def test_sweeps_and_walk_forwards_log_to_mlflow_tracking_too(tmp_path, capsys):
+    from mlflow import MlflowClient
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    common = ["sma_cross", "--grid", "fast=10,20", "slow=100,200", "--end", "2006-12-31", "--mlflow", uri, "--json"]
+    assert main(["sweep", *common]) == 0
+    sweep = json.loads(capsys.readouterr().out)
+    assert main(["walkforward", *common, "--train", "504", "--test", "252"]) == 0
+    wf = json.loads(capsys.readouterr().out)
+    c = MlflowClient(tracking_uri=uri)
+    [s] = c.search_runs([c.get_experiment_by_name("quantlab-sweep").experiment_id])
+    [w] = c.search_runs([c.get_experiment_by_name("quantlab-walkforward").experiment_id])
+    assert s.data.metrics["pbo"] == pytest.approx(sweep["pbo"]) and s.data.metrics["sets"] == 4
+    assert w.data.metrics["oos_sharpe"] == pytest.approx(wf["summary"]["oos_sharpe"]) and w.data.params["train"] == "504"

@@ -69,6 +69,8 @@ class Monitor:
         self.registry = CollectorRegistry()
         self.m = _metrics(self.registry)
         self.registry.register(_Positions(self))
+        self.m["last_bar_age"] = Gauge("quantlab_last_bar_age_seconds", "seconds since the last bar was stepped (read at scrape)", registry=self.registry)
+        self.m["last_bar_age"].set_function(lambda: math.nan if self.last_bar_at is None else time.time() - self.last_bar_at)
         self._working = {st.value: self.m["working"].labels(st.value) for st in (OrderStatus.SUBMITTED, OrderStatus.PARTIALLY_FILLED, OrderStatus.PENDING_CANCEL)}
         self._book: dict = {}  # symbol -> (quantity, value) at the last bar: replaced whole each bar, read by scrapes and the view
         self._lock = threading.Lock()
