@@ -233,6 +233,14 @@ class Journal:
         df["at"] = pd.to_datetime(df["at"], utc=True, format="ISO8601")
         return df
 
+    def last_events(self, n: int = 1, # how many, newest last
+                    kinds: tuple[str, ...] = (), # only these kinds (default: any)
+                   ) -> list[dict]:
+        "The newest `n` events (of `kinds`), oldest first, without reading the whole log."
+        where = f" where kind in ({','.join('?' * len(kinds))})" if kinds else ""
+        rows = self.con.execute(f"select seq, at, bar, kind, client_id, detail from events{where} order by seq desc limit ?", (*kinds, n)).fetchall()
+        return [dict(zip(("seq", "at", "bar", "kind", "client_id", "detail"), r)) for r in reversed(rows)]
+
     # -- integrity --
     def check(self) -> None:
         "Raise `StateError` unless the file is sound and its rows agree (run before trading resumes)."

@@ -748,13 +748,13 @@ class _StateChanges:
 
     def _check_last_stop(self, stale_pid: int | None) -> None:
         "An unexpected restart: the journal's last start has no clean stop after it (a crash, a kill, or an error)."
-        ev = self.journal.frame().query("kind in ('start', 'stop')").tail(2)
-        if not len(ev) or ev.kind.iloc[-1] == "stop" and json.loads(ev.detail.iloc[-1]).get("clean"): return
-        start = ev[ev.kind == "start"].tail(1)
-        pid = json.loads(start.detail.iloc[0])["pid"] if len(start) else stale_pid
-        last = self.journal.frame().tail(1)
-        what = f"an error ({json.loads(ev.detail.iloc[-1]).get('error')})" if ev.kind.iloc[-1] == "stop" else f"{last.kind.iloc[0]!r} at {last['at'].iloc[0]}"
-        self.alert(None, rules.unexpected_restart(str(start["at"].iloc[0]) if len(start) else "?", pid, what))
+        ev = self.journal.last_events(2, ("start", "stop"))
+        if not ev or ev[-1]["kind"] == "stop" and json.loads(ev[-1]["detail"]).get("clean"): return
+        start = [e for e in ev if e["kind"] == "start"][-1:]
+        pid = json.loads(start[0]["detail"])["pid"] if start else stale_pid
+        [last] = self.journal.last_events(1)
+        what = f"an error ({json.loads(ev[-1]['detail']).get('error')})" if ev[-1]["kind"] == "stop" else f"{last['kind']!r} at {last['at']}"
+        self.alert(None, rules.unexpected_restart(start[0]["at"] if start else "?", pid, what))
 
     def _watch(self, i: int) -> None:
         "After bar `i`: the monitor's metrics and view, its watch rules' alerts, failed deliveries journaled."
