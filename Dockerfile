@@ -1,17 +1,19 @@
 # quantlab live runner: `docker build -t quantlab .` then `docker compose up` (see deploy/README.md).
-# Stage 1 builds a wheel of the package with its `ib` extra and every dependency; stage 2 installs only those
-# wheels into a slim image that runs as an unprivileged user.
+# Stage 1 installs the package with its `ib` extra into a virtual environment, pinned by requirements.lock; stage 2
+# copies only that environment into a slim image that runs as an unprivileged user.
 FROM python:3.11-slim AS build
 RUN apt-get update && apt-get install -y --no-install-recommends build-essential && rm -rf /var/lib/apt/lists/*
+RUN pip install --no-cache-dir "uv==0.13.9" && uv venv /opt/venv
 WORKDIR /src
-COPY settings.ini setup.py README.md ./
+COPY settings.ini setup.py README.md requirements.lock ./
 COPY quantlab ./quantlab
-RUN pip wheel --no-cache-dir --wheel-dir /wheels ".[ib]"
+# the package with its `ib` extra, every version pinned by the lock CI tested
+RUN uv pip install --python /opt/venv/bin/python --no-cache -c requirements.lock ".[ib]"
 
 FROM python:3.11-slim AS runtime
 RUN groupadd --system --gid 10001 quantlab && useradd --system --uid 10001 --gid quantlab --home-dir /home/quantlab --create-home quantlab
-COPY --from=build /wheels /wheels
-RUN pip install --no-cache-dir --no-index --find-links /wheels quantlab[ib] && rm -rf /wheels
+COPY --from=build /opt/venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH
 COPY deploy/live.toml /etc/quantlab/live.toml
 ENV QUANTLAB_DATA_DIR=/data PYTHONUNBUFFERED=1
 RUN mkdir -p /data && chown quantlab:quantlab /data

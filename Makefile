@@ -4,10 +4,12 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.quantlab-installed
-EXTRAS ?= dev,dask,ib,mlflow
+EXTRAS ?= dev,dask,ib,track,samples,backtrader
+UV_VERSION := 0.13.9
+comma := ,
 PORT ?= 8899
 
-.PHONY: help venv report report-data-quality test sync nbtest pytest lab bench docs clean
+.PHONY: help venv lock report report-data-quality test sync nbtest pytest lab bench docs clean
 
 help:
 	@echo "make report  run the main research report on bundled real data (HTML under reports/)"
@@ -15,14 +17,26 @@ help:
 	@echo "make lab     JupyterLab on 127.0.0.1 with a printed token"
 	@echo "make bench   run the benchmarks in bench/"
 	@echo "make docs    render every notebook into a static site in _docs/ (offline)"
+	@echo "make lock    recompile requirements.lock from settings.ini (uv), then make test"
 
 venv: $(STAMP)
 
-$(STAMP): settings.ini setup.py
+# the environment comes from requirements.lock (every package pinned, with hashes); `make lock` refreshes it
+$(STAMP): requirements.lock setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e ".[$(EXTRAS)]"
+	$(BIN)/python -m pip install -q "uv==$(UV_VERSION)"
+	$(BIN)/uv pip install -q --python $(BIN)/python -r requirements.lock
+	$(BIN)/uv pip install -q --python $(BIN)/python --no-deps -e .
 	touch $(STAMP)
+
+# compile requirements.lock from settings.ini (the runtime requirements and the extras in EXTRAS) with uv
+lock:
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q "uv==$(UV_VERSION)"
+	$(BIN)/uv pip compile -q setup.py $(foreach e,$(subst $(comma), ,$(EXTRAS)),--extra $(e)) --python-version 3.11 --generate-hashes \
+	  --custom-compile-command "make lock" -o requirements.lock.tmp
+	{ echo "# quantlab lock: extras $(EXTRAS); inputs sha256 $$(PYTHONPATH=. $(BIN)/python -c 'from quantlab.core import requirements_fingerprint as f; print(f("settings.ini", "$(EXTRAS)"))')"; \
+	  cat requirements.lock.tmp; } > requirements.lock && rm requirements.lock.tmp
 
 # the main job: the tear sheet of an example strategy on bundled real data (S&P 500, 1999-2018)
 report: $(STAMP)

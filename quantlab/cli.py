@@ -201,6 +201,9 @@ def _data_samples(args) -> int:
         print(f"ingested into {store.root}")
     elif args.json: _print_json(_records(table))
     else: _print_table(table)
+    missing = table[~table["installed"]]
+    for extra, names in missing.groupby("extra")["name"]:
+        print(f"not installed: {', '.join(names)} (their packages come with the {extra!r} extra: pip install 'quantlab[{extra}]')", file=sys.stderr)
     return 0
 
 # %% ../nbs/cli.ipynb #815ed204
@@ -340,7 +343,7 @@ def _study_options() -> argparse.ArgumentParser:
     p.add_argument("--cash", type=_number("--cash", lo=0.0, open_lo=True), default=1_000_000.0, help="starting cash (default 1,000,000)")
     p.add_argument("--commission-bps", type=_number("--commission-bps", lo=0.0), default=1.0, help="proportional costs on traded notional (default 1 bp)")
     p.add_argument("--json", action="store_true", help="print JSON")
-    p.add_argument("--mlflow", metavar="URI", help="also log the run to MLflow tracking, e.g. sqlite:///data/mlflow.db (pip install 'quantlab[mlflow]')")
+    p.add_argument("--mlflow", metavar="URI", help="also log the run to MLflow tracking, e.g. sqlite:///data/mlflow.db (pip install 'quantlab[track]')")
     return p
 
 
@@ -723,7 +726,7 @@ def _registry(args) -> str | None:
     if args.registry: return args.registry
     import importlib.util
     if importlib.util.find_spec("mlflow") is None:
-        print("MLflow is not installed (pip install 'quantlab[mlflow]'): the record is written, not registered", file=sys.stderr)
+        print("MLflow is not installed (pip install 'quantlab[track]'): the record is written, not registered", file=sys.stderr)
         return None
     return f"sqlite:///{(data_dir(args.data_dir) / 'mlflow.db').resolve()}"
 
@@ -746,6 +749,69 @@ def _build_promote(parser: argparse.ArgumentParser) -> None:
 
 
 register(Command("promote", "check a strategy's promotion gates (robustness, look-ahead, paper parity) and record the promotion", _build_promote))
+
+# %% ../nbs/cli.ipynb #87e474d2
+def _requirement_ok(text: str) -> tuple[str, bool, str]:
+    "(name, satisfied, installed version or 'missing') of one requirement string."
+    import importlib.metadata as md
+    from packaging.requirements import Requirement
+    req = Requirement(text)
+    try: v = md.version(req.name)
+    except md.PackageNotFoundError: return req.name, False, "missing"
+    return req.name, req.specifier.contains(v, prereleases=True), v
+
+
+def _extras() -> dict[str, list[str]]:
+    "quantlab's requirements by extra ('' for the runtime ones), from its installed metadata."
+    import importlib.metadata as md, re
+    from packaging.requirements import Requirement
+    out: dict[str, list[str]] = {}
+    for text in md.distribution("quantlab").requires or []:
+        req = Requirement(text)
+        extra = next((e for e in re.findall(r'extra == "([^"]+)"', str(req.marker or ""))), "")
+        out.setdefault(extra, []).append(f"{req.name}{req.specifier}")
+    return out
+
+
+def _doctor_rows(args) -> list[tuple[str, bool, str]]:
+    "(item, ok, detail) for each thing a run may need."
+    import importlib.metadata as md, importlib.util, platform, re, shutil
+    from quantlab.core import LOCK, lock_hash
+    rows = [("python", sys.version_info >= (3, 11), platform.python_version()), ("quantlab", True, f"{md.version('quantlab')} at {Path(__file__).parent}")]
+    pins = dict(re.findall(r"^([A-Za-z0-9_.\-]+)==([^\s;\\]+)", LOCK.read_text(), re.M)) if LOCK.is_file() else {}
+    differ = [n for n, v in pins.items() if _requirement_ok(f"{n}=={v}")[1] is False]
+    rows.append(("lock", not differ, f"{lock_hash()} ({len(pins)} pins, {len(differ)} differ from what is installed{': ' + ', '.join(differ[:5]) if differ else ''})" if pins else "none (an install without the repository's lock)"))
+    for extra, reqs in sorted(_extras().items()):
+        bad = [f"{n} {v}" for n, ok, v in map(_requirement_ok, reqs) if not ok]
+        rows.append((f"extra {extra}" if extra else "requirements", not bad, "ok" if not bad else f"missing or wrong: {', '.join(bad)}: pip install 'quantlab[{extra}]'" if extra else f"missing or wrong: {', '.join(bad)}"))
+    d = data_dir(args.data_dir)
+    writable = os.access(d if d.exists() else d.parent if d.parent.exists() else Path.cwd(), os.W_OK)
+    rows.append(("data directory", writable, f"{d} ({'exists' if d.exists() else 'will be created'}{'' if writable else ', not writable'})"))
+    chrome = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    rows.append(("chromium", chrome is not None, chrome or "not found (browser checks: apt-get install chromium)"))
+    ib = next(((m, md.version(m.replace("_", "-"))) for m in ("ib_async", "ib_insync") if importlib.util.find_spec(m)), None)
+    rows.append(("IB client", ib is not None, f"{ib[0]} {ib[1]}" if ib else "not installed: pip install 'quantlab[ib]'"))
+    return rows
+
+
+def _doctor(args) -> int:
+    rows = _doctor_rows(args)
+    for item, ok, detail in rows: print(f"{'ok ' if ok else '-- '} {item:>16}: {detail}")
+    needed = {"python", "quantlab", "requirements", "data directory"} | {f"extra {n}" if n != "chromium" else n for n in args.need}
+    unknown = needed - {r[0] for r in rows}
+    if unknown: raise UsageError(f"--need {', '.join(sorted(unknown))}: not something doctor checks (extras: {', '.join(sorted(e for e in _extras() if e))}, or chromium)")
+    missing = [item for item, ok, _ in rows if item in needed and not ok]
+    if missing: print(f"missing what a run needs: {', '.join(missing)}", file=sys.stderr)
+    return 1 if missing else 0
+
+
+def _build_doctor(parser: argparse.ArgumentParser) -> None:
+    "`quantlab doctor [--need EXTRA|chromium ...]`."
+    parser.add_argument("--need", nargs="+", default=[], metavar="WHAT", help="also require these extras (ib, track, ...) or chromium")
+    parser.set_defaults(run=_doctor)
+
+
+register(Command("doctor", "the environment a run would use: Python, quantlab, the lock, extras, data directory, chromium, the IB client", _build_doctor))
 
 # %% ../nbs/cli.ipynb #0753b369
 if __name__ == "__main__" and "__file__" in globals():

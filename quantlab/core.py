@@ -23,10 +23,10 @@ import numpy as np
 import pandas as pd
 
 # %% auto #0
-__all__ = ['QuantlabError', 'UsageError', 'StateError', 'DataError', 'data_dir', 'reports_dir', 'atomic_path',
-           'atomic_write_text', 'atomic_write_json', 'json_default', 'to_utc', 'utc_now', 'as_utc_timestamp',
-           'calendar', 'session_closes', 'sessions_between', 'Instrument', 'gc_paused', 'fingerprint', 'git_sha',
-           'git_sha_later', 'package_versions']
+__all__ = ['LOCK', 'QuantlabError', 'UsageError', 'StateError', 'DataError', 'needs_extra', 'data_dir', 'reports_dir',
+           'atomic_path', 'atomic_write_text', 'atomic_write_json', 'json_default', 'to_utc', 'utc_now',
+           'as_utc_timestamp', 'calendar', 'session_closes', 'sessions_between', 'Instrument', 'gc_paused',
+           'fingerprint', 'git_sha', 'git_sha_later', 'package_versions', 'requirements_fingerprint', 'lock_hash']
 
 # %% ../nbs/core.ipynb #9428586f
 class QuantlabError(Exception):
@@ -62,6 +62,15 @@ class DataError(QuantlabError):
         loc = (", ".join(where) + ": ") if where else ""
         val = f" (value {self.value!r})" if self.value is not None else ""
         return f"{loc}{self.message}{val}"
+
+# %% ../nbs/core.ipynb #fe30f698
+def needs_extra(package: str, # the missing import
+                extra: str, # the quantlab extra that installs it
+                what: str, # what needs it, e.g. "the backtrader bridge"
+                note: str = "", # e.g. its licence
+               ) -> UsageError:
+    "The error for a missing optional dependency: what needs it and the `pip install` line of its extra."
+    return UsageError(f"{what} needs {package}{f' ({note})' if note else ''}, which comes with the {extra!r} extra: pip install 'quantlab[{extra}]'")
 
 # %% ../nbs/core.ipynb #2fa301dd
 def data_dir(path: str | os.PathLike | None = None, # explicit location; wins over the environment
@@ -265,3 +274,23 @@ def _package_versions(names: tuple) -> tuple:
         try: out.append((n, importlib.metadata.version(n)))
         except importlib.metadata.PackageNotFoundError: out.append((n, None))
     return tuple(out)
+
+# %% ../nbs/core.ipynb #4a50c476
+LOCK = Path(__file__).resolve().parents[1] / "requirements.lock"  # beside settings.ini in a checkout (absent in a wheel install)
+
+
+def requirements_fingerprint(settings: str | os.PathLike, # settings.ini
+                             extras: str, # the extras the lock covers, comma-separated (the Makefile's EXTRAS)
+                            ) -> str:
+    "sha256 of the runtime requirements and those extras' requirements, as settings.ini lists them."
+    import configparser
+    cfg = configparser.ConfigParser(); cfg.read(settings)
+    c = cfg["DEFAULT"]
+    lines = [f"{key}: {' '.join(sorted(c.get(key, '').split()))}" for key in ["requirements", *(f"{e}_requirements" for e in sorted(extras.split(",")))]]
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
+
+
+def lock_hash(path: str | os.PathLike | None = None) -> str | None:
+    "The first 16 hex digits of the lock file's sha256 (None when there is none, e.g. a wheel install)."
+    p = Path(path) if path is not None else LOCK
+    return hashlib.sha256(p.read_bytes()).hexdigest()[:16] if p.is_file() else None

@@ -16,7 +16,7 @@ from quantlab.reports.render import run_report
 from quantlab.strategies import get_strategy
 from quantlab.trading.strategy import Strategy
 
-pytest.importorskip("mlflow", reason="MLflow is the registry extra (pip install 'quantlab[mlflow]'); make test installs it")
+pytest.importorskip("mlflow", reason="MLflow is the registry extra (pip install 'quantlab[track]'); make test installs it")
 BEST = ["-p", "fast", "50", "-p", "slow", "200"]
 
 

@@ -14,7 +14,7 @@ from typing import Mapping
 import numpy as np
 import pandas as pd
 
-from ..core import UsageError
+from ..core import UsageError, needs_extra
 from ..trading.orders import Fill, OrderKind, TimeInForce
 from ..trading.portfolio import Portfolio
 from ..trading.strategy import Context, Strategy, as_targets, event_mask
@@ -28,7 +28,8 @@ def _import_backtrader():
     if not hasattr(collections, "Iterable"): collections.Iterable = collections.abc.Iterable
     import matplotlib
     if matplotlib.get_backend().lower() != "agg": matplotlib.use("Agg")
-    import backtrader as bt
+    try: import backtrader as bt
+    except ImportError: raise needs_extra("backtrader", "backtrader", "the backtrader bridge", "GPLv3: kept out of the runtime requirements") from None
     return bt
 
 # %% ../../nbs/backtest/03_btbridge.ipynb #2d0da6fe

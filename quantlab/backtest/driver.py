@@ -18,7 +18,7 @@ import pandas as pd
 from numba import njit
 
 import quantlab
-from ..core import UsageError, atomic_write_json, gc_paused, git_sha_later, package_versions, utc_now
+from ..core import UsageError, atomic_write_json, gc_paused, git_sha_later, lock_hash, package_versions, utc_now
 from ..trading.brokers.sim import SimBroker
 from ..trading.engine import DAY_NS, AuditTrail, Engine, EngineRun, as_panels, borrow_fees, equity_curve
 from ..trading.risk import RiskEngine, RiskLimits
@@ -303,7 +303,7 @@ def run_backtest(strategy: Strategy, # what decides
             "broker": getattr(broker, "assumptions", type(broker).__name__), "risk_limits": _limits_dict(risk),
             "borrow_rate": borrow_rate, "symbols": run.symbols, "start": eq.index[0] if len(eq) else None,
             "end": eq.index[-1] if len(eq) else None, "bars": len(eq), "event_bars": run.events,
-            "data_fingerprint": fingerprint, "git_sha": sha, "package_versions": package_versions(),
+            "data_fingerprint": fingerprint, "git_sha": sha, "package_versions": package_versions(), "lock": lock_hash(),
             "started_at": started, "elapsed_seconds": elapsed,
         }
         return BacktestResult(eq, returns, run.positions, costs, run.audit, card, run, mults)  # orders, fills, trades: on first read

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from . import loaders
 from . import schema
-from ..core import UsageError, session_closes
+from ..core import UsageError, needs_extra, session_closes
 
 # %% auto #0
 __all__ = ['SAMPLES', 'Sample', 'list_samples', 'load_sample', 'ingest_samples']
@@ -37,6 +37,8 @@ class Sample:
     loader: Callable  # () -> (frame, data file path)
     calendar: str = "XNYS"  # exchange calendar of the bars
     adjusted: str | None = None  # adjustment already applied by the vendor: None | 'split' | 'total'
+    extra: str | None = None  # the quantlab extra that installs `package` (None: a runtime requirement)
+    licence: str = "NCSA"  # the package's licence (arch: University of Illinois/NCSA)
 
 # %% ../../nbs/data/07_samples.ipynb #f5410cf9
 def _pkg_file(module: str, *parts: str) -> Path:
@@ -125,12 +127,12 @@ SAMPLES: dict[str, Sample] = {s.name: s for s in [
     Sample("ff3", "series", "ff3", "arch", "monthly", "Fama-French 3 factors + RF, monthly, 1926-2018",
            "broken YYYYMM index reparsed; percent -> decimal; available at the month's end", _ff3),
     Sample("goog", "bars", "GOOG", "backtesting", "1D", "GOOG daily OHLCV, 2004-2013, unadjusted",
-           "no Adj Close; no split in the span", _goog),
+           "no Adj Close; no split in the span", _goog, extra="samples", licence="AGPL-3.0"),
     Sample("eurusd", "bars", "EURUSD", "backtesting", "1h", "EUR/USD hourly OHLCV, 2017-04 .. 2018-02",
            "time zone not stated: assumed UTC labelled at bar start (FX week opens Sun 21:00/22:00), ts = stamp + 1h",
-           _eurusd, calendar="24/5"),
+           _eurusd, calendar="24/5", extra="samples", licence="AGPL-3.0"),
     Sample("msft", "bars", "MSFT", "pmdarima", "1D", "MSFT daily OHLCV, 1986-2017, split- and dividend-adjusted",
-           "vendor-adjusted (adjusted='total'); OpenInt dropped; 1 zero-volume day", _msft, adjusted="total"),
+           "vendor-adjusted (adjusted='total'); OpenInt dropped; 1 zero-volume day", _msft, adjusted="total", extra="samples", licence="MIT"),
 ]}
 
 
@@ -141,8 +143,8 @@ def _installed(package: str) -> bool:
 
 def list_samples() -> pd.DataFrame:
     "The bundled data sets: name, kind, symbol, package, installed, freq, adjusted, description, quirks."
-    return pd.DataFrame([{"name": s.name, "kind": s.kind, "symbol": s.symbol, "package": s.package,
-                          "installed": _installed(s.package), "freq": s.freq, "adjusted": s.adjusted,
+    return pd.DataFrame([{"name": s.name, "kind": s.kind, "symbol": s.symbol, "package": s.package, "licence": s.licence,
+                          "installed": _installed(s.package), "extra": s.extra or "", "freq": s.freq, "adjusted": s.adjusted,
                           "description": s.description, "quirks": s.quirks} for s in SAMPLES.values()])
 
 # %% ../../nbs/data/07_samples.ipynb #26a8c8f5
@@ -154,7 +156,7 @@ def _file_sha256(path: Path) -> str | None:
 def _get(name: str) -> Sample:
     if name not in SAMPLES: raise UsageError(f"unknown sample {name!r}; known: {', '.join(SAMPLES)}")
     s = SAMPLES[name]
-    if not _installed(s.package): raise UsageError(f"sample {name!r} needs the package {s.package!r}: pip install {s.package}")
+    if not _installed(s.package): raise needs_extra(s.package, s.extra, f"sample {name!r}", s.licence)
     return s
 
 

@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterable, Protocol, runtime_checkable
 
 from tqdm.auto import tqdm
 
-from ..core import QuantlabError, UsageError
+from ..core import QuantlabError, UsageError, needs_extra
 
 # %% auto #0
 __all__ = ['TaskError', 'TaskResult', 'TaskFailed', 'failures', 'values', 'run_task', 'Executor', 'InProcessExecutor',
@@ -196,7 +196,7 @@ class DaskExecutor:
         try:
             from distributed import Client
         except ImportError as exc:
-            raise UsageError("the Dask executor needs dask.distributed: pip install 'dask[distributed]'") from exc
+            raise needs_extra("dask.distributed", "dask", "the Dask executor") from exc
         if isinstance(client_or_address, Client):
             self.client, self._owns = client_or_address, False
         else:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..core import UsageError
+from ..core import needs_extra
 
 # %% auto #0
 __all__ = ['log_run', 'register_promotion']
@@ -18,7 +18,7 @@ def _mlflow(uri: str):
     "MlflowClient on `uri` (tracking and registry), with an experiment's artifact root beside a SQLite file."
     try:
         from mlflow import MlflowClient
-    except ImportError: raise UsageError("MLflow is not installed: pip install 'quantlab[mlflow]'") from None
+    except ImportError: raise needs_extra("mlflow", "track", "MLflow tracking and the model registry") from None
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 

@@ -18,7 +18,7 @@ from typing import Callable, Iterator, Mapping
 import numpy as np
 import pandas as pd
 
-from ...core import Instrument, QuantlabError, StateError, UsageError, atomic_write_json, calendar as core_calendar
+from ...core import Instrument, QuantlabError, StateError, UsageError, atomic_write_json, calendar as core_calendar, needs_extra
 from .sim import PerShare
 from ..feed import Bar
 from ..orders import Fill, Order, OrderKind, OrderStatus, OrderUpdate, TimeInForce, fill_from_json, record_json
@@ -40,7 +40,7 @@ class BrokerUnavailable(QuantlabError):
 
 def _sdk():
     if ibapi is None:
-        raise UsageError('the Interactive Brokers adapter needs ib_async (or ib_insync): pip install "quantlab[ib]"')
+        raise needs_extra("ib_async (or ib_insync)", "ib", "the Interactive Brokers adapter")
     return ibapi
 
 
