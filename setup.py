@@ -9,7 +9,7 @@ config = ConfigParser(delimiters=["="])
 config.read(here / "settings.ini", encoding="utf-8")
 cfg = config["DEFAULT"]
 
-licenses = {"apache2": ("Apache Software License 2.0", "OSI Approved :: Apache Software License")}
+licenses = {"apache2": "Apache-2.0"}  # an SPDX expression (setuptools >= 77 reads it; License classifiers are deprecated)
 statuses = ["1 - Planning", "2 - Pre-Alpha", "3 - Alpha", "4 - Beta", "5 - Production/Stable", "6 - Mature", "7 - Inactive"]
 lic = licenses[cfg["license"]]
 
@@ -25,11 +25,11 @@ setuptools.setup(
     description=cfg["description"],
     long_description=readme.read_text(encoding="utf-8") if readme.exists() else cfg["description"],
     long_description_content_type="text/markdown",
-    license=lic[0],
+    license=lic,
+    license_files=["LICENSE"],
     classifiers=[
         "Development Status :: " + statuses[int(cfg["status"])],
         "Intended Audience :: " + cfg["audience"].title(),
-        "License :: " + lic[1],
         "Natural Language :: " + cfg["language"].title(),
         "Programming Language :: Python :: 3.11",
         "Programming Language :: Python :: 3.12",
@@ -38,7 +38,7 @@ setuptools.setup(
     author=cfg["author"],
     author_email=cfg["author_email"],
     url=cfg["git_url"],
-    packages=setuptools.find_packages(include=["quantlab", "quantlab.*"]),
+    packages=setuptools.find_namespace_packages(include=["quantlab", "quantlab.*"], exclude=["*.__pycache__"]),  # templates/ too
     include_package_data=True,
     package_data={"quantlab.reports": ["templates/*.ipynb"]},
     install_requires=_reqs("requirements"),

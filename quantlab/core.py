@@ -9,11 +9,13 @@ import contextlib
 import gc
 import hashlib
 import importlib.metadata
+import importlib.util
 import json
 import math
 import os
 import subprocess
 import tempfile
+import warnings
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -23,8 +25,8 @@ import numpy as np
 import pandas as pd
 
 # %% auto #0
-__all__ = ['LOCK', 'QuantlabError', 'UsageError', 'StateError', 'DataError', 'needs_extra', 'data_dir', 'reports_dir',
-           'atomic_path', 'atomic_write_text', 'atomic_write_json', 'json_default', 'to_utc', 'utc_now',
+__all__ = ['LOCK', 'QuantlabError', 'UsageError', 'StateError', 'DataError', 'upstream_tz_values', 'needs_extra', 'data_dir',
+           'reports_dir', 'atomic_path', 'atomic_write_text', 'atomic_write_json', 'json_default', 'to_utc', 'utc_now',
            'as_utc_timestamp', 'calendar', 'session_closes', 'sessions_between', 'Instrument', 'gc_paused',
            'fingerprint', 'git_sha', 'git_sha_later', 'package_versions', 'requirements_fingerprint', 'lock_hash']
 
@@ -63,7 +65,15 @@ class DataError(QuantlabError):
         val = f" (value {self.value!r})" if self.value is not None else ""
         return f"{loc}{self.message}{val}"
 
-# %% ../nbs/core.ipynb #fe30f698
+# %% ../nbs/core.ipynb #4a9690b2
+@contextlib.contextmanager
+def upstream_tz_values():
+    "Ignore pandas 3.1's `Series.values`/`DatetimeIndex.values` tz deprecation while calling a library that still uses it (see above)."
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", r"(Series|DatetimeIndex)\.values returning an ndarray that drops timezone", getattr(pd.errors, "Pandas4Warning", FutureWarning))
+        yield
+
+# %% ../nbs/core.ipynb #51a62342
 def needs_extra(package: str, # the missing import
                 extra: str, # the quantlab extra that installs it
                 what: str, # what needs it, e.g. "the backtrader bridge"
@@ -162,7 +172,8 @@ def calendar(name: str = "XNYS"): # exchange_calendars code, e.g. XNYS, XNAS, XL
     "An `exchange_calendars` calendar covering 1960 to 2035 (cached)."
     import exchange_calendars as xcals
     try:
-        return xcals.get_calendar(name, start="1960-01-01", end="2035-12-31")
+        with upstream_tz_values():  # exchange_calendars 4.13: ExchangeCalendar.__init__ reads `schedule.open.values`
+            return xcals.get_calendar(name, start="1960-01-01", end="2035-12-31")
     except Exception as exc:
         raise UsageError(f"unknown or unusable exchange calendar {name!r}: {exc}") from exc
 
@@ -275,8 +286,8 @@ def _package_versions(names: tuple) -> tuple:
         except importlib.metadata.PackageNotFoundError: out.append((n, None))
     return tuple(out)
 
-# %% ../nbs/core.ipynb #4a50c476
-LOCK = Path(__file__).resolve().parents[1] / "requirements.lock"  # beside settings.ini in a checkout (absent in a wheel install)
+# %% ../nbs/core.ipynb #52614b6e
+LOCK = Path(importlib.util.find_spec("quantlab").origin).resolve().parents[1] / "requirements.lock"  # beside settings.ini in a checkout (absent in a wheel install)
 
 
 def requirements_fingerprint(settings: str | os.PathLike, # settings.ini

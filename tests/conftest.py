@@ -90,3 +90,10 @@ def pytest_collection_modifyitems(config, items):
     skip = pytest.mark.skip(reason="needs a real IB paper account: start IB Gateway (paper, API on 127.0.0.1) and set QUANTLAB_IB_PORT")
     for item in items:
         if "broker" in item.keywords: item.add_marker(skip)
+
+
+def reference_calendar(name: str, **kw):
+    "exchange_calendars itself, the independent reference some tests compare with (its pandas 3.1 deprecation ignored as in quantlab.core.calendar)."
+    import exchange_calendars as xcals
+    from quantlab.core import upstream_tz_values
+    with upstream_tz_values(): return xcals.get_calendar(name, **kw)

@@ -188,13 +188,13 @@ def test_validate_json_gaps_match_the_exchange_calendar(store, yhoo, tmp_path):
     assert report["rows"] == 252 and report["errors"] == 0
     # YHOO with sessions cut out (one run of 3 days, two single days); reference: exchange_calendars' NYSE
     # sessions between the first and last date that the file lacks
-    import exchange_calendars as xcals
+    from conftest import reference_calendar
     src = pd.read_csv(yhoo)
     thinned = src.drop(index=[100, 101, 102, 2000, 4000])
     path = tmp_path / "yhoo-thinned.csv"
     thinned.to_csv(path, index=False)
     assert run("--data-dir", store, "data", "ingest", path, "--format", "yahoo", "--symbol", "YHOOGAP")[0] == 0
-    sessions = xcals.get_calendar("XNYS", start="1996-01-01", end="2016-12-31").sessions_in_range(
+    sessions = reference_calendar("XNYS", start="1996-01-01", end="2016-12-31").sessions_in_range(
         thinned["Date"].iloc[0], thinned["Date"].iloc[-1])
     missing = set(pd.DatetimeIndex(sessions).strftime("%Y-%m-%d")) - set(thinned["Date"])
     assert len(missing) >= 5

@@ -2,7 +2,7 @@
 import gzip
 import warnings
 
-import exchange_calendars as xcals
+from conftest import reference_calendar
 import numpy as np
 import pandas as pd
 import pytest
@@ -23,7 +23,7 @@ def _sha256sums(shared) -> dict:
 
 
 def _session_close(day, cal="XNYS") -> pd.Timestamp:
-    return pd.Timestamp(xcals.get_calendar(cal, start="1990-01-01").session_close(day)).tz_convert("UTC")
+    return pd.Timestamp(reference_calendar(cal, start="1990-01-01").session_close(day)).tz_convert("UTC")
 
 
 @pytest.mark.parametrize("name,rows,first,last", [("yhoo-1996-2015.txt", 4965, "1996-04-12", "2015-12-31"),

@@ -136,7 +136,7 @@ def test_parallel_workers_record_into_one_study_without_losing_trials(tmp_path):
 def test_a_failed_write_leaves_no_file(tmp_path, spx, monkeypatch):
     ledger = TrialLedger(tmp_path)
     def broken(self, path, **kw):
-        open(path, "wb").write(b"PAR1 half")
+        with open(path, "wb") as f: f.write(b"PAR1 half")
         raise OSError("disk full")
     monkeypatch.setattr(pd.DataFrame, "to_parquet", broken)
     with pytest.raises(OSError, match="disk full"):

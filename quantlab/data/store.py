@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 from . import corporate
 from . import schema
 from . import validate
-from ..core import DataError, StateError, UsageError, as_utc_timestamp, atomic_path, atomic_write_json, data_dir, utc_now
+from ..core import DataError, StateError, UsageError, as_utc_timestamp, atomic_path, atomic_write_json, data_dir, upstream_tz_values, utc_now
 
 # %% auto #0
 __all__ = ['SCHEMA_VERSION', 'WriteResult', 'BarStore']
@@ -329,7 +329,8 @@ def _commit(self,
                 (self.root / rel_dir).mkdir(parents=True, exist_ok=True)
                 planned.append((dataset, symbol, df, keys, f"{rel_dir}/part-{uuid.uuid4().hex}.parquet"))
         # pyarrow releases the GIL while encoding: partitions are written in parallel threads
-        with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1, len(planned))) as pool:
+        # (pyarrow 25's from_pandas reads a tz-aware column's .values: ignored here, around the threads, since warning filters are process-wide)
+        with upstream_tz_values(), ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1, len(planned))) as pool:
             stats = list(pool.map(lambda p: _write_partition(self.root / p[4], p[2]), planned))
         for (dataset, symbol, df, keys, rel), st in zip(planned, stats):
             parts = new_man["datasets"].setdefault(dataset, {})
