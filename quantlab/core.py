@@ -65,7 +65,19 @@ class DataError(QuantlabError):
         val = f" (value {self.value!r})" if self.value is not None else ""
         return f"{loc}{self.message}{val}"
 
-# %% ../nbs/core.ipynb #4a9690b2
+# %% ../nbs/core.ipynb #4f120203
+class _Calendar:
+    "An exchange_calendars calendar whose attributes and methods are read inside `upstream_tz_values` (its minute methods use `.values` too)."
+    def __init__(self, cal): self._cal = cal
+
+    def __getattr__(self, name: str):
+        with upstream_tz_values(): value = getattr(self._cal, name)
+        if not callable(value): return value
+        def call(*args, **kw):
+            with upstream_tz_values(): return value(*args, **kw)
+        return call
+
+
 @contextlib.contextmanager
 def upstream_tz_values():
     "Ignore pandas 3.1's `Series.values`/`DatetimeIndex.values` tz deprecation while calling a library that still uses it (see above)."
@@ -73,7 +85,7 @@ def upstream_tz_values():
         warnings.filterwarnings("ignore", r"(Series|DatetimeIndex)\.values returning an ndarray that drops timezone", getattr(pd.errors, "Pandas4Warning", FutureWarning))
         yield
 
-# %% ../nbs/core.ipynb #51a62342
+# %% ../nbs/core.ipynb #67672fe5
 def needs_extra(package: str, # the missing import
                 extra: str, # the quantlab extra that installs it
                 what: str, # what needs it, e.g. "the backtrader bridge"
@@ -173,7 +185,7 @@ def calendar(name: str = "XNYS"): # exchange_calendars code, e.g. XNYS, XNAS, XL
     import exchange_calendars as xcals
     try:
         with upstream_tz_values():  # exchange_calendars 4.13: ExchangeCalendar.__init__ reads `schedule.open.values`
-            return xcals.get_calendar(name, start="1960-01-01", end="2035-12-31")
+            return _Calendar(xcals.get_calendar(name, start="1960-01-01", end="2035-12-31"))
     except Exception as exc:
         raise UsageError(f"unknown or unusable exchange calendar {name!r}: {exc}") from exc
 
@@ -286,7 +298,7 @@ def _package_versions(names: tuple) -> tuple:
         except importlib.metadata.PackageNotFoundError: out.append((n, None))
     return tuple(out)
 
-# %% ../nbs/core.ipynb #52614b6e
+# %% ../nbs/core.ipynb #4b9826c3
 LOCK = Path(importlib.util.find_spec("quantlab").origin).resolve().parents[1] / "requirements.lock"  # beside settings.ini in a checkout (absent in a wheel install)
 
 

@@ -644,8 +644,8 @@ def test_ib_kill_9_at_30_random_points_gives_one_order_per_intent_and_the_fakes_
             point = ("trading", round(rng.uniform(0.0, 0.03), 3))
             while p.poll() is None and _bars_in(journal) <= held + 1: time.sleep(0.005)
             time.sleep(point[1])
-        if p.poll() is not None: logs.append(p.stderr.read()); break
-        p.send_signal(signal.SIGKILL); p.wait(); logs.append(p.stderr.read())
+        if p.poll() is not None: logs.append(p.stderr.read()); p.stderr.close(); break
+        p.send_signal(signal.SIGKILL); p.wait(); logs.append(p.stderr.read()); p.stderr.close()
         points.append(point)
     print(f"seed {seed}: {len(points)} kills {points}")
     end = subprocess.run(args, cwd=tmp_path, stderr=subprocess.PIPE, text=True)
@@ -732,10 +732,12 @@ def test_the_command_line_runs_a_rehearsal_through_the_fake_tws(tmp_path):
         assert run.returncode == 0, run.stderr[-2000:]
         st = __import__("json").loads(run.stdout)
         assert st["parity"]["equal"] and st["parity"]["fills"] > 5 and st["trading_state"]["state"] == "ACTIVE"
-        assert FakeControl(ports["control_port"]).state()["executions"]
+        ctl = FakeControl(ports["control_port"])
+        assert ctl.state()["executions"]
+        ctl.close()
     finally:
-        FakeControl(ports["control_port"]).call("shutdown") if fake.poll() is None else None
-        fake.wait(10)
+        if fake.poll() is None: ctl = FakeControl(ports["control_port"]); ctl.call("shutdown"); ctl.close()
+        fake.wait(10); fake.stdout.close()
 
 
 def test_the_command_line_ingests_ib_history_into_the_store(tmp_path, fake, spx_fields):

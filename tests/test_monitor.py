@@ -117,7 +117,7 @@ def test_alerts_reach_a_webhook_and_an_smtp_server_on_localhost(spx, tmp_path, m
         cfg = _config(tmp_path, "hooks", alerts={"sinks": ["webhook", "email"], "webhook_url_env": "QUANTLAB_TEST_HOOK", "smtp_host": "127.0.0.1",
                                                   "smtp_port": smtp.port, "smtp_from": "quantlab@localhost", "smtp_to": ["ops@localhost"]})
         _run(cfg, spx, Naked(), max_bars=40)
-    finally: hook.shutdown(); smtp.stop()
+    finally: hook.shutdown(); hook.server_close(); smtp.stop()
     [post] = hook.RequestHandlerClass.posts
     assert set(post) == {"text"} and "quantlab live hooks: [CRITICAL] SPX: open position 5 SPX has no active exit order" in post["text"]
     [(sender, to, mail)] = mails

@@ -782,16 +782,20 @@ class FakeProcess:
 
     def stop(self) -> None:
         "Shut it down (a no-op after `kill`)."
-        if self.proc.poll() is not None: return
-        try: self.control.shutdown()
-        except (ConnectionError, OSError, ValueError, UsageError): pass
-        self.control.close()
-        try: self.proc.wait(10)
-        except Exception: self.proc.kill()
+        if self.proc.poll() is None:
+            try: self.control.shutdown()
+            except (ConnectionError, OSError, ValueError, UsageError): pass
+            self.control.close()
+            try: self.proc.wait(10)
+            except Exception: self.proc.kill(); self.proc.wait()
+        self._close_pipe()
 
     def kill(self) -> None:
         "kill -9: what a crashed gateway looks like."
-        self.proc.kill(); self.proc.wait(); self.control.close()
+        self.proc.kill(); self.proc.wait(); self.control.close(); self._close_pipe()
+
+    def _close_pipe(self) -> None:
+        if self.proc.stdout is not None and not self.proc.stdout.closed: self.proc.stdout.close()
 
     def __enter__(self): return self
     def __exit__(self, *exc): self.stop()

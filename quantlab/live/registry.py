@@ -5,7 +5,9 @@
 # %% ../../nbs/live/07_registry.ipynb #3c5c8b80
 from __future__ import annotations
 
+import contextlib
 import json
+import warnings
 from pathlib import Path
 
 from ..core import needs_extra
@@ -14,6 +16,14 @@ from ..core import needs_extra
 __all__ = ['log_run', 'register_promotion']
 
 # %% ../../nbs/live/07_registry.ipynb #cbb481b2
+@contextlib.contextmanager
+def _upstream_noload():
+    "MLflow 3.17's SQL store configures a `noload` relationship, deprecated by SQLAlchemy 2.1 (SADeprecationWarning): upstream, ignored only around our MLflow calls."
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", r"The ``noload`` loader strategy is deprecated", DeprecationWarning)
+        yield
+
+
 def _mlflow(uri: str):
     "MlflowClient on `uri` (tracking and registry), with an experiment's artifact root beside a SQLite file."
     try:
@@ -36,6 +46,10 @@ def log_run(uri: str, # tracking URI, e.g. sqlite:///data/mlflow.db
             record: dict | None = None, # a JSON document kept as the run's artifact (the run card)
             run_name: str | None = None) -> str:
     "Log one finished run; return its id."
+    with _upstream_noload(): return _log_run(uri, experiment, params, metrics, tags, record, run_name)
+
+
+def _log_run(uri, experiment, params, metrics, tags, record, run_name) -> str:
     client = _mlflow(uri)
     run = client.create_run(_experiment(client, uri, experiment), run_name=run_name, tags={k: str(v) for k, v in (tags or {}).items()})
     rid = run.info.run_id
@@ -49,6 +63,10 @@ def log_run(uri: str, # tracking URI, e.g. sqlite:///data/mlflow.db
 
 def register_promotion(record: dict, uri: str) -> dict:
     "A promotion record as a version of `quantlab-STRATEGY`, with the alias of its stage pointing at it."
+    with _upstream_noload(): return _register(record, uri)
+
+
+def _register(record: dict, uri: str) -> dict:
     from mlflow.exceptions import MlflowException
     client, name = _mlflow(uri), f"quantlab-{record['strategy']}"
     tags = {"stage": record["stage"], "git_sha": record.get("git_sha"), "by": record["by"], "reason": record["reason"],
