@@ -750,7 +750,7 @@ def _build_promote(parser: argparse.ArgumentParser) -> None:
 
 register(Command("promote", "check a strategy's promotion gates (robustness, look-ahead, paper parity) and record the promotion", _build_promote))
 
-# %% ../nbs/cli.ipynb #316e54a7
+# %% ../nbs/cli.ipynb #57b333f2
 def _requirement_ok(text: str) -> tuple[str, bool, str]:
     "(name, satisfied, installed version or 'missing') of one requirement string."
     import importlib.metadata as md

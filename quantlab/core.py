@@ -65,7 +65,7 @@ class DataError(QuantlabError):
         val = f" (value {self.value!r})" if self.value is not None else ""
         return f"{loc}{self.message}{val}"
 
-# %% ../nbs/core.ipynb #4f120203
+# %% ../nbs/core.ipynb #987dd29b
 class _Calendar:
     "An exchange_calendars calendar whose attributes and methods are read inside `upstream_tz_values` (its minute methods use `.values` too)."
     def __init__(self, cal): self._cal = cal
@@ -85,7 +85,7 @@ def upstream_tz_values():
         warnings.filterwarnings("ignore", r"(Series|DatetimeIndex)\.values returning an ndarray that drops timezone", getattr(pd.errors, "Pandas4Warning", FutureWarning))
         yield
 
-# %% ../nbs/core.ipynb #67672fe5
+# %% ../nbs/core.ipynb #0c36ebcb
 def needs_extra(package: str, # the missing import
                 extra: str, # the quantlab extra that installs it
                 what: str, # what needs it, e.g. "the backtrader bridge"
@@ -298,7 +298,7 @@ def _package_versions(names: tuple) -> tuple:
         except importlib.metadata.PackageNotFoundError: out.append((n, None))
     return tuple(out)
 
-# %% ../nbs/core.ipynb #4b9826c3
+# %% ../nbs/core.ipynb #a0200749
 LOCK = Path(importlib.util.find_spec("quantlab").origin).resolve().parents[1] / "requirements.lock"  # beside settings.ini in a checkout (absent in a wheel install)
 
 
