@@ -705,13 +705,24 @@ def test_ib_feed_builds_session_bars_from_5_second_bars_and_reports_silence(fake
     assert any(isinstance(b, FeedStatus) and b.kind == "stale" for b in out)  # the farm went quiet while the market was open
 
 
+def _rows(path) -> int:
+    "Orders in an IB ledger being written by another process (0 until its table exists)."
+    try:
+        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1)
+        try: return con.execute("select count(*) from ids").fetchone()[0]
+        finally: con.close()
+    except sqlite3.Error: return 0
+
+
 def test_ib_scenario_22_kill_9_during_ledger_and_journal_writes_leaves_both_sound(tmp_path):
     code = ("import sys, json; from quantlab.trading.brokers.ib import IBLedger; from quantlab.trading.orders import Order, Fill\n"
             "l = IBLedger(sys.argv[1])\nfor k in range(10**6):\n"
             "    o = Order('SPX', 1, client_id=f'c{k}'); l.sent(o, k + 1)\n"
             "    l.record(Fill(f'c{k}', 'SPX', 1.0, 100.0, 0, 1.0, fill_id=f'e{k}.01'), k + 1000, 1.0)\n")
     p = subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "ib.sqlite")])
-    time.sleep(3.0); p.send_signal(signal.SIGKILL); p.wait()
+    deadline = time.monotonic() + 60  # kill it mid-write once it is writing (its start takes seconds on a loaded machine)
+    while time.monotonic() < deadline and _rows(tmp_path / "ib.sqlite") <= 10: time.sleep(0.05)
+    time.sleep(0.5); p.send_signal(signal.SIGKILL); p.wait()
     con = sqlite3.connect(tmp_path / "ib.sqlite")
     assert con.execute("pragma integrity_check").fetchone()[0] == "ok"
     ids, execs = con.execute("select count(*) from ids").fetchone()[0], con.execute("select count(*) from executions").fetchone()[0]
