@@ -8,7 +8,7 @@ WORKDIR /src
 COPY settings.ini setup.py README.md requirements.lock ./
 COPY quantlab ./quantlab
 # the package with its `ib` extra, every version pinned by the lock CI tested
-RUN uv pip install --python /opt/venv/bin/python --no-cache -c requirements.lock ".[ib]"
+RUN uv pip install --python /opt/venv/bin/python --no-cache --compile-bytecode -c requirements.lock ".[ib]"
 
 FROM python:3.11-slim AS runtime
 RUN groupadd --system --gid 10001 quantlab && useradd --system --uid 10001 --gid quantlab --home-dir /home/quantlab --create-home quantlab

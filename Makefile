@@ -21,11 +21,12 @@ help:
 
 venv: $(STAMP)
 
-# the environment comes from requirements.lock (every package pinned, with hashes); `make lock` refreshes it
+# the environment comes from requirements.lock (every package pinned, with hashes); `make lock` refreshes it.
+# --compile-bytecode: uv does not write .pyc files by default, and without them every process spends seconds importing pandas
 $(STAMP): requirements.lock setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q "uv==$(UV_VERSION)"
-	$(BIN)/uv pip install -q --python $(BIN)/python -r requirements.lock
+	$(BIN)/uv pip install -q --compile-bytecode --python $(BIN)/python -r requirements.lock
 	$(BIN)/uv pip install -q --python $(BIN)/python --no-deps -e .
 	touch $(STAMP)
 
