@@ -38,7 +38,7 @@ def test_a_paper_session_reviews_as_its_backtest_with_its_pnl_explained(spx, tmp
     assert a["live P&L"] == pytest.approx(pnl, abs=1e-6) and a["residual"] == pytest.approx(0.0, abs=1e-6)
     assert a["costs"] < 0 and a["execution"] == 0.0
     html = run.html.read_text()
-    assert "Decision diff: 0" in html and "P&amp;L: signal, execution, costs" in html or "P&L: signal, execution, costs" in html
+    assert "Decision diff: 0" in html and ("P&amp;L: signal, execution, costs" in html or "P&L: signal, execution, costs" in html)
 
 
 def test_a_session_halted_part_way_shows_the_decisions_it_did_not_make(spx, tmp_path):
