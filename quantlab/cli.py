@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from .core import DataError, QuantlabError, UsageError, data_dir, json_default
+from .core import DEFAULT_COSTS, DataError, QuantlabError, UsageError, data_dir, json_default
 
 # %% auto #0
 __all__ = ['COMMANDS', 'Command', 'register', 'build_parser', 'main']
@@ -129,8 +129,7 @@ def _data_ingest(args) -> int:
     path = Path(args.file)
     if not path.is_file(): raise DataError("file not found", file=path)
     loaded = load_file(path, preset=args.format, symbol=args.symbol, tz=args.tz, calendar=args.calendar)
-    result = _store(args).write_bars(loaded.bars, source={**loaded.source, "adjusted": loaded.adjusted},
-                                     actions=loaded.actions, calendar=args.calendar)
+    result = _store(args).write_bars(loaded, calendar=args.calendar)
     symbols = sorted(loaded.bars["symbol"].unique())
     n_actions = 0 if loaded.actions is None else len(loaded.actions)
     print(f"ingested {path}: {len(loaded.bars)} bars of {', '.join(symbols)}"
@@ -152,11 +151,11 @@ def _data_list(args) -> int:
         span = entry.get("span") or [None, None]
         source = entry.get("source") or {}
         rows.append({"symbol": symbol, "bars": entry["keys"], "versions": entry["rows"] - entry["keys"],
-                     "start": span[0], "end": span[1],
+                     "freq": entry.get("freq"), "calendar": entry.get("calendar") or source.get("calendar"), "start": span[0], "end": span[1],
                      "actions": datasets.get("actions", {}).get(symbol, {}).get("keys", 0),
                      "source": Path(source["file"]).name if source.get("file") else None,
                      "written_at": entry.get("written_at")})
-    table = pd.DataFrame(rows, columns=["symbol", "bars", "versions", "start", "end", "actions", "source", "written_at"])
+    table = pd.DataFrame(rows, columns=["symbol", "bars", "versions", "freq", "calendar", "start", "end", "actions", "source", "written_at"])
     if args.json: _print_json(_records(table))
     elif table.empty: print(f"no symbols in the store at {store.root}")
     else: _print_table(table.set_index("symbol"))
@@ -166,22 +165,28 @@ def _data_list(args) -> int:
 
 
 def _data_show(args) -> int:
+    "A symbol's bars, or a series (`vix`, `ff3`: the names under 'series' in `data list`); names in any letter case."
     store = _store(args)
-    if args.symbol not in store.symbols():
-        raise UsageError(f"symbol {args.symbol!r} is not in the store at {store.root} (quantlab data list)")
-    bars = store.read_bars([args.symbol], start=args.start, end=args.end, as_of=args.as_of, adjusted=args.adjusted)
+    series = {n.casefold(): n for n in store.series_names()}
+    if args.symbol.casefold() in series and not any(s.casefold() == args.symbol.casefold() for s in store.symbols()):
+        df = store.read_series(series[args.symbol.casefold()], as_of=args.as_of)
+        bars = df[(df["ts"] >= (args.start or df["ts"].min())) & (df["ts"] <= (args.end or df["ts"].max()))]
+    else:
+        bars = store.read_bars(store.resolve(args.symbol), start=args.start, end=args.end, as_of=args.as_of, adjusted=args.adjusted)
     if args.json: _print_json(_records(bars))
     else: _print_table(bars.set_index("ts"))
     return 0
 
 
 def _data_validate(args) -> int:
-    from quantlab.data.validate import validate_bars
+    "The warnings stored at ingest (the raw file's); with --recheck, validate the stored bars again."
     store = _store(args)
-    if args.symbol not in store.symbols():
-        raise UsageError(f"symbol {args.symbol!r} is not in the store at {store.root} (quantlab data list)")
-    source = store.manifest()["datasets"]["bars"][args.symbol].get("source") or {}
-    report = validate_bars(store.read_bars([args.symbol]), calendar=args.calendar or source.get("calendar") or "XNYS")
+    symbol, = store.resolve(args.symbol)
+    entry = store.manifest()["datasets"]["bars"][symbol]
+    calendar = args.calendar or entry.get("calendar") or (entry.get("source") or {}).get("calendar") or "XNYS"
+    if not args.recheck: return _stored_warnings(store, symbol, calendar, args.json)
+    from quantlab.data.validate import validate_bars
+    report = validate_bars(store.read_bars([symbol]), calendar=calendar)
     if args.json: _print_json(report.to_dict())
     else:
         summary = report.summary()
@@ -190,6 +195,22 @@ def _data_validate(args) -> int:
         if len(report.findings): _print_table(report.findings)
         print(f"{len(report.errors)} errors, {len(report.warnings)} warnings")
     return 1 if len(report.errors) else 0
+
+
+def _stored_warnings(store, symbol: str, calendar: str, as_json: bool) -> int:
+    "Print the validation warnings kept with `symbol`'s bars: counts per check, then each with its file, row and column."
+    w = store.warnings(symbol)
+    counts = w.groupby("check").size().sort_values(ascending=False) if len(w) else w.groupby("check").size()
+    if as_json:
+        _print_json({"symbol": symbol, "calendar": calendar, "stored": True, "warnings": len(w),
+                     "counts": {k: int(v) for k, v in counts.items()}, "findings": _records(w.drop(columns=["symbol"]))})
+        return 0
+    if len(w):
+        _print_table(counts.rename("warnings").to_frame())
+        _print_table(w.drop(columns=["symbol"]))
+    print(f"{symbol}: {len(w)} validation warnings stored at ingest (calendar {calendar}); "
+          "quantlab data validate --recheck checks the stored bars again")
+    return 0
 
 
 def _data_samples(args) -> int:
@@ -257,8 +278,9 @@ def _build_data(parser: argparse.ArgumentParser) -> None:
     p.set_defaults(run=_data_show)
     p = sub.add_parser("validate", parents=store, help="check a stored symbol (errors give exit code 1)")
     p.add_argument("symbol")
-    p.add_argument("--calendar", help="exchange calendar for gap checks (default: the one given at ingest, else XNYS)")
-    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--recheck", action="store_true", help="validate the stored (cleaned) bars again instead of showing the warnings stored at ingest")
+    p.add_argument("--calendar", help="exchange calendar for --recheck (default: the one recorded at ingest)")
+    p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(run=_data_validate)
     p = sub.add_parser("samples", parents=store, help="list the bundled real-data samples, or ingest them")
     p.add_argument("--ingest", action="store_true", help="ingest every sample into the store")
@@ -341,7 +363,9 @@ def _study_options() -> argparse.ArgumentParser:
     p.add_argument("--start", type=_timestamp("--start"), help="first bar (date or timestamp, UTC)")
     p.add_argument("--end", type=_timestamp("--end", end_of_day=True), help="last bar (date or timestamp, UTC)")
     p.add_argument("--cash", type=_number("--cash", lo=0.0, open_lo=True), default=1_000_000.0, help="starting cash (default 1,000,000)")
-    p.add_argument("--commission-bps", type=_number("--commission-bps", lo=0.0), default=1.0, help="proportional costs on traded notional (default 1 bp)")
+    for name, what in (("commission", "commission on traded notional"), ("spread", "full bid-ask spread, half paid per fill"), ("slippage", "adverse move per fill")):
+        p.add_argument(f"--{name}-bps", type=_number(f"--{name}-bps", lo=0.0), default=DEFAULT_COSTS[f"{name}_bps"],
+                       help=f"{what}, basis points (default {DEFAULT_COSTS[f'{name}_bps']:g}: the tear sheet's too)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--mlflow", metavar="URI", help="also log the run to MLflow tracking, e.g. sqlite:///data/mlflow.db (pip install 'quantlab[track]')")
     return p
@@ -362,21 +386,40 @@ def _panels(args):
     return load_panels(args.symbols, args.start, args.end, sample=args.sample, data_dir_=args.data_dir)
 
 
+def _costs(args) -> dict:
+    return {k: getattr(args, k) for k in DEFAULT_COSTS}
+
+
+def _fmt(v):
+    "A number as people read it: thousands separated and 2 decimals for money-sized values, 4 significant digits otherwise."
+    if isinstance(v, dict): return ", ".join(f"{k}={_fmt(x)}" for k, x in v.items())
+    if hasattr(v, "total_seconds"): return f"{v.total_seconds() / 86400:.1f} days"
+    if isinstance(v, bool) or not isinstance(v, (int, float)): return v
+    if isinstance(v, int): return f"{v:,}"
+    if not math.isfinite(v): return "n/a"
+    return f"{v:,.2f}" if abs(v) >= 1000 else f"{v:.4g}"
+
+
 def _backtest(args) -> int:
     from quantlab.research import metrics
     from quantlab.reports.render import parse_params
-    from quantlab.strategies import default_params, event_backtest
+    from quantlab.strategies import default_params, event_backtest, get_strategy
+    from quantlab.trading.brokers.sim import describe_costs
     params = parse_params(args.param)
     unknown = sorted(set(params) - set(default_params(args.strategy)))
     if unknown: raise UsageError(f"strategy {args.strategy!r} has no parameter(s) {unknown}; it has {sorted(default_params(args.strategy))}")
-    res = event_backtest(args.strategy, _panels(args), params, cash=args.cash, commission_bps=args.commission_bps)
+    get_strategy(args.strategy, **params)  # the parameters are checked before any data is read
+    res = event_backtest(args.strategy, _panels(args), params, cash=args.cash, **_costs(args))
     summ = metrics.summary(res.returns.iloc[1:].rename(args.strategy), trades=res.trades if len(res.trades) else None).iloc[0]
+    summ = summ.rename({"trades": "round_trips"})  # a round trip opens and closes a position; `fills` counts executions
     out = {"strategy": args.strategy, "params": res.run_card["params"], "symbols": res.run_card["symbols"],
            "final_equity": float(res.equity.iloc[-1]), "orders": len(res.orders), "fills": len(res.fills),
-           "costs": {k: float(v) for k, v in res.costs.items()}, **{k: v for k, v in summ.items()}}
+           "cost_model": _costs(args), "costs": {k: float(v) for k, v in res.costs.items()}, **{k: v for k, v in summ.items()}}
     if args.json: _print_json(out)
     else:
-        for k, v in out.items(): print(f"{k:>24}: {v}")
+        for k, v in out.items():
+            if k != "cost_model": print(f"{k:>24}: {_fmt(v)}")
+        print(describe_costs(**_costs(args)))
     _track(args, "backtest", res.run_card["params"], {k: v for k, v in out.items() if isinstance(v, (int, float))}, _finite(res.run_card))
     return 0
 
@@ -403,13 +446,16 @@ def _sweep_options(parser: argparse.ArgumentParser) -> None:
 def _sweep(args) -> int:
     from quantlab.evaluate.sweep import parse_grid, run_sweep
     res = run_sweep(args.strategy, parse_grid(args.grid, args.strategy), _panels(args), executor=args.executor,
-                    cash=args.cash, commission_bps=args.commission_bps, study=args.study)
-    if args.json: _print_json(res.to_dict(top=args.top))
+                    cash=args.cash, **_costs(args), study=args.study)
+    for what, n in res.dropped.items(): print(f"left out {n} set(s) of the grid: {what}", file=sys.stderr)
+    if args.json: _print_json({**res.to_dict(top=args.top), "dropped": res.dropped, "cost_model": _costs(args)})
     else:
-        cols = [c for c in res.table.columns if c in set(parse_grid(args.grid).columns)] + ["sharpe", "annual_return", "max_drawdown", "trades", "costs"]
+        cols = [c for c in res.table.columns if c in set(parse_grid(args.grid).columns)] + ["sharpe", "annual_return", "max_drawdown", "fills", "costs"]
+        print(f"the {min(args.top, len(res.table))} best of {len(res.table)} sets by Sharpe ratio (--top N shows more; fills: executions)")
         _print_table(res.table.sort_values("sharpe", ascending=False).head(args.top)[cols].round(4))
         print(f"sets: {len(res.table)}  study: {res.study}  trials: {res.n_trials}  "
               f"deflated Sharpe (best): {res.deflated_sharpe:.3f}  PBO: {res.pbo:.3f}")
+        print(res.costs)
     _track(args, "sweep", {"grid": args.grid}, {"sets": len(res.table), "trials": res.n_trials, "deflated_sharpe": res.deflated_sharpe,
                                                "pbo": res.pbo, "best_sharpe": float(res.table["sharpe"].max())}, _finite(res.to_dict(top=args.top)))
     return 0
@@ -429,7 +475,7 @@ def _walkforward(args) -> int:
     from quantlab.evaluate.sweep import parse_grid, run_walkforward
     wf, sw = run_walkforward(args.strategy, parse_grid(args.grid, args.strategy), _panels(args), train=args.train,
                              test=args.test, anchored=args.anchored, embargo=args.embargo, objective=args.objective,
-                             executor=args.executor, cash=args.cash, commission_bps=args.commission_bps, study=args.study)
+                             executor=args.executor, cash=args.cash, **_costs(args), study=args.study)
     folds = wf.folds[["train_start", "train_end", "test_start", "test_end", "params", "is_sharpe", "oos_sharpe", "wfe"]]
     if args.json: _print_json({"summary": wf.summary().to_dict(), "folds": _records(folds.reset_index())})
     else:

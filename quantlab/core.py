@@ -25,9 +25,9 @@ import numpy as np
 import pandas as pd
 
 # %% auto #0
-__all__ = ['LOCK', 'QuantlabError', 'UsageError', 'StateError', 'DataError', 'upstream_tz_values', 'needs_extra', 'data_dir',
-           'reports_dir', 'atomic_path', 'atomic_write_text', 'atomic_write_json', 'json_default', 'to_utc', 'utc_now',
-           'as_utc_timestamp', 'calendar', 'session_closes', 'sessions_between', 'Instrument', 'gc_paused',
+__all__ = ['DEFAULT_COSTS', 'LOCK', 'QuantlabError', 'UsageError', 'StateError', 'DataError', 'upstream_tz_values', 'needs_extra',
+           'data_dir', 'reports_dir', 'atomic_path', 'atomic_write_text', 'atomic_write_json', 'json_default', 'to_utc',
+           'utc_now', 'as_utc_timestamp', 'calendar', 'session_closes', 'sessions_between', 'Instrument', 'gc_paused',
            'fingerprint', 'git_sha', 'git_sha_later', 'package_versions', 'requirements_fingerprint', 'lock_hash']
 
 # %% ../nbs/core.ipynb #9428586f
@@ -49,21 +49,26 @@ class DataError(QuantlabError):
     def __init__(self,
                  message: str,  # what is wrong
                  file: str | os.PathLike | None = None,  # the file the data came from
-                 row: int | None = None,  # 1-based data row (header excluded), as a spreadsheet shows it minus the header
+                 row: int | None = None,  # 1-based data row (header excluded) of a frame or a Parquet file
                  column: str | None = None,  # the column name
-                 value=None,  # the offending value, if any
+                 value=None,  # the offending value, if any (as the file writes it, when known)
+                 line: int | None = None,  # 1-based line of a text file (the header is line 1): what an editor shows
                 ):
-        self.message, self.file, self.row, self.column, self.value = message, file, row, column, value
+        self.message, self.file, self.row, self.column, self.value, self.line = message, file, row, column, value, line
         super().__init__(str(self))
 
     def __str__(self):
         where = []
         if self.file is not None: where.append(f"file {self.file}")
-        if self.row is not None: where.append(f"row {self.row}")
+        if self.line is not None: where.append(f"line {self.line}")
+        elif self.row is not None: where.append(f"row {self.row}")
         if self.column is not None: where.append(f"column {self.column!r}")
         loc = (", ".join(where) + ": ") if where else ""
         val = f" (value {self.value!r})" if self.value is not None else ""
         return f"{loc}{self.message}{val}"
+
+# %% ../nbs/core.ipynb #0ea1b3b6
+DEFAULT_COSTS = {"commission_bps": 1.0, "spread_bps": 2.0, "slippage_bps": 1.0}  # what backtest, sweep, walkforward and the tear sheet charge unless told otherwise: commission on notional, the full bid-ask spread (half paid per fill), slippage per fill
 
 # %% ../nbs/core.ipynb #987dd29b
 class _Calendar:

@@ -13,7 +13,8 @@ import pandas as pd
 
 from .core import Instrument, UsageError
 from .research.indicators import rsi, sma
-from .trading.strategy import Strategy
+from .trading.strategy import Param, Strategy
+from .trading.brokers.sim import vector_slippage_bps
 from .backtest.vector import VectorResult, in_chunks, target_changes, param_grid, simulate, sma_cross_weights, stop_exits
 
 # %% auto #0
@@ -23,7 +24,11 @@ __all__ = ['STRATEGIES', 'SmaCross', 'RsiReversion', 'XsMomentum', 'get_strategy
 # %% ../nbs/strategies.ipynb #458550d7
 class SmaCross(Strategy):
     "Moving-average crossover: long when SMA(fast) > SMA(slow), else `short` (0 = flat)."
-    defaults = {"fast": 10, "slow": 50, "long": 1.0, "short": 0.0}
+    schema = {"fast": Param(10, int, 1, 5000, doc="fast moving-average window, bars"),
+              "slow": Param(50, int, 2, 5000, doc="slow moving-average window, bars"),
+              "long": Param(1.0, float, -10, 10, doc="weight (of equity, split across symbols) when fast > slow"),
+              "short": Param(0.0, float, -10, 10, doc="weight otherwise (0: flat, -1: short)")}
+    constraints = ((lambda p: p["fast"] < p["slow"], "fast must be below slow"),)
 
     @property
     def warmup(self) -> int:
@@ -62,7 +67,14 @@ def _off(v) -> float:
 
 class RsiReversion(Strategy):
     "RSI mean reversion: long below `lower`, exit above `upper` or on a stop; checked at each close."
-    defaults = {"window": 14, "lower": 30.0, "upper": 70.0, "stop_loss": 0.05, "take_profit": None, "trailing": None, "size": 1.0}
+    schema = {"window": Param(14, int, 2, 1000, doc="RSI window, bars"),
+              "lower": Param(30.0, float, 0, 100, doc="enter long when the RSI is below this"),
+              "upper": Param(70.0, float, 0, 100, doc="exit when the RSI is above this"),
+              "stop_loss": Param(0.05, float, 1e-4, 1, optional=True, doc="stop below the entry price, as a fraction (None: none)"),
+              "take_profit": Param(None, float, 1e-4, 100, optional=True, doc="take profit above the entry, as a fraction (None: none)"),
+              "trailing": Param(None, float, 1e-4, 1, optional=True, doc="trailing stop, as a fraction (None: none)"),
+              "size": Param(1.0, float, 1e-6, 10, doc="weight of equity when long, split across symbols")}
+    constraints = ((lambda p: p["lower"] < p["upper"], "lower must be below upper"),)
 
     def features(self, data):
         r = rsi(data["close"], int(self.params["window"]))
@@ -111,7 +123,14 @@ def _period_starts(index: pd.DatetimeIndex, freq: str = "M") -> pd.Series:
 
 class XsMomentum(Strategy):
     "Cross-sectional momentum: monthly top-k by 12-1 return, each scaled to a volatility target."
-    defaults = {"lookback": 252, "skip": 21, "top": 5, "vol_window": 63, "target_vol": 0.10, "max_leverage": 1.0, "freq": "M"}
+    schema = {"lookback": Param(252, int, 2, 5000, doc="momentum measured from this many bars ago"),
+              "skip": Param(21, int, 0, 5000, doc="... to this many bars ago (the most recent month is skipped)"),
+              "top": Param(5, int, 1, 10000, doc="hold the top-k names"),
+              "vol_window": Param(63, int, 2, 5000, doc="bars of the volatility estimate"),
+              "target_vol": Param(0.10, float, 1e-4, 5, doc="annualised volatility target per name"),
+              "max_leverage": Param(1.0, float, 1e-4, 100, doc="cap on each name's scale"),
+              "freq": Param("M", str, choices=("W", "M", "Q", "Y"), doc="rebalance at the first bar of each week, month, quarter or year")}
+    constraints = ((lambda p: p["skip"] < p["lookback"], "skip must be below lookback"),)
 
     warmup = None  # live, features on all bars so far: a rolling std over a trailing window differs from the batch one in the last bits
 
@@ -148,7 +167,8 @@ def get_strategy(name: str, # registry name: sma_cross, rsi_reversion, xs_moment
     "An instance of the registered strategy `name`."
     cls = STRATEGIES.get(name)
     if cls is None: raise UsageError(f"unknown strategy {name!r}; known: {sorted(STRATEGIES)}")
-    return cls(**params)
+    try: return cls(**params)
+    except UsageError as exc: raise UsageError(f"strategy {name!r}: {exc}") from None
 
 
 def default_params(name: str) -> dict:
@@ -166,12 +186,14 @@ def event_backtest(name: str, # registry name
                    cash: float = 1_000_000.0, # starting cash
                    commission_bps: float = 0.0, # proportional commission
                    lot_size: float = 1.0, # share rounding (towards zero); a tiny lot ~ fractional
+                   spread_bps: float = 0.0, # full bid-ask spread (half paid per fill)
+                   slippage_bps: float = 0.0, # adverse move per fill
                    **kwargs, # more run_backtest arguments (risk, progress, ...)
                   ):
-    "Run a registered strategy through the event engine with proportional costs; a `BacktestResult`."
+    "Run a registered strategy through the event engine with costs in basis points (`DEFAULT_COSTS` is what the CLI charges); a `BacktestResult`."
     from quantlab.backtest.driver import run_backtest
-    from quantlab.trading.brokers.sim import BasisPoints, SimBroker
-    broker = SimBroker(cash=cash, commission=BasisPoints(commission_bps) if commission_bps else 0)
+    from quantlab.trading.brokers.sim import SimBroker, bps_costs
+    broker = SimBroker(cash=cash, **bps_costs(commission_bps, spread_bps, slippage_bps))
     return run_backtest(get_strategy(name, **dict(params or {})), dict(data), cash=cash, broker=broker,
                         instruments=_instruments(data, lot_size), **kwargs)
 
@@ -182,12 +204,14 @@ def vector_backtest(name: str, # registry name
                     cash: float = 1_000_000.0, # starting cash
                     commission_bps: float = 0.0, # proportional commission
                     lot_size: float = 1.0, # share rounding (towards zero); 0 = fractional
+                    spread_bps: float = 0.0, # full bid-ask spread: half of it moves each fill price, as in the event engine
+                    slippage_bps: float = 0.0, # adverse move per fill
                     **kwargs, # more vector.simulate arguments
                    ) -> VectorResult:
     "Run a registered strategy's vectorised twin through `vector.simulate`."
     st = get_strategy(name, **dict(params or {}))
-    return simulate(st.vector_weights(data), data["close"], data.get("open"), cash=cash,
-                    commission_bps=commission_bps, lot_size=lot_size, **kwargs)
+    return simulate(st.vector_weights(data), data["close"], data.get("open"), cash=cash, commission_bps=commission_bps,
+                    slippage_bps=vector_slippage_bps(spread_bps, slippage_bps), lot_size=lot_size, **kwargs)
 
 # %% ../nbs/strategies.ipynb #3583a7a9
 def _rsi_sweep_weights(data, grid: pd.DataFrame) -> np.ndarray:

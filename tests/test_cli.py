@@ -182,7 +182,7 @@ def test_as_of_returns_what_was_known_then(store, yhoo, tmp_path):
 # --- validate -------------------------------------------------------------------------------------------------
 
 def test_validate_json_gaps_match_the_exchange_calendar(store, yhoo, tmp_path):
-    code, out, err = run("--data-dir", store, "data", "validate", "MSFT", "--json")
+    code, out, err = run("--data-dir", store, "data", "validate", "MSFT", "--json", "--recheck")
     assert code == 0, err
     report = json.loads(out)
     assert report["rows"] == 252 and report["errors"] == 0
@@ -198,7 +198,7 @@ def test_validate_json_gaps_match_the_exchange_calendar(store, yhoo, tmp_path):
         thinned["Date"].iloc[0], thinned["Date"].iloc[-1])
     missing = set(pd.DatetimeIndex(sessions).strftime("%Y-%m-%d")) - set(thinned["Date"])
     assert len(missing) >= 5
-    code, out, err = run("--data-dir", store, "data", "validate", "YHOOGAP", "--json")
+    code, out, err = run("--data-dir", store, "data", "validate", "YHOOGAP", "--json", "--recheck")
     assert code == 0, err
     report = json.loads(out)
     assert not report["truncated"]
@@ -210,7 +210,7 @@ def test_validate_json_gaps_match_the_exchange_calendar(store, yhoo, tmp_path):
 
 
 def test_validate_text_output(store):
-    code, out, err = run("--data-dir", store, "data", "validate", "AAPL")
+    code, out, err = run("--data-dir", store, "data", "validate", "AAPL", "--recheck")
     assert code == 0, err
     assert out.strip().splitlines()[-1].startswith("0 errors, ")
 
@@ -253,7 +253,7 @@ def test_corrupt_csv_exits_2_naming_file_row_column_and_writes_nothing(fresh_sto
     before = snapshot(fresh_store)
     code, out, err = run("--data-dir", fresh_store, "data", "ingest", bad, "--format", "yahoo", "--symbol", "YHOO")
     assert code == 2, err
-    assert "yhoo-corrupt.csv" in err and "row 10" in err and "close" in err.lower(), err
+    assert "yhoo-corrupt.csv" in err and "line 11" in err and "close" in err.lower(), err
     assert snapshot(fresh_store) == before
 
 
@@ -264,7 +264,7 @@ def test_invalid_prices_exit_2_and_write_nothing(fresh_store, quandl, tmp_path):
     src.to_csv(bad, index=False)
     before = snapshot(fresh_store)
     code, out, err = run("--data-dir", fresh_store, "data", "ingest", bad, "--format", "quandl_wiki")
-    assert code == 2 and "quandl-negative.csv" in err and "row 6" in err and "low" in err, err
+    assert code == 2 and "quandl-negative.csv" in err and "line 7" in err and "low" in err, err
     assert snapshot(fresh_store) == before
 
 

@@ -815,15 +815,16 @@ def test_the_runner_trades_on_ib_real_time_bars(fake, tmp_path):
                             "feed": {"kind": "ib", "symbols": ["AAPL"], "bar": "10s", "calendar": "24/7", "stale_after": 3600.0},
                             "promotion": {"override": "the fake TWS's real-time bars in a test"}})
     t0 = (int(time.time()) // 10 + 6) * 10  # bar times a minute ahead of the clock: released as each next bar begins
-    ctl = FakeControl(fake.control_port)
-    def push():
+    def push(ctl):
         while not any(s for s in ctl.state()["subscriptions"].values()): time.sleep(0.02)
         for k in range(12):
             if k == 3:  # the first bar is complete: wait for the strategy's order to reach IB, so that the next bar fills it
                 deadline = time.monotonic() + 30
                 while not ctl.state()["orders"] and time.monotonic() < deadline: time.sleep(0.02)
             ctl.bar(symbol="AAPL", time=t0 + 5 * k, open=100.0 + k, high=100.5 + k, low=99.5 + k, close=100.25 + k, volume=10.0); time.sleep(0.05)
-    pusher = threading.Thread(target=push); pusher.start()
+    def pushing():
+        with FakeControl(fake.control_port) as ctl: push(ctl)
+    pusher = threading.Thread(target=pushing); pusher.start()
     st = Runner(cfg, BuyOnce(), symbols=["AAPL"]).run(max_bars=4)
     pusher.join()
     j = Journal(cfg.state_dir / "journal.sqlite", readonly=True)

@@ -157,7 +157,7 @@ def test_backtrader_minute_file_with_header_bug(shared_data):
     assert local.dt.date.nunique() == 41
     assert ld.source["tz"] == "Europe/Berlin" and ld.source["daily"] is False
     # without the repair pandas would shift every column; we refuse instead
-    with pytest.raises(DataError, match="row 1"):
+    with pytest.raises(DataError, match="line 2"):
         read_table(path, fix_time_header=False)
     # another time zone, if the user knows better
     ldn = load_file(path, "backtrader_intraday", symbol="FESX", tz="Europe/London")
@@ -181,14 +181,14 @@ def _write_lines(path, lines):
 
 def test_corrupted_number_is_reported_at_file_row_column(shared_data, tmp_path):
     lines = (shared_data / "backtrader" / "yhoo-1996-2015.txt").read_text().splitlines()
-    parts = lines[321].split(","); parts[2] = "3O.5"  # letter O in the High of data row 321
+    parts = lines[321].split(","); parts[2] = "3O.5"  # letter O in the High of data row 321, the file's line 322 (the header is line 1)
     lines[321] = ",".join(parts)
     path = _write_lines(tmp_path / "yhoo.txt", lines)
     with pytest.raises(DataError) as err:
         load_file(path, "yahoo")
     e = err.value
-    assert (e.file, e.row, e.column, e.value) == (path, 321, "High", "3O.5")
-    assert f"file {path}, row 321, column 'High'" in str(e)
+    assert (e.file, e.line, e.column, e.value) == (path, 322, "High", "3O.5")
+    assert f"file {path}, line 322, column 'High'" in str(e)
 
 
 def test_missing_column_and_wrong_preset(shared_data, tmp_path):
@@ -211,11 +211,11 @@ def test_bad_date_and_holiday_in_csvdir_gz(shared_data, tmp_path):
     bad = list(lines); bad[40] = "2012-02-31" + bad[40][10:]
     path = tmp_path / "KO.csv.gz"
     with gzip.open(path, "wt") as f: f.write("\n".join(bad) + "\n")
-    with pytest.raises(DataError, match=f"file {path}, row 40, column 'date'"):
+    with pytest.raises(DataError, match=f"file {path}, line 41, column 'date'"):
         load_file(path, "zipline_csvdir")
     hol = list(lines); hol[130] = "2012-07-04" + hol[130][10:]  # Independence Day: no NYSE session
     with gzip.open(path, "wt") as f: f.write("\n".join(hol) + "\n")
-    with pytest.raises(DataError, match="row 130, column 'date'") as err:
+    with pytest.raises(DataError, match="line 131, column 'date'") as err:
         load_file(path, "zipline_csvdir")
     assert "not a session of XNYS" in str(err.value)
     with warnings.catch_warnings(record=True) as w:
@@ -228,14 +228,14 @@ def test_negative_dividend_names_row_and_vendor_column(shared_data, tmp_path):
     raw = pd.read_csv(shared_data / "zipline" / "QUANDL_SAMPLE_TABLE.csv")
     raw.loc[300, "ex-dividend"] = -0.5
     raw.to_csv(tmp_path / "wiki.csv", index=False)
-    with pytest.raises(DataError, match="row 301, column 'ex-dividend'"):
+    with pytest.raises(DataError, match="line 302, column 'ex-dividend'"):
         load_file(tmp_path / "wiki.csv", "quandl_wiki")
 
 
 def test_row_with_too_many_fields(shared_data, tmp_path):
     lines = (shared_data / "backtrader" / "orcl-1995-2014.txt").read_text().splitlines()
     lines[77] += ",999"
-    with pytest.raises(DataError, match="row 77"):
+    with pytest.raises(DataError, match="line 78"):
         load_file(_write_lines(tmp_path / "orcl.txt", lines), "yahoo")
 
 
@@ -266,4 +266,4 @@ def test_bad_time_of_day_in_intraday_file(shared_data, tmp_path):
     path = _write_lines(tmp_path / "m5.txt", lines)
     with pytest.raises(DataError) as err:
         load_file(path, "backtrader_intraday", symbol="SX5E")
-    assert (err.value.row, err.value.column, err.value.value) == (500, "Time", "12:6x:00")
+    assert (err.value.line, err.value.column, err.value.value) == (501, "Time", "12:6x:00")

@@ -21,7 +21,7 @@ GRID = {"fast": [5, 10, 20], "slow": [50, 100, 200]}
 
 
 def test_sweep_rows_equal_single_runs_of_the_vector_engine(spx):
-    res = run_sweep("sma_cross", GRID, spx, commission_bps=2.0, chunks=3)
+    res = run_sweep("sma_cross", GRID, spx, commission_bps=2.0, spread_bps=0.0, slippage_bps=0.0, chunks=3)
     assert len(res.table) == 9
     for _, row in res.table.iterrows():
         one = strategy_sweep("sma_cross", spx, param_grid(fast=[row["fast"]], slow=[row["slow"]]), commission_bps=2.0)
@@ -55,10 +55,25 @@ def test_trials_are_recorded_and_deflate_the_best(spx, tmp_path):
     assert 0.0 <= res.pbo <= 1.0
 
 
-def test_a_failing_chunk_is_reported_with_its_parameters(spx):
+def test_a_failing_chunk_is_reported_with_its_parameters(spx, monkeypatch):
+    import quantlab.evaluate.sweep as sweep_module
+    real = sweep_module.strategy_sweep
+    def fails_on_7(name, data, grid, **kw):
+        if (grid["fast"] == 7).any(): raise ValueError("numerical trouble")
+        return real(name, data, grid, **kw)
+    monkeypatch.setattr(sweep_module, "strategy_sweep", fails_on_7)
     with pytest.raises(TaskFailed) as err:
+        run_sweep("sma_cross", {"fast": [5, 7], "slow": [50]}, spx, chunks=2)
+    assert "fast" in str(err.value) and "7" in str(err.value) and "numerical trouble" in str(err.value)
+
+
+def test_a_bad_grid_is_refused_before_any_chunk_runs(spx):
+    with pytest.raises(UsageError, match=r"grid parameter fast: must be between 1 and 5000, got .*0"):
         run_sweep("sma_cross", {"fast": [5, 0], "slow": [50]}, spx, chunks=2)
-    assert "fast" in str(err.value) and "0" in str(err.value)
+    with pytest.raises(UsageError, match=r"no set of the grid passes its checks \(fast must be below slow\)"):
+        run_sweep("sma_cross", {"fast": [200], "slow": [50]}, spx)
+    res = run_sweep("sma_cross", {"fast": [5, 60], "slow": [50, 100]}, spx)  # 60/50 is left out, and said so
+    assert len(res.table) == 3 and res.dropped == {"fast must be below slow": 1}
 
 
 def test_parse_grid_checks_names_and_reads_literals():

@@ -137,6 +137,8 @@ def test_factor_report_ic_matches_scipy_spearman(tmp_path):
     assert m["ic"]["mean_ic"] == pytest.approx(np.mean(ics), abs=1e-12)
     assert m["ic_decay"]["5"] == pytest.approx(np.mean(ics), abs=1e-12)
     assert m["lookahead_ok"] is True and m["symbols"] == list(px.columns)
+    assert m["ic_dates"] == m["quantile_dates"] == m["ic"]["n_dates"]  # one sample for the IC and the quantile returns
+    assert m["names_per_date"] == 4 and "Warning: a small cross-section." in html  # 4 names: the IC of a date takes few values
 
 
 def test_robustness_report_best_set_agrees_with_the_event_engine(tmp_path):
@@ -144,7 +146,7 @@ def test_robustness_report_best_set_agrees_with_the_event_engine(tmp_path):
     import empyrical
     from quantlab import strategies
     p = {"grid": {"fast": [10, 20], "slow": [50, 100]}, "start": "2005-01-01", "end": "2011-12-31", "commission_bps": 1.0,
-         "slippage_bps": 0.0, "train": 504, "test": 252, "bootstrap_reps": 20, "pbo_splits": 4, "cost_multipliers": [1.0, 2.0]}
+         "spread_bps": 0.0, "slippage_bps": 0.0, "train": 504, "test": 252, "bootstrap_reps": 20, "pbo_splits": 4, "cost_multipliers": [1.0, 2.0]}
     run = _run("robustness", p, tmp_path)
     m, _, html = _load(run)
     _standalone(html)

@@ -112,7 +112,7 @@ def test_sweep_columns_equal_single_runs(spx):
         np.testing.assert_array_equal(sw.equity.iloc[:, k].to_numpy(), one.equity.iloc[:, 0].to_numpy())
     s = sw.summary()
     assert list(s[["fast", "slow"]].itertuples(index=False, name=None)) == list(grid.itertuples(index=False, name=None))
-    assert s["trades"].gt(10).all() and s["final_value"].nunique() == 4
+    assert s["fills"].gt(10).all() and s["final_value"].nunique() == 4
 
 
 def _stops_reference(entry, exit_, fill, close, sl, tp, tr):

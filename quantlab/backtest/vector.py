@@ -133,7 +133,7 @@ class VectorResult:
         "Metrics per parameter set (quantlab.research.metrics.summary), joined to the parameter table."
         out = metrics_summary(self.returns().iloc[1:], **kwargs)
         out.index = self.params.index
-        extra = pd.DataFrame({"final_value": self.final_value.to_numpy(), "trades": self.trades, "costs": self.costs}, index=self.params.index)
+        extra = pd.DataFrame({"final_value": self.final_value.to_numpy(), "fills": self.trades, "costs": self.costs}, index=self.params.index)
         return self.params.join(extra).join(out)
 
     def best(self, metric: str = "sharpe") -> pd.Series:

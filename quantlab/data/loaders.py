@@ -10,6 +10,7 @@ import csv
 import gzip
 import hashlib
 import io
+import itertools
 import lzma
 import os
 import re
@@ -36,6 +37,27 @@ class Loaded:
     source: dict  # file, preset, sha256, rows, calendar, tz, symbols, notes
     adjusted: str | None = None  # adjustment the prices already carry: None | 'split' | 'total'
     extra: pd.DataFrame | None = None  # vendor columns outside the schema, row-aligned with bars
+    file_rows: np.ndarray | None = None  # the file's 0-based data row of each bar (rows may be dropped or reordered)
+    file_columns: list | None = None  # the file's columns, in file order
+
+    def locate(self, exc: DataError) -> DataError:
+        "`exc`, about a row of `bars` and a canonical column, told as the file's line (or row), column and original text."
+        if self.file_rows is None or exc.row is None or not self.source.get("file"): return exc
+        col = self.source.get("columns", {}).get(exc.column, exc.column)
+        return _in_file(DataError(exc.message, row=int(self.file_rows[exc.row - 1]) + 1, column=col, value=exc.value),
+                        Path(self.source["file"]), self.file_columns or [])
+
+    def in_file(self, rows, # 1-based rows of `bars` (NA allowed)
+                columns, # canonical column names
+               ) -> tuple[pd.Series, pd.Series]:
+        "The file's lines (a text file, header on line 1) or rows (Parquet), and the file's column names."
+        r = pd.Series(pd.array(rows, dtype="Int64"))
+        if self.file_rows is not None:
+            ok = r.notna().to_numpy()
+            first = 2 if _is_text(Path(self.source.get("file", ""))) else 1
+            r[ok] = self.file_rows[r[ok].to_numpy(dtype=np.int64) - 1] + first
+        names = self.source.get("columns", {})
+        return r, pd.Series([names.get(c, c) for c in columns], dtype=object)
 
     def __repr__(self):
         return (f"Loaded({self.source.get('preset')!r}, file={Path(self.source.get('file', '')).name!r}, "
@@ -113,8 +135,11 @@ def read_table(path: str | os.PathLike, # CSV (maybe compressed) or Parquet file
         try: df = pd.read_parquet(path)
         except Exception as exc: raise DataError(f"cannot read Parquet: {exc}", file=path) from exc
         return df.reset_index(drop=isinstance(df.index, pd.RangeIndex))
-    with _open_text(path) as f:
-        head = list(csv.reader(io.StringIO("".join(f.readline() for _ in range(2)))))
+    try:
+        with _open_text(path) as f:
+            head = list(csv.reader(io.StringIO("".join(f.readline() for _ in range(2)))))
+    except (UnicodeDecodeError, OSError, EOFError, csv.Error) as exc:
+        raise DataError(f"not a text CSV file (or a damaged one): {type(exc).__name__}: {exc}", file=path) from None
     if not head: raise DataError("empty file", file=path)
     header, names = head[0], None
     if len(head) > 1 and len(head[1]) != len(header):
@@ -122,13 +147,12 @@ def read_table(path: str | os.PathLike, # CSV (maybe compressed) or Parquet file
         if fix_time_header and len(head[1]) == len(header) + 1 and "time" not in lower and "date" in lower[:1]:
             names = [header[0], "Time", *header[1:]]
         else:
-            raise DataError(f"row has {len(head[1])} fields but the header names {len(header)}", file=path, row=1)
+            raise DataError(f"row has {len(head[1])} fields but the header names {len(header)}", file=path, line=2)
     try:
         df = pd.read_csv(path, header=0, names=names, skip_blank_lines=False, index_col=False)
     except pd.errors.ParserError as exc:
         m = re.search(r"line (\d+), saw (\d+)", str(exc))
-        row = int(m.group(1)) - 1 if m else None
-        raise DataError(f"malformed CSV row ({exc})", file=path, row=row) from exc
+        raise DataError(f"malformed CSV row ({exc})", file=path, line=int(m.group(1)) if m else None) from exc
     except (UnicodeDecodeError, OSError, EOFError) as exc:
         raise DataError(f"cannot read file: {exc}", file=path) from exc
     df.columns = [str(c).strip() for c in df.columns]
@@ -183,8 +207,9 @@ def _timestamps(df: pd.DataFrame, cols: dict, preset: Preset, file, tz: str | No
             i = int(np.flatnonzero(bad)[0])
             raise DataError(f"date is not a session of {calendar} ({int(bad.sum())} such row(s)); wrong calendar? "
                             f"(off_calendar='drop' drops them)", file=file, row=i + 1, column=col, value=raw.iloc[i])
-        warnings.warn(f"{file}: dropped {int(bad.sum())} row(s) whose date is not a {calendar} session "
-                      f"(first: row {int(np.flatnonzero(bad)[0]) + 1})")
+        i = int(np.flatnonzero(bad)[0])
+        where = f"line {i + 2}" if _is_text(Path(file)) else f"row {i + 1}"
+        warnings.warn(f"{file}: dropped {int(bad.sum())} row(s) whose date is not a {calendar} session (first: {where})")
         keep = ~bad
     return closes.astype("datetime64[ns, UTC]"), keep, True
 
@@ -240,10 +265,13 @@ def load_file(path: str | os.PathLike, # CSV (.csv, .txt, .gz, .bz2, .xz) or Par
     if off_calendar not in ("raise", "drop"): raise UsageError("off_calendar must be 'raise' or 'drop'")
     p, path = PRESETS[preset], Path(path)
     df = read_table(path, fix_time_header=p.fix_time_header)
+    if not len(df): raise DataError("no data rows: the file has a header and nothing else", file=path, line=2 if _is_text(path) else None)
     cols = _resolve_columns(df, p, mapping, path)
     if "symbol" not in cols and symbol is None: symbol = _symbol_from_name(path)
-    ts, keep, daily = _timestamps(df, cols, p, path, tz, calendar, off_calendar)
     file_rows = np.arange(len(df))
+    try:
+        ts, keep, daily = _timestamps(df, cols, p, path, tz, calendar, off_calendar)
+    except DataError as exc: raise _in_file(exc, path, list(df.columns)) from None
     if keep is not None: df, ts, file_rows = df[keep].reset_index(drop=True), ts[keep].reset_index(drop=True), file_rows[keep]
     frame = pd.DataFrame({"ts": ts})
     frame["symbol"] = df[cols["symbol"]] if "symbol" in cols else symbol
@@ -258,10 +286,10 @@ def load_file(path: str | os.PathLike, # CSV (.csv, .txt, .gz, .bz2, .xz) or Par
                                 **{k: df[v] for k, v in ev.items()}})
             actions = actions_from_columns(src, dividend="dividend" if "dividend" in ev else None,
                                            split="split" if "split" in ev else None, file=path)
-    except DataError as exc:  # name the file's row and column, not ours
+    except DataError as exc:  # name the file's line, column and text, not ours
         col = cols.get(exc.column, cols.get("date") if exc.column == "ts" else exc.column)
         row = None if exc.row is None else int(file_rows[exc.row - 1]) + 1
-        raise DataError(exc.message, file=path, row=row, column=col, value=exc.value) from None
+        raise _in_file(DataError(exc.message, row=row, column=col, value=exc.value), path, list(df.columns)) from None
     extra = pd.DataFrame({k: pd.to_numeric(df[v], errors="coerce") for k, v in p.extra.items() if v in df.columns}) if p.extra else None
     notes = []
     if p.unadjust_splits and len(actions):
@@ -269,8 +297,32 @@ def load_file(path: str | os.PathLike, # CSV (.csv, .txt, .gz, .bz2, .xz) or Par
         notes.append("vendor OHLCV and dividends were split-adjusted; converted back to raw with the split column")
     source = {"file": str(path), "preset": preset, "sha256": sha256_file(path), "rows": int(len(bars)),
               "calendar": calendar if daily else None, "tz": None if daily else (tz or p.tz),
-              "daily": daily, "symbols": sorted(map(str, bars["symbol"].unique())), "columns": cols, "notes": notes}
-    return Loaded(bars, actions, source, p.adjusted, extra)
+              "daily": daily, "symbols": sorted(map(str, bars["symbol"].unique())), "columns": {**cols, "ts": cols.get("ts", cols.get("date"))}, "notes": notes}
+    return Loaded(bars, actions, source, p.adjusted, extra, file_rows, list(df.columns))
+
+
+def _is_text(path: Path) -> bool: return path.suffix.lower() not in (".parquet", ".pq")
+
+
+def _in_file(exc: DataError, # about a 1-based data row of `path` and one of its columns
+             path: Path, columns: list) -> DataError:
+    "`exc` located in `path`: a text file's line (the header is line 1) and the value as written there (`n/a`, not nan)."
+    if exc.row is None or not _is_text(path): return DataError(exc.message, file=path, row=exc.row, column=exc.column, value=exc.value, line=exc.line)
+    line = exc.row + 1
+    raw = _raw_field(path, line, columns, exc.column)
+    return DataError(exc.message, file=path, line=line, column=exc.column, value=raw if raw is not None else exc.value)
+
+
+def _raw_field(path: Path, line: int, columns: list, column) -> str | None:
+    "The text of `column` on `line` of a CSV, as written; None when it cannot be told (read on the error path only)."
+    if column not in columns: return None
+    try:
+        with _open_text(path) as f:
+            text = next(itertools.islice(f, line - 1, line), None)
+        fields = next(csv.reader([text])) if text is not None else []
+        return fields[columns.index(column)] if len(fields) == len(columns) else None
+    except (OSError, UnicodeDecodeError, EOFError, csv.Error, StopIteration):
+        return None
 
 
 def _symbol_from_name(path: Path) -> str:

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -14,9 +15,10 @@ import pandas as pd
 from ..core import DataError, UsageError
 
 # %% auto #0
-__all__ = ['BAR_COLUMNS', 'QUOTE_COLUMNS', 'TRADE_COLUMNS', 'ACTION_COLUMNS', 'ACTION_KINDS', 'PRICE_COLUMNS', 'Column',
-           'column_names', 'empty_frame', 'empty_bars', 'empty_quotes', 'empty_trades', 'empty_actions', 'parse_float',
-           'parse_utc', 'coerce_frame', 'coerce_bars', 'coerce_quotes', 'coerce_trades', 'coerce_actions']
+__all__ = ['BAR_COLUMNS', 'QUOTE_COLUMNS', 'TRADE_COLUMNS', 'ACTION_COLUMNS', 'ACTION_KINDS', 'PRICE_COLUMNS', 'SYMBOL_GRAMMAR',
+           'Column', 'column_names', 'empty_frame', 'empty_bars', 'empty_quotes', 'empty_trades', 'empty_actions',
+           'parse_float', 'check_symbols', 'parse_utc', 'coerce_frame', 'coerce_bars', 'coerce_quotes', 'coerce_trades',
+           'coerce_actions']
 
 # %% ../../nbs/data/01_schema.ipynb #979b07bd
 @dataclass(frozen=True)
@@ -137,6 +139,23 @@ def parse_float(values: pd.Series, # raw values
     _first_bad(out.isna().to_numpy() & _present(values), values, column, file, "a number")
     return out
 
+# %% ../../nbs/data/01_schema.ipynb #63538a6e
+SYMBOL_GRAMMAR = re.compile(r"^[A-Za-z0-9^][A-Za-z0-9._\-/^=]{0,31}$")
+
+
+def check_symbols(symbols: pd.Series, # symbol values (strings)
+                  file=None, # source file, for errors
+                 ) -> None:
+    "DataError at the first symbol outside `SYMBOL_GRAMMAR` (checks each distinct value once)."
+    codes, uniques = pd.factorize(symbols)
+    bad = [i for i, u in enumerate(uniques) if not SYMBOL_GRAMMAR.match(str(u)) or ".." in str(u)]
+    if not bad: return
+    i = int(np.flatnonzero(np.isin(codes, bad))[0])
+    u = str(symbols.iloc[i])
+    shown = u if len(u) <= 40 else f"{u[:40]}... ({len(u)} characters)"
+    raise DataError("not a symbol: 1-32 letters, digits or . - _ / ^ =, starting with a letter, digit or ^, without '..'",
+                    file=file, row=i + 1, column="symbol", value=shown)
+
 # %% ../../nbs/data/01_schema.ipynb #ed538bd4
 def parse_utc(values: pd.Series, # raw timestamps: strings, datetimes (naive or aware)
               column: str, # column name, for errors
@@ -200,6 +219,7 @@ def coerce_frame(df: pd.DataFrame, # input frame
             s = s.astype("str")
             _first_bad(s.isna().to_numpy() | (s.str.len() == 0).to_numpy(dtype=bool, na_value=True),
                        v, c.name, file, f"a non-empty {c.name}" if c.required else "a string")
+            if c.name == "symbol": check_symbols(s, file)
             out[c.name] = s
     return pd.DataFrame(out)
 

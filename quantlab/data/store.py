@@ -199,12 +199,28 @@ def _entries(self, dataset: str, symbols=None) -> list[tuple[str, dict]]:
     "(symbol, manifest entry) pairs of `dataset` for `symbols` (all when None); unknown symbols: UsageError."
     parts = self.manifest()["datasets"].get(dataset, {})
     if symbols is None: return sorted(parts.items())
-    symbols = [symbols] if isinstance(symbols, str) else list(symbols)
-    symbols = sorted(set(symbols))  # reads come back sorted by (symbol, ts) whatever the order asked
-    unknown = [s for s in symbols if s not in parts]
-    if unknown:
-        raise UsageError(f"no {dataset} stored for {unknown} in {self.root} (stored: {sorted(parts)[:20]})")
+    symbols = sorted(set(self.resolve(symbols, dataset, parts)))  # reads come back sorted by (symbol, ts) whatever the order asked
     return [(s, parts[s]) for s in symbols]
+
+
+def resolve(self,
+            symbols, # a symbol or a list, in any letter case
+            dataset: str = "bars",
+            parts: dict | None = None, # the dataset's manifest entries (read when None)
+           ) -> list[str]:
+    "The stored names of `symbols`: matched exactly, else ignoring case (`vix` is `VIX`); unknown ones: UsageError."
+    parts = self.manifest()["datasets"].get(dataset, {}) if parts is None else parts
+    folded = {}
+    for s in parts: folded.setdefault(s.casefold(), []).append(s)
+    out, unknown = [], []
+    for s in [symbols] if isinstance(symbols, str) else list(symbols):
+        hit = [s] if s in parts else folded.get(str(s).casefold(), [])
+        if len(hit) > 1: raise UsageError(f"symbol {s!r} matches {hit} in {self.root}, which differ only in case: name one exactly")
+        if hit: out.append(hit[0])
+        else: unknown.append(s)
+    if unknown:
+        raise UsageError(f"no {dataset} stored for {unknown} in {self.root} (stored: {sorted(parts)[:20]}; quantlab data list)")
+    return out
 
 
 def _arrow_latest(table: pa.Table, keys: list[str]) -> pa.Table:
@@ -255,7 +271,7 @@ def verify(self) -> dict:
     return {"files": n, "bytes": size}
 
 
-BarStore._entries, BarStore._read_tables, BarStore.verify = _entries, _read_tables, verify
+BarStore._entries, BarStore.resolve, BarStore._read_tables, BarStore.verify = _entries, resolve, _read_tables, verify
 
 # %% ../../nbs/data/05_store.ipynb #a2316e11
 @contextlib.contextmanager
@@ -311,7 +327,7 @@ def _write_partition(path: Path, df: pd.DataFrame) -> dict:
 
 
 def _commit(self,
-            batches: list[tuple[str, dict, list | None]], # (dataset, {symbol: full new partition frame}, key columns)
+            batches: list[tuple], # (dataset, {symbol: full new partition frame}, key columns[, {symbol: extra manifest fields}])
             source: dict | None, # provenance recorded in each changed partition's manifest entry
            ) -> list[str]:
     "Write every changed partition to a new file, then the manifest once: all or nothing. Returns the files."
@@ -321,7 +337,7 @@ def _commit(self,
     created_dirs, planned, superseded = [], [], []
     now = _iso(utc_now())
     try:
-        for dataset, frames, keys in batches:
+        for dataset, frames, keys, *_ in batches:
             for symbol, df in frames.items():
                 rel_dir = _partition_dir(dataset, symbol)
                 for parent in [*reversed(Path(rel_dir).parents), Path(rel_dir)]:
@@ -332,6 +348,7 @@ def _commit(self,
         # (pyarrow 25's from_pandas reads a tz-aware column's .values: ignored here, around the threads, since warning filters are process-wide)
         with upstream_tz_values(), ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1, len(planned))) as pool:
             stats = list(pool.map(lambda p: _write_partition(self.root / p[4], p[2]), planned))
+        meta = {(b[0], s): m for b in batches if len(b) > 3 for s, m in b[3].items()}
         for (dataset, symbol, df, keys, rel), st in zip(planned, stats):
             parts = new_man["datasets"].setdefault(dataset, {})
             old = parts.get(symbol)
@@ -343,7 +360,7 @@ def _commit(self,
             ts_col = {"actions": "ex_date", "warnings": "written_at"}.get(dataset, "ts")
             parts[symbol] = {"file": rel, **st, "rows": len(df), "keys": _count_keys(df, keys),
                              "span": _span(df, ts_col), "written_at": now,
-                             "source": sources[-1] if sources else None, "sources": sources}
+                             "source": sources[-1] if sources else None, "sources": sources, **meta.get((dataset, symbol), {})}
         new_man["schema_version"], new_man["updated_at"] = SCHEMA_VERSION, now
         atomic_write_json(self.manifest_path, new_man)
     except BaseException:
@@ -419,7 +436,7 @@ def _check_adjustment_basis(stored: dict, bounds: dict, source, file):
 
 
 def write_bars(self,
-               bars: pd.DataFrame, # bars in (or coercible to) the canonical frame
+               bars: pd.DataFrame, # bars in (or coercible to) the canonical frame, or a `loaders.Loaded` (its source and actions come along)
                source=None, # provenance: a loaders.Loaded.source dict or a file path
                known_at=None, # when this data became known; None: each bar at its own ts (backfill), corrections now
                actions: pd.DataFrame | None = None, # corporate actions that came with the bars (written too)
@@ -428,6 +445,10 @@ def write_bars(self,
                freq: str | None = None, # bar frequency for validation gap checks (None: inferred by validate)
               ) -> WriteResult:
     "Upsert bars: new keys added, changed keys versioned, identical rows skipped; all or nothing."
+    loaded = bars if hasattr(bars, "in_file") else None  # errors and warnings then name the file's lines, columns and text
+    if loaded is not None:
+        bars, source = loaded.bars, source or {**loaded.source, "adjusted": loaded.adjusted}
+        actions = loaded.actions if actions is None and len(loaded.actions) else actions
     file = _source_file(source)
     bars = schema.coerce_bars(bars, file=file)
     known_at = None if known_at is None else as_utc_timestamp(known_at)
@@ -435,8 +456,9 @@ def write_bars(self,
     findings = None
     if validate:
         report = globals()["validate"].validate_bars(bars, calendar=calendar, file=file, freq=freq)
-        report.raise_for_errors()
-        result.report, findings = report, _warning_frame(report, file)
+        try: report.raise_for_errors()
+        except DataError as exc: raise (loaded.locate(exc) if loaded is not None else exc) from None
+        result.report, findings = report, _warning_frame(report, file, loaded)
         result.warnings = len(findings)
     bars, bounds = _sorted_unique(bars.drop(columns=["available_at"], errors="ignore"), file)
     bars["available_at"] = _new_available(bars["ts"], known_at)
@@ -454,7 +476,8 @@ def write_bars(self,
             if merged is not None: frames[symbol] = merged
         action_frames = self._action_frames(actions, file, known_at) if actions is not None else {}
         warning_frames = self._warning_frames(findings) if findings is not None and len(findings) else {}
-        files = self._commit([("bars", frames, ["symbol", "ts"]), ("actions", action_frames, _ACTION_KEYS),
+        bar_meta = {s: {"freq": bar_freq(df["ts"]), "calendar": calendar} for s, df in frames.items()}
+        files = self._commit([("bars", frames, ["symbol", "ts"], bar_meta), ("actions", action_frames, _ACTION_KEYS),
                               ("warnings", warning_frames, None)], _as_source(source))
     result.symbols, result.files = sorted(frames), files
     return result
@@ -480,15 +503,54 @@ def _to_pandas(table: pa.Table | None, empty: pd.DataFrame) -> pd.DataFrame:
 
 
 
+def bar_freq(ts: pd.Series) -> str | None:
+    "Bar frequency from the median spacing: '1D' for daily sessions, '1h', '5min', '30s' intraday, '7D' sparser; None under 2 bars."
+    u = np.unique(_i8(pd.Series(ts)))
+    f = validate.infer_freq(u, np.ones(len(u), bool))
+    if f == "daily": return "1D"
+    if f is None:
+        if len(u) < 2: return None
+        return f"{round(np.median(np.diff(u)) / 86_400e9)}D"
+    return freq_label(f)
+
+
+def freq_label(freq) -> str:
+    "One spelling per frequency: 'daily', 'D', '1d' -> '1D'; '60min', '1H' -> '1h'; '300s' -> '5min'."
+    if isinstance(freq, str) and freq.strip().lower() in ("d", "1d", "day", "daily", "b", "1b", "session"): return "1D"
+    try: td = pd.Timedelta(freq)
+    except (ValueError, TypeError) as exc: raise UsageError(f"freq: not a bar frequency: {freq!r} (e.g. '1D', '1h', '5min')") from exc
+    for unit, size in (("D", "1D"), ("h", "1h"), ("min", "1min"), ("s", "1s")):
+        if td % pd.Timedelta(size) == pd.Timedelta(0): return f"{td // pd.Timedelta(size)}{unit}"
+    return f"{td.value}ns"
+
+
+def _by_freq(self, entries: list, freq, asked: bool) -> list:
+    "The entries of one bar frequency. `freq` None: they must agree; a frequency: that one; 'mixed': all."
+    if freq == "mixed" or not entries: return entries
+    got = {s: e.get("freq") or bar_freq(self._read_tables([(s, e)], columns=["ts"]).column("ts").to_pandas()) for s, e in entries}
+    groups = {}
+    for s, f in got.items(): groups.setdefault(f, []).append(s)
+    if freq is None:
+        if len(groups) < 2: return entries
+        listed = "; ".join(f"{f}: {', '.join(v[:6])}{' ...' if len(v) > 6 else ''}" for f, v in sorted(groups.items(), key=str))
+        raise UsageError(f"the bars asked for have different frequencies ({listed}): a panel of them would mix bar sizes. "
+                         f"Pass freq= one of {sorted(map(str, groups))}, or freq='mixed' to read them together")
+    want = freq_label(freq)
+    if asked and (other := [s for s in got if got[s] != want]):
+        raise UsageError(f"freq={freq!r}: {', '.join(f'{s} is {got[s]}' for s in other)}")
+    return [(s, e) for s, e in entries if got[s] == want]
+
+
 def read_bars(self,
-              symbols=None, # a symbol, a list, or None for all
+              symbols=None, # a symbol, a list, or None for all (of one frequency: see `freq`)
               start=None, # first bar end to include (UTC; naive means UTC)
               end=None, # last bar end to include
               as_of=None, # knowledge time: only versions and actions with available_at <= as_of
               adjusted: str | None = None, # None (raw), "split" or "total" (via quantlab.data.corporate, actions as of `as_of`)
+              freq: str | None = None, # bar size ('1D', '1h', ...): only those symbols; None: all must share one; 'mixed': any
              ) -> pd.DataFrame:
     "Bars sorted by (symbol, ts), one row per key: the latest version known at `as_of`."
-    entries = self._entries("bars", symbols)
+    entries = self._by_freq(self._entries("bars", symbols), freq, asked=symbols is not None)
     as_of = None if as_of is None else as_utc_timestamp(as_of)
     table = self._read_tables(entries, filter=_ts_filter(start, end, as_of), latest=["ts"])
     df = _to_pandas(table, schema.empty_bars().assign(available_at=pd.Series([], dtype="datetime64[ns, UTC]")))
@@ -499,19 +561,20 @@ def read_bars(self,
     return df.reset_index(drop=True)
 
 
-BarStore.read_bars = read_bars
+BarStore.read_bars, BarStore._by_freq = read_bars, _by_freq
 
 # %% ../../nbs/data/05_store.ipynb #33d742b0
 _WARNING_COLUMNS = ["symbol", "check", "row", "ts", "column", "message", "value", "file", "written_at"]
 
 
-def _warning_frame(report, file) -> pd.DataFrame:
-    "The warnings of a ValidationReport as a storable frame."
+def _warning_frame(report, file, loaded=None) -> pd.DataFrame:
+    "The warnings of a ValidationReport as a storable frame; from a `Loaded` file, `row` is the file's line and `column` its name."
     w = report.warnings
+    rows, cols = (w["row"], w["column"]) if loaded is None else loaded.in_file(w["row"], w["column"])
     return pd.DataFrame({
         "symbol": w["symbol"].fillna("_").astype("str").to_numpy(), "check": w["check"].astype("str").to_numpy(),
-        "row": pd.array(w["row"], dtype="Int64"), "ts": pd.to_datetime(w["ts"], utc=True).to_numpy(),
-        "column": w["column"].astype("str").to_numpy(), "message": w["message"].astype("str").to_numpy(),
+        "row": pd.array(rows, dtype="Int64"), "ts": pd.to_datetime(w["ts"], utc=True).to_numpy(),
+        "column": pd.Series(cols).astype("str").to_numpy(), "message": w["message"].astype("str").to_numpy(),
         "value": w["value"].astype("float64").to_numpy(), "file": str(file) if file is not None else "",
         "written_at": utc_now()}).astype({"ts": "datetime64[ns, UTC]", "written_at": "datetime64[ns, UTC]"})
 

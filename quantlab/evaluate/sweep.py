@@ -19,6 +19,7 @@ from .executor import get_executor, values
 from .overfit import TrialLedger, deflated_sharpe_ratio, probability_of_backtest_overfitting
 from ..strategies import STRATEGIES, default_params, sweep as strategy_sweep
 from ..backtest.vector import param_grid
+from ..trading.brokers.sim import DEFAULT_COSTS, describe_costs, vector_slippage_bps
 from .walkforward import WalkForwardResult, walk_forward
 
 # %% auto #0
@@ -82,12 +83,14 @@ def load_panels(symbols=None, # store symbols; None: the bundled `sample`
 class SweepResult:
     "Metrics of every parameter set, their returns, and the study's overfitting statistics."
     strategy: str  # registered strategy name
-    table: pd.DataFrame  # one row per set: parameters, metrics, trades, costs
+    table: pd.DataFrame  # one row per set: parameters, metrics, fills, costs
     returns: pd.DataFrame = field(repr=False)  # simple returns, one column per set (labels = table index)
     study: str | None = None  # trial-ledger study id, when recorded
     n_trials: int | None = None  # distinct trials in the study (this sweep and earlier ones)
     deflated_sharpe: float = float("nan")  # DSR of the best set, deflated by the study's trials
     pbo: float = float("nan")  # probability of backtest overfitting of this grid (CSCV)
+    dropped: dict = field(default_factory=dict)  # grid rows left out: {constraint broken: rows}
+    costs: str = ""  # the cost model charged, in words
 
     @property
     def best(self) -> pd.Series:
@@ -117,7 +120,9 @@ def run_sweep(strategy: str, # registered strategy name (quantlab.strategies.STR
               data: Mapping[str, pd.DataFrame], # wide panels per field (load_panels)
               executor=None, # None | "inprocess" | "local" | "local:N" | "dask://host:port" | an Executor
               cash: float = 1_000_000.0, # starting cash
-              commission_bps: float = 1.0, # proportional costs on traded notional
+              commission_bps: float = DEFAULT_COSTS["commission_bps"], # commission on traded notional
+              spread_bps: float = DEFAULT_COSTS["spread_bps"], # full bid-ask spread (half paid per fill)
+              slippage_bps: float = DEFAULT_COSTS["slippage_bps"], # adverse move per fill
               study: str | None = None, # record every set in the trial ledger under this study id
               ledger: TrialLedger | None = None, # default: TrialLedger() under the data directory
               chunks: int | None = None, # how many pieces to cut the grid into; default 2 per worker
@@ -127,19 +132,25 @@ def run_sweep(strategy: str, # registered strategy name (quantlab.strategies.STR
     if strategy not in STRATEGIES: raise UsageError(f"unknown strategy {strategy!r}; known: {sorted(STRATEGIES)}")
     grid = grid if isinstance(grid, pd.DataFrame) else param_grid(**{k: list(v) for k, v in grid.items()})
     if len(grid) == 0: raise UsageError("the parameter grid is empty")
+    unknown = sorted(set(grid.columns) - set(default_params(strategy)))
+    if unknown: raise UsageError(f"strategy {strategy!r} has no parameter(s) {unknown}; it has {sorted(default_params(strategy))}")
+    try: grid, dropped = STRATEGIES[strategy].check_grid(grid)
+    except UsageError as exc: raise UsageError(f"strategy {strategy!r}: grid {exc}") from None
+    if len(grid) == 0: raise UsageError(f"strategy {strategy!r}: no set of the grid passes its checks ({'; '.join(dropped)})")
     grid = grid.reset_index(drop=True); grid.index.name = "set"
     ex = get_executor(executor)
     n = chunks or max(1, min(len(grid), 2 * int(getattr(ex, "workers", 1) or 1)))
     pieces = [grid.iloc[idx] for idx in np.array_split(np.arange(len(grid)), n) if len(idx)]
-    task = _SweepChunk(strategy, dict(data), {"cash": cash, "commission_bps": commission_bps})
+    task = _SweepChunk(strategy, dict(data), {"cash": cash, "commission_bps": commission_bps,
+                                              "slippage_bps": vector_slippage_bps(spread_bps, slippage_bps)})
     out = values(ex.map(task, pieces, desc=f"sweep {strategy}"))
     equity = pd.concat([e.set_axis(p.index, axis=1) for (e, _, _), p in zip(out, pieces)], axis=1)
     trades = np.concatenate([t for _, t, _ in out]); costs = np.concatenate([c for _, _, c in out])
     returns = equity.pct_change().iloc[1:]
     summary = metrics.summary(returns)
     summary.index = grid.index
-    table = grid.join(pd.DataFrame({"final_value": equity.iloc[-1].to_numpy(), "trades": trades, "costs": costs}, index=grid.index)).join(summary)
-    result = SweepResult(strategy, table, returns)
+    table = grid.join(pd.DataFrame({"final_value": equity.iloc[-1].to_numpy(), "fills": trades, "costs": costs}, index=grid.index)).join(summary)
+    result = SweepResult(strategy, table, returns, dropped=dropped, costs=describe_costs(commission_bps, spread_bps, slippage_bps))
     if study is not None:
         ledger = ledger or TrialLedger()
         params = [{**default_params(strategy), **row} for row in grid.to_dict("records")]

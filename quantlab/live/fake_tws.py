@@ -772,6 +772,9 @@ class FakeControl:
     def close(self) -> None:
         self.file.close(); self.sock.close()
 
+    def __enter__(self): return self
+    def __exit__(self, *exc): self.close()
+
 
 class FakeProcess:
     "A fake TWS in its own process: `port` (API), `control` (a `FakeControl`), `stop()`, `kill()`."

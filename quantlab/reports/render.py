@@ -26,9 +26,9 @@ from quantlab.core import (
 
 # %% auto #0
 __all__ = ['TEMPLATES', 'RESERVED', 'list_reports', 'template_path', 'parse_value', 'parse_params', 'template_parameters',
-           'check_parameter_names', 'params_hash', 'make_run_id', 'record_metrics', 'external_scripts',
-           'use_offline_plotly', 'notebook_to_html', 'ReportFailed', 'ReportRun', 'run_report', 'list_runs',
-           'run_reports']
+           'check_parameter_names', 'check_strategy_params', 'params_hash', 'make_run_id', 'record_metrics',
+           'external_scripts', 'use_offline_plotly', 'notebook_to_html', 'ReportFailed', 'ReportRun', 'run_report',
+           'list_runs', 'run_reports']
 
 # %% ../../nbs/reports/01_render.ipynb #aacf31a1
 TEMPLATES = Path(str(importlib.resources.files("quantlab.reports"))) / "templates"
@@ -111,7 +111,27 @@ def check_parameter_names(report: str | os.PathLike, # template name or notebook
     if bad:
         known = ", ".join(k for k in declared if k not in RESERVED)
         raise UsageError(f"report {Path(str(report)).stem!r} has no parameter {', '.join(map(repr, bad))}; its parameters: {known}")
-    return {k: params.get(k, v["default"]) for k, v in declared.items() if k not in RESERVED}
+    effective = {k: params.get(k, v["default"]) for k, v in declared.items() if k not in RESERVED}
+    check_strategy_params(effective)
+    return effective
+
+
+def check_strategy_params(params: dict, # a report's effective parameters
+                         ) -> None:
+    "A report of a strategy checks its name, `params` and `grid` against the strategy's schema before a kernel starts."
+    if "strategy" not in params: return
+    from quantlab.strategies import STRATEGIES, get_strategy
+    from quantlab.backtest.vector import param_grid
+    name, p, grid = params["strategy"], params.get("params") or {}, params.get("grid")
+    if not isinstance(p, dict): raise UsageError(f"parameter params: a mapping such as {{\"fast\": 20}}, got {p!r}")
+    get_strategy(name, **p)
+    if grid:
+        if not isinstance(grid, dict): raise UsageError(f"parameter grid: a mapping of lists such as {{\"fast\": [5, 10]}}, got {grid!r}")
+        unknown = sorted(set(grid) - set(STRATEGIES[name].defaults))
+        if unknown: raise UsageError(f"parameter grid: strategy {name!r} has no parameter(s) {unknown}")
+        try: sets, dropped = STRATEGIES[name].check_grid(param_grid(**{k: list(v) if isinstance(v, (list, tuple)) else [v] for k, v in grid.items()}))
+        except UsageError as exc: raise UsageError(f"parameter grid: {exc}") from None
+        if not len(sets): raise UsageError(f"parameter grid: no set passes strategy {name!r}'s checks ({'; '.join(dropped)})")
 
 # %% ../../nbs/reports/01_render.ipynb #2a2b5715
 def params_hash(params: dict) -> str:

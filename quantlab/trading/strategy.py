@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
+from dataclasses import dataclass
 from typing import Callable, Mapping
 
 import numpy as np
@@ -17,24 +19,99 @@ from .orders import Order, OrderKind, TimeInForce, bracket as make_bracket
 from .portfolio import Portfolio
 
 # %% auto #0
-__all__ = ['Strategy', 'Context', 'as_targets', 'event_mask', 'rebalance_schedule', 'check_no_lookahead']
+__all__ = ['Param', 'Strategy', 'Context', 'as_targets', 'event_mask', 'rebalance_schedule', 'check_no_lookahead']
+
+# %% ../../nbs/trading/03_strategy.ipynb #f659b8f8
+@dataclass(frozen=True)
+class Param:
+    "One strategy parameter: type, default, inclusive bounds or choices, and whether None is allowed."
+    default: object
+    kind: type = float  # int, float, str or bool
+    low: float | None = None  # smallest allowed value
+    high: float | None = None  # largest allowed value
+    choices: tuple | None = None  # the allowed values (strings)
+    optional: bool = False  # None is allowed (e.g. "no take-profit")
+    doc: str = ""  # what it means, shown by `quantlab strategies`
+
+    def coerce(self, name: str, value):
+        "`value` as this parameter's type, checked; UsageError naming `name` and the value otherwise."
+        if value is None or (isinstance(value, float) and math.isnan(value) and self.optional):
+            if self.optional: return None
+            raise UsageError(f"parameter {name}: needs a value (None is not allowed)")
+        v = self._typed(name, value)
+        if self.choices is not None and v not in self.choices:
+            raise UsageError(f"parameter {name}: must be one of {list(self.choices)}, got {value!r}")
+        if (self.low is not None and v < self.low) or (self.high is not None and v > self.high):
+            raise UsageError(f"parameter {name}: must be between {self.low:g} and {self.high:g}, got {value!r}")
+        return v
+
+    def _typed(self, name: str, value):
+        bad = UsageError(f"parameter {name}: must be {_KIND_NAMES[self.kind]}, got {value!r}")
+        if self.kind is bool:
+            if isinstance(value, (bool, np.bool_)): return bool(value)
+            raise bad
+        if self.kind is str:
+            if isinstance(value, str): return value
+            raise bad
+        if isinstance(value, (bool, np.bool_)): raise bad
+        try: f = float(value.strip() if isinstance(value, str) else value)
+        except (TypeError, ValueError): raise bad from None
+        if not math.isfinite(f): raise bad
+        if self.kind is int:
+            if not f.is_integer(): raise bad
+            return int(f)
+        return f
+
+
+_KIND_NAMES = {int: "a whole number", float: "a finite number", str: "text", bool: "true or false"}
 
 # %% ../../nbs/trading/03_strategy.ipynb #e54da227
 class Strategy:
     "Base class: override `on_bar`; optionally `features`, `events`, `on_start`, `on_fill`."
-    defaults: dict = {}  # parameter defaults
+    defaults: dict = {}  # parameter defaults (derived from `schema` when a strategy declares one)
+    schema: dict[str, Param] = {}  # typed, bounded parameters: checked whenever the strategy is built (see `Param`)
+    constraints: tuple = ()  # (check, what) pairs across parameters: `check(params)` works on scalars and on grid columns
     sizer = None  # portfolio sizer for target weights; None = FixedFraction(1.0)
     min_trade_notional: float = 0.0  # skip smaller rebalancing trades
     rebalance: str = "on_change"  # "on_change": trade symbols whose target changed; "always": re-size the whole book on every call
     warmup: int | None = None  # bars of history the features need at each bar, live (None: all bars so far)
     protective_exit: bool = False  # every open position should have a working stop: a live runner alerts when one has none
 
+    def __init_subclass__(cls, **kw):
+        super().__init_subclass__(**kw)
+        if "schema" in cls.__dict__: cls.defaults = {k: p.default for k, p in cls.schema.items()}
+
     def __init__(self, **params):
         unknown = set(params) - set(self.defaults) if self.defaults else set()
         if unknown: raise UsageError(f"{type(self).__name__}: unknown parameters {sorted(unknown)}; known: {sorted(self.defaults)}")
-        self.params = {**self.defaults, **params}
+        self.params = self.check({**self.defaults, **params})
         if self.rebalance not in ("on_change", "always"):
             raise UsageError(f"rebalance must be 'on_change' or 'always', got {self.rebalance!r}")
+
+    @classmethod
+    def check(cls, params: Mapping) -> dict:
+        "`params` typed and checked against `schema` and `constraints`; a UsageError names the parameter and its value."
+        out = {k: (cls.schema[k].coerce(k, v) if k in cls.schema else v) for k, v in params.items()}
+        full = {**cls.defaults, **out}
+        for ok, what in cls.constraints:
+            if not bool(np.all(ok(full))):
+                named = ", ".join(f"{k}={full[k]!r}" for k in full if re.search(rf"\b{re.escape(k)}\b", what))
+                raise UsageError(f"parameters: {what} (got {named})")
+        return out
+
+    @classmethod
+    def check_grid(cls, grid: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
+        "A sweep grid typed (a bad value raises), and its rows that break a constraint dropped: (grid, {constraint: rows dropped})."
+        g = grid.copy()
+        for c in g.columns:
+            if c in cls.schema: g[c] = g[c].map({v: cls.schema[c].coerce(c, v) for v in pd.unique(g[c])}).infer_objects()
+        full = {**cls.defaults, **{c: g[c].to_numpy() for c in g.columns}}
+        keep, dropped = np.ones(len(g), bool), {}
+        for ok, what in cls.constraints:
+            m = np.broadcast_to(np.asarray(ok(full), bool), (len(g),))
+            if (n := int((keep & ~m).sum())): dropped[what] = n
+            keep &= m
+        return g[keep], dropped
 
     @property
     def name(self) -> str:

@@ -12,13 +12,13 @@ from typing import Mapping, Protocol, runtime_checkable
 import numpy as np
 import pandas as pd
 
-from ...core import UsageError
+from ...core import DEFAULT_COSTS, UsageError
 from ..orders import Fill, Order, OrderKind, OrderStatus, OrderUpdate, TimeInForce, _DAY, _IOC, _MARKET  # (_X: see orders)
 
 # %% auto #0
 __all__ = ['HORIZON', 'Broker', 'BarArrays', 'NextOpen', 'BarClose', 'BarVWAP', 'BarLatency', 'SecondsLatency', 'VolumeShare',
            'PerShare', 'BasisPoints', 'PerOrder', 'FixedSpread', 'VolatilitySpread', 'QuoteSpread', 'FixedSlippage',
-           'SquareRootImpact', 'SimBroker']
+           'SquareRootImpact', 'bps_costs', 'vector_slippage_bps', 'describe_costs', 'SimBroker']
 
 # %% ../../../nbs/trading/brokers/01_sim.ipynb #7af027b6
 @runtime_checkable
@@ -300,6 +300,27 @@ class SquareRootImpact:
         s, v = self._vol[i, j], self._adv[i, j]
         if not (s == s and v == v and v > 0): return 0.0
         return self.coefficient * s * math.sqrt(abs(quantity) / v) * price
+
+# %% ../../../nbs/trading/brokers/01_sim.ipynb #b5d8494a
+def bps_costs(commission_bps: float = 1.0, # commission, basis points of traded notional
+              spread_bps: float = 2.0, # full bid-ask spread, basis points (half paid per fill)
+              slippage_bps: float = 1.0, # adverse move per fill, basis points
+             ) -> dict:
+    "`SimBroker` keyword arguments for costs given in basis points (0 turns one off)."
+    return {"commission": BasisPoints(commission_bps) if commission_bps else 0,
+            "spread": FixedSpread(spread_bps) if spread_bps else None,
+            "slippage": FixedSlippage(slippage_bps) if slippage_bps else None}
+
+
+def vector_slippage_bps(spread_bps: float, slippage_bps: float) -> float:
+    "The vectorised engine's slippage that moves fill prices as the event engine's spread and slippage do."
+    return slippage_bps + spread_bps / 2
+
+
+def describe_costs(commission_bps: float, spread_bps: float, slippage_bps: float) -> str:
+    "The cost model in one line, for printing beside results."
+    return (f"costs: commission {commission_bps:g} bp of notional, spread {spread_bps:g} bp (half paid per fill), "
+            f"slippage {slippage_bps:g} bp per fill")
 
 # %% ../../../nbs/trading/brokers/01_sim.ipynb #63d4c0d8
 class _Working:
