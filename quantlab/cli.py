@@ -59,6 +59,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _quiet_stdout() -> None:
+    "Point stdout at /dev/null, so that the interpreter's final flush into a closed pipe raises nothing."
+    try: fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError): return  # an in-process capture (tests)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd); os.close(devnull)
+
+
 def _version() -> str:
     import quantlab
     return getattr(quantlab, "__version__", "unknown")
@@ -83,6 +91,9 @@ def main(argv: list[str] | None = None, # arguments after `quantlab` (default: s
     except KeyboardInterrupt:
         print("quantlab: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (`| head`): stop quietly, as Unix tools do
+        _quiet_stdout()
+        return 141
     except Exception as exc:
         if args.traceback: traceback.print_exc()
         print(f"quantlab: error: {type(exc).__name__}: {exc}", file=sys.stderr)
@@ -132,7 +143,8 @@ def _data_ingest(args) -> int:
     result = _store(args).write_bars(loaded, calendar=args.calendar)
     symbols = sorted(loaded.bars["symbol"].unique())
     n_actions = 0 if loaded.actions is None else len(loaded.actions)
-    print(f"ingested {path}: {len(loaded.bars)} bars of {', '.join(symbols)}"
+    named = ", ".join(symbols) if len(symbols) <= 8 else f"{len(symbols):,} symbols ({', '.join(symbols[:4])}, ..., {symbols[-1]})"
+    print(f"ingested {path}: {len(loaded.bars):,} bars of {named}"
           f" ({result.rows_new} new, {result.rows_corrected} corrected, {result.rows_unchanged} unchanged)"
           + (f", {n_actions} corporate actions" if n_actions else ""))
     if result.warnings:
@@ -213,6 +225,30 @@ def _stored_warnings(store, symbol: str, calendar: str, as_json: bool) -> int:
     return 0
 
 
+def _data_verify(args) -> int:
+    from quantlab.core import StateError
+    store = _store(args)
+    try: got = store.verify()
+    except StateError as exc:
+        print(f"quantlab: damaged store: {exc}", file=sys.stderr)
+        return 1
+    if args.json: _print_json(got)
+    else:
+        print(f"{store.root}: {got['files']:,} files, {got['bytes']:,} bytes, every one matches the manifest")
+        if got["orphan_files"] or got["empty_dirs"]:
+            print(f"{got['orphan_files']:,} files ({got['orphan_bytes']:,} bytes) and {got['empty_dirs']:,} folders that no manifest entry names "
+                  "(left by a killed write): quantlab data gc removes them")
+    return 0
+
+
+def _data_gc(args) -> int:
+    store = _store(args)
+    got = store.gc(dry_run=args.dry_run)
+    verb = "would remove" if args.dry_run else "removed"
+    print(f"{store.root}: {verb} {got['files']:,} files ({got['bytes']:,} bytes) and {got['dirs']:,} folders that no manifest entry names")
+    return 0
+
+
 def _data_samples(args) -> int:
     from quantlab.data import samples
     table = samples.list_samples()
@@ -282,6 +318,12 @@ def _build_data(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--calendar", help="exchange calendar for --recheck (default: the one recorded at ingest)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(run=_data_validate)
+    p = sub.add_parser("verify", parents=store, help="re-hash every stored file against the manifest; count files nobody names (exit 1 on damage)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(run=_data_verify)
+    p = sub.add_parser("gc", parents=store, help="remove the files a killed write left behind (under the store's write lock)")
+    p.add_argument("--dry-run", action="store_true", help="only say what would be removed")
+    p.set_defaults(run=_data_gc)
     p = sub.add_parser("samples", parents=store, help="list the bundled real-data samples, or ingest them")
     p.add_argument("--ingest", action="store_true", help="ingest every sample into the store")
     p.add_argument("--json", action="store_true", help="print JSON records")
@@ -309,13 +351,13 @@ def _data_ingest_ib(args) -> int:
     return 0
 
 
-register(Command("data", "the local store: ingest, list, show, validate, samples, ingest-ib", _build_data))
+register(Command("data", "the local store: ingest, list, show, validate, verify, gc, samples, ingest-ib", _build_data))
 
 # %% ../nbs/cli.ipynb #a383c487
 def _report(args) -> int:
     from quantlab.reports import render as reports
     if args.list:
-        for name in reports.list_reports(): print(name)
+        for name in [args.name] if args.name else reports.list_reports(): _describe_report(reports, name, full=bool(args.name))
         return 0
     if not args.name: raise UsageError("quantlab report: give a report NAME (quantlab report --list shows them)")
     params = reports.parse_params(args.param)
@@ -328,13 +370,26 @@ def _report(args) -> int:
     return 0
 
 
+def _describe_report(reports, name: str, full: bool) -> None:
+    "A template's title and parameters: names only, or (full) each with its default and what it means."
+    import nbformat
+    nb = nbformat.read(str(reports.template_path(name)), as_version=4)
+    title = next((c.source.splitlines()[0].lstrip("# ").strip() for c in nb.cells if c.cell_type == "markdown" and c.source.strip()), "")
+    params = {k: v for k, v in reports.template_parameters(name).items() if k not in reports.RESERVED}
+    print(f"{name:<14}{title}")
+    if not full:
+        print(f"{'':<14}-p {', '.join(params)}  (quantlab report {name} --list: defaults and meanings)")
+        return
+    for k, v in params.items(): print(f"  -p {k} {json.dumps(v['default'], default=str)}\n      {v['help']}")
+
+
 def _build_report(parser: argparse.ArgumentParser) -> None:
     "`quantlab report NAME [-p KEY VALUE]...`."
     parser.add_argument("name", nargs="?", help="template name (quantlab report --list)")
     parser.add_argument("-p", "--param", nargs=2, action="append", metavar=("KEY", "VALUE"), default=[],
                         help="a parameter; VALUE is a typed literal: 3, 2.5, true, null, '[\"aapl\"]', text")
     parser.add_argument("--output-dir", metavar="DIR", help="reports root (default: $QUANTLAB_REPORTS_DIR, else ./reports)")
-    parser.add_argument("--list", action="store_true", help="list the report templates")
+    parser.add_argument("--list", action="store_true", help="list the report templates and their parameters (with NAME: defaults and meanings)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--show-input", action="store_true", help="keep the code cells in the HTML")
     parser.set_defaults(run=_report)
@@ -397,7 +452,8 @@ def _fmt(v):
     if isinstance(v, bool) or not isinstance(v, (int, float)): return v
     if isinstance(v, int): return f"{v:,}"
     if not math.isfinite(v): return "n/a"
-    return f"{v:,.2f}" if abs(v) >= 1000 else f"{v:.4g}"
+    if abs(v) >= 1000: return f"{int(v):,}" if float(v).is_integer() else f"{v:,.2f}"
+    return f"{v:.4g}"
 
 
 def _backtest(args) -> int:
@@ -476,11 +532,14 @@ def _walkforward(args) -> int:
     wf, sw = run_walkforward(args.strategy, parse_grid(args.grid, args.strategy), _panels(args), train=args.train,
                              test=args.test, anchored=args.anchored, embargo=args.embargo, objective=args.objective,
                              executor=args.executor, cash=args.cash, **_costs(args), study=args.study)
-    folds = wf.folds[["train_start", "train_end", "test_start", "test_end", "params", "is_sharpe", "oos_sharpe", "wfe"]]
+    folds = wf.folds[["train_start", "train_end", "test_start", "test_end", "params", "is_sharpe", "oos_sharpe",
+                      "is_annual_return", "oos_annual_return", "wfe"]]
     if args.json: _print_json({"summary": wf.summary().to_dict(), "folds": _records(folds.reset_index())})
     else:
-        _print_table(folds.round(3))
-        print(wf.summary().round(4).to_string())
+        shown = folds.assign(**{c: folds[c].dt.strftime("%Y-%m-%d") for c in ("train_start", "train_end", "test_start", "test_end")})
+        _print_table(shown.round({c: 3 for c in shown.select_dtypes("number").columns}))
+        for k, v in wf.summary().items(): print(f"{k:>24}: {_fmt(v)}")
+        print("wfe: out-of-sample annual return / in-sample annual return (Pardo); n/a when the in-sample return is not positive")
     _track(args, "walkforward", {"grid": args.grid, "train": args.train, "test": args.test, "anchored": args.anchored},
            {k: float(v) for k, v in wf.summary().items()}, {"folds": _records(folds.reset_index())})
     return 0

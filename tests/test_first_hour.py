@@ -182,3 +182,43 @@ def test_ingest_edge_cases_exit_2_naming_the_file_line_and_text(case, expected, 
     assert code == 2 and "bars.csv" in err and expected in err and len(err.strip().splitlines()) == 1, err
     assert "Traceback" not in err and str(tmp_path / "store") not in err
     assert not root.exists() or not any(root.rglob("*.parquet"))  # nothing written
+
+
+# --- 15. a killed write leaves garbage that verify counts and gc removes -----------------------------------
+
+KILLED_WRITE = """
+import os, signal, sys
+import quantlab.data.store as store
+from quantlab.data.samples import load_sample
+real = store.atomic_write_json
+def killed(*a, **k):  # kill -9 at the worst moment: before the manifest names the new files, or just after
+    if sys.argv[2] == "after": real(*a, **k)
+    os.kill(os.getpid(), signal.SIGKILL)
+store.atomic_write_json = killed
+bars = load_sample("sp500").bars
+bars.loc[bars.index[-1], "close"] = bars["low"].iloc[-1]  # a correction: a new version of SP500's partition, the old file superseded
+store.BarStore(sys.argv[1]).write_bars(bars, source="corrected.csv")
+"""
+
+
+@pytest.mark.parametrize("when", ["before", "after"])
+def test_a_killed_ingest_leaves_garbage_that_verify_counts_and_gc_removes(tmp_path, when):
+    import signal
+    import subprocess
+    import sys
+    root = tmp_path / "store"
+    assert run("--data-dir", root, "data", "samples", "--ingest")[0] == 0
+    before = BarStore(root).read_bars("SP500")
+    done = subprocess.run([sys.executable, "-c", KILLED_WRITE, str(root), when], capture_output=True, text=True, timeout=300)
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    after = BarStore(root).read_bars("SP500")  # consistent: the manifest names the old files, or the new ones
+    assert before["close"].iloc[-1] != before["low"].iloc[-1]
+    assert after["close"].iloc[-1] == (before["low"].iloc[-1] if when == "after" else before["close"].iloc[-1])
+    code, out, err = run("--data-dir", root, "data", "verify", "--json")
+    found = json.loads(out)
+    assert code == 0 and found["orphan_files"] >= 1 and found["orphan_bytes"] > 0
+    code, out, err = run("--data-dir", root, "data", "gc")
+    assert code == 0 and f"removed {found['orphan_files']} files ({found['orphan_bytes']:,} bytes)" in out
+    found = json.loads(run("--data-dir", root, "data", "verify", "--json")[1])
+    assert found["orphan_files"] == found["empty_dirs"] == 0 and found["files"] > 0
+    pd.testing.assert_frame_equal(BarStore(root).read_bars("SP500"), after)

@@ -116,8 +116,9 @@ def test_backtest_intraday_sample_shows_time_of_day(tmp_path):
     _standalone(html)
 
 
-def test_factor_report_ic_matches_scipy_spearman(tmp_path):
+def test_factor_report_ic_matches_scipy_spearman(tmp_path, monkeypatch):
     "A wide CSV of real closes; the recorded mean IC equals per-date scipy Spearman correlations."
+    monkeypatch.setenv("MPLBACKEND", "Agg")  # as on many headless servers: the figures must still be in the page
     from scipy import stats
     from quantlab.data import samples
     close = pd.concat({s.upper(): samples.load_sample(s).bars.set_index("ts")["close"] for s in ("sp500", "nasdaq", "goog", "msft")},

@@ -241,7 +241,7 @@ def _parse_time_of_day(values: pd.Series) -> pd.Series:
 
 def _date_plus_time(dates: pd.Series, times: pd.Series, date_col: str, time_col: str, file, tz: str | None) -> pd.Series:
     "UTC timestamps from a local date column and a local time-of-day column."
-    if tz is None: raise DataError("naive timestamps need the time zone they were recorded in (pass tz=...)",
+    if tz is None: raise DataError("naive timestamps need the time zone they were recorded in (tz= in Python, --tz on the command line)",
                                    file=file, column=time_col)
     day = _parse_distinct(dates,
                           lambda u: pd.to_datetime(u, errors="coerce", format="mixed").dt.as_unit("ns").dt.normalize(),

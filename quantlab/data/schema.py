@@ -180,7 +180,7 @@ def parse_utc(values: pd.Series, # raw timestamps: strings, datetimes (naive or 
         if isinstance(out.dtype, pd.DatetimeTZDtype): out = out.dt.tz_convert("UTC")
         else:
             if tz is None:
-                raise DataError("naive timestamps need the time zone they were recorded in (pass tz=...)",
+                raise DataError("naive timestamps need the time zone they were recorded in (tz= in Python, --tz on the command line)",
                                 file=file, column=column)
             try:
                 out = out.dt.tz_localize(tz, ambiguous="raise", nonexistent="raise").dt.tz_convert("UTC")

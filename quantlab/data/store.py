@@ -31,7 +31,7 @@ from . import validate
 from ..core import DataError, StateError, UsageError, as_utc_timestamp, atomic_path, atomic_write_json, data_dir, upstream_tz_values, utc_now
 
 # %% auto #0
-__all__ = ['SCHEMA_VERSION', 'WriteResult', 'BarStore']
+__all__ = ['SCHEMA_VERSION', 'WriteResult', 'BarStore', 'gc']
 
 # %% ../../nbs/data/05_store.ipynb #6d028f39
 SCHEMA_VERSION = 1
@@ -260,7 +260,7 @@ def _read_tables(self, entries, columns=None, filter=None, latest: list[str] | N
 
 
 def verify(self) -> dict:
-    "Re-hash every file named by the manifest; StateError naming the first mismatch. Returns {files, bytes}."
+    "Re-hash every file named by the manifest (StateError naming the first mismatch); count the garbage `gc` would remove."
     n = size = 0
     for ds, parts in self.manifest()["datasets"].items():
         for sym, e in parts.items():
@@ -268,10 +268,50 @@ def verify(self) -> dict:
             if not p.exists(): raise StateError(f"partition file {p} named by {self.manifest_path} is missing")
             if _sha256(p) != e["sha256"]: raise StateError(f"partition file {p} does not match its manifest checksum")
             n, size = n + 1, size + p.stat().st_size
-    return {"files": n, "bytes": size}
+    files, dirs = self._garbage()
+    return {"files": n, "bytes": size, "orphan_files": len(files), "orphan_bytes": sum(p.stat().st_size for p in files),
+            "empty_dirs": len(dirs)}
 
 
 BarStore._entries, BarStore.resolve, BarStore._read_tables, BarStore.verify = _entries, resolve, _read_tables, verify
+
+# %% ../../nbs/data/05_store.ipynb #dde4ea65
+_DATASET_DIRS = ("bars", "actions", "warnings", "quotes", "trades", "series")
+
+
+def _garbage(self) -> tuple[list[Path], list[Path]]:
+    "Files inside the dataset folders that no manifest entry names (and stray manifest temporaries); folders left empty by them."
+    named = {(self.root / e["file"]).resolve() for parts in self.manifest()["datasets"].values() for e in parts.values()}
+    files = [p for p in self.root.glob(".manifest.json.*.tmp")]
+    dirs = []
+    for top in _DATASET_DIRS:
+        base = self.root / top
+        if not base.is_dir(): continue
+        for p in base.rglob("*"):
+            if p.is_dir(): dirs.append(p)
+            elif (p.name.startswith("part-") and p.suffix == ".parquet" or p.name.startswith(".part-") and p.suffix == ".tmp") \
+                    and p.resolve() not in named: files.append(p)
+    dead = set(files)
+    empty = [d for d in sorted(dirs, key=lambda d: len(d.parts), reverse=True)
+             if all(f in dead for f in d.rglob("*") if f.is_file())]
+    return sorted(files), empty
+
+
+def gc(self,
+       dry_run: bool = False, # only report what would be removed
+      ) -> dict:
+    "Remove the files no manifest entry names and the folders they leave empty (under the write lock): {files, bytes, dirs}."
+    with _locked(self.root):
+        files, dirs = self._garbage()
+        size = sum(p.stat().st_size for p in files)
+        if not dry_run:
+            for p in files: p.unlink(missing_ok=True)
+            for d in dirs:
+                with contextlib.suppress(OSError): d.rmdir()  # deepest first; a folder a file appeared in stays
+    return {"files": len(files), "bytes": size, "dirs": len(dirs), "dry_run": dry_run}
+
+
+BarStore._garbage, BarStore.gc = _garbage, gc
 
 # %% ../../nbs/data/05_store.ipynb #a2316e11
 @contextlib.contextmanager

@@ -127,6 +127,7 @@ def run_sweep(strategy: str, # registered strategy name (quantlab.strategies.STR
               ledger: TrialLedger | None = None, # default: TrialLedger() under the data directory
               chunks: int | None = None, # how many pieces to cut the grid into; default 2 per worker
               pbo_splits: int = 8, # CSCV blocks for the PBO (even)
+              desc: str | None = None, # the progress bar's label (default "sweep")
              ) -> SweepResult:
     "Evaluate `strategy` on every set of `grid`; record the trials; deflated Sharpe and PBO of the study."
     if strategy not in STRATEGIES: raise UsageError(f"unknown strategy {strategy!r}; known: {sorted(STRATEGIES)}")
@@ -143,7 +144,7 @@ def run_sweep(strategy: str, # registered strategy name (quantlab.strategies.STR
     pieces = [grid.iloc[idx] for idx in np.array_split(np.arange(len(grid)), n) if len(idx)]
     task = _SweepChunk(strategy, dict(data), {"cash": cash, "commission_bps": commission_bps,
                                               "slippage_bps": vector_slippage_bps(spread_bps, slippage_bps)})
-    out = values(ex.map(task, pieces, desc=f"sweep {strategy}"))
+    out = values(ex.map(task, pieces, desc=f"{desc or 'sweep'} {strategy}"))
     equity = pd.concat([e.set_axis(p.index, axis=1) for (e, _, _), p in zip(out, pieces)], axis=1)
     trades = np.concatenate([t for _, t, _ in out]); costs = np.concatenate([c for _, _, c in out])
     returns = equity.pct_change().iloc[1:]
@@ -175,7 +176,7 @@ def run_walkforward(strategy: str, # registered strategy name
                     **kwargs, # more run_sweep arguments (cash, commission_bps, study, ledger)
                    ) -> tuple[WalkForwardResult, SweepResult]:
     "Walk-forward selection of `strategy`'s parameters over `data`; the fold table and the sweep behind it."
-    sw = run_sweep(strategy, grid, data, executor=executor, **kwargs)
+    sw = run_sweep(strategy, grid, data, executor=executor, desc="walk-forward: every set on every bar,", **kwargs)
     labelled = sw.returns.copy()
     pcols = [c for c in sw.table.columns if c in default_params(strategy)]
     labelled.columns = [", ".join(f"{k}={row[k]}" for k in pcols) for _, row in sw.table[pcols].iterrows()]

@@ -123,8 +123,10 @@ def check_strategy_params(params: dict, # a report's effective parameters
     from quantlab.strategies import STRATEGIES, get_strategy
     from quantlab.backtest.vector import param_grid
     name, p, grid = params["strategy"], params.get("params") or {}, params.get("grid")
+    if name not in STRATEGIES: raise UsageError(f"parameter strategy: unknown strategy {name!r}; known: {sorted(STRATEGIES)}")
     if not isinstance(p, dict): raise UsageError(f"parameter params: a mapping such as {{\"fast\": 20}}, got {p!r}")
-    get_strategy(name, **p)
+    try: get_strategy(name, **p)
+    except UsageError as exc: raise UsageError(f"parameter params: {exc}") from None
     if grid:
         if not isinstance(grid, dict): raise UsageError(f"parameter grid: a mapping of lists such as {{\"fast\": [5, 10]}}, got {grid!r}")
         unknown = sorted(set(grid) - set(STRATEGIES[name].defaults))
@@ -307,7 +309,8 @@ def run_report(report: str | os.PathLike, # template name (see `list_reports`) o
     run_id, final, tmp = _reserve(root, make_run_id(effective, started))
     try:
         metrics_path = (tmp / "metrics.json").resolve()
-        with _environ(PLOTLY_RENDERER="plotly_mimetype+notebook"):
+        # the kernel inherits the environment: a headless server's MPLBACKEND=Agg would draw matplotlib figures nowhere
+        with _environ(PLOTLY_RENDERER="plotly_mimetype+notebook", MPLBACKEND="module://matplotlib_inline.backend_inline"):
             papermill.execute_notebook(str(source), str(tmp / "report.ipynb"),
                                        parameters={**params, "metrics_path": str(metrics_path)},
                                        kernel_name=kernel_name, progress_bar=progress,
