@@ -40,7 +40,7 @@ setuptools.setup(
     url=cfg["git_url"],
     packages=setuptools.find_namespace_packages(include=["quantlab", "quantlab.*"], exclude=["*.__pycache__"]),  # templates/ too
     include_package_data=True,
-    package_data={"quantlab.reports": ["templates/*.ipynb"]},
+    package_data={"quantlab.reports": ["templates/*.ipynb", "assets/*"]},
     install_requires=_reqs("requirements"),
     extras_require={
         "dev": _reqs("dev_requirements"),

@@ -97,3 +97,10 @@ def reference_calendar(name: str, **kw):
     import exchange_calendars as xcals
     from quantlab.core import upstream_tz_values
     with upstream_tz_values(): return xcals.get_calendar(name, **kw)
+
+
+def report_text(html: str) -> str:
+    "A report page with its figures' scripts unpacked (they are stored gzipped until plotly.js is loaded)."
+    import base64, gzip, re
+    figures = [gzip.decompress(base64.b64decode(g)).decode() for g in re.findall(r'data-gz="([^"]+)"', html)]
+    return "\n".join([html, *figures])

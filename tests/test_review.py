@@ -5,6 +5,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import report_text
+
 from quantlab.live.journal import Journal
 from quantlab.live.runner import Runner, config_from_dict
 from quantlab.reports.render import run_report
@@ -38,6 +40,7 @@ def test_a_paper_session_reviews_as_its_backtest_with_its_pnl_explained(spx, tmp
     assert a["live P&L"] == pytest.approx(pnl, abs=1e-6) and a["residual"] == pytest.approx(0.0, abs=1e-6)
     assert a["costs"] < 0 and a["execution"] == 0.0
     html = run.html.read_text()
+    html = report_text(html)
     assert "Decision diff: 0" in html and ("P&amp;L: signal, execution, costs" in html or "P&L: signal, execution, costs" in html)
 
 

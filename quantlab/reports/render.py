@@ -6,6 +6,9 @@
 from __future__ import annotations
 
 import ast
+import base64
+import datetime
+import gzip
 import hashlib
 import importlib.resources
 import io
@@ -20,6 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
+import numpy as np
+import pandas as pd
+
 from quantlab.core import (
     DataError, QuantlabError, UsageError, atomic_write_json, atomic_write_text, git_sha, json_default, reports_dir,
     utc_now)
@@ -27,8 +33,8 @@ from quantlab.core import (
 # %% auto #0
 __all__ = ['TEMPLATES', 'RESERVED', 'list_reports', 'template_path', 'parse_value', 'parse_params', 'template_parameters',
            'check_parameter_names', 'check_strategy_params', 'params_hash', 'make_run_id', 'record_metrics',
-           'external_scripts', 'use_offline_plotly', 'notebook_to_html', 'ReportFailed', 'ReportRun', 'run_report',
-           'list_runs', 'run_reports']
+           'external_scripts', 'use_offline_plotly', 'shrink_figure', 'notebook_to_html', 'light_plotly',
+           'strip_plotly_js', 'ReportFailed', 'ReportRun', 'run_report', 'list_runs', 'run_reports']
 
 # %% ../../nbs/reports/01_render.ipynb #aacf31a1
 TEMPLATES = Path(str(importlib.resources.files("quantlab.reports"))) / "templates"
@@ -174,9 +180,9 @@ def _offline_renderer():
     from plotly.io._base_renderers import NotebookRenderer
 
     class OfflineNotebookRenderer(NotebookRenderer):
-        "plotly's notebook renderer (plotly.js inlined once) without the MathJax CDN tag on each figure."
+        "plotly's notebook renderer (plotly.js inlined once) without the MathJax CDN tag on each figure, traces thinned."
         def to_mimebundle(self, fig_dict):
-            bundle = super().to_mimebundle(fig_dict)
+            bundle = super().to_mimebundle(shrink_figure(fig_dict))
             bundle["text/html"] = _EXTERNAL_SCRIPT.sub("", bundle["text/html"])
             return bundle
 
@@ -184,11 +190,69 @@ def _offline_renderer():
 
 
 def use_offline_plotly() -> str:
-    "Make plotly figures render with plotly.js inlined and no network script; returns the renderer name."
+    "Make plotly figures render with plotly.js inlined and no network script, traces thinned; returns the renderer name."
     import plotly.io as pio
+    from plotly.io._base_renderers import PlotlyRenderer
+
+    class ThinMimetypeRenderer(PlotlyRenderer):
+        "plotly's JSON output (what JupyterLab draws) of the thinned figure."
+        def to_mimebundle(self, fig_dict): return super().to_mimebundle(shrink_figure(fig_dict))
+
     if "quantlab_offline" not in pio.renderers: pio.renderers["quantlab_offline"] = _offline_renderer()
-    pio.renderers.default = "plotly_mimetype+quantlab_offline"
+    if "quantlab_mimetype" not in pio.renderers: pio.renderers["quantlab_mimetype"] = ThinMimetypeRenderer()
+    pio.renderers.default = "quantlab_mimetype+quantlab_offline"
     return pio.renderers.default
+
+# %% ../../nbs/reports/01_render.ipynb #9598db13
+_PX_COLUMNS = 1000  # pixel columns a chart is drawn on (a report is about 1,000 pixels wide)
+
+
+def _minmax_keep(y: np.ndarray, buckets: int) -> np.ndarray:
+    "Sorted indices keeping each bucket's lowest and highest point of `y`, and the series' ends (NaN-safe)."
+    n = len(y)
+    k = -(-n // buckets)
+    padded = np.full(k * buckets, np.nan); padded[:n] = y
+    rows = padded.reshape(buckets, k)
+    base = np.arange(buckets) * k
+    lo = np.argmin(np.where(np.isnan(rows), np.inf, rows), axis=1)
+    hi = np.argmax(np.where(np.isnan(rows), -np.inf, rows), axis=1)
+    keep = np.unique(np.concatenate([[0, n - 1], base + lo, base + hi]))
+    return keep[keep < n]
+
+
+def _short_times(x):
+    "Datetimes as zone-less text: the date alone when every value is at one time of day (daily bars), else to the second."
+    t = pd.DatetimeIndex(pd.to_datetime(np.asarray(x), utc=True)).tz_convert(None)
+    return np.asarray(t.strftime("%Y-%m-%d" if len(set(t.time)) == 1 else "%Y-%m-%d %H:%M:%S"), dtype=object)
+
+
+def shrink_figure(fig: dict, # a plotly figure dict (`fig.to_dict()`)
+                  points: int = 2 * _PX_COLUMNS, # line traces longer than this are thinned (min-max per pixel column)
+                 ) -> dict:
+    "The figure with long line traces thinned to what their pixels show, float32 values and short timestamps."
+    out = dict(fig, data=[dict(t) for t in fig.get("data", [])])
+    for t in out["data"]:
+        x, y = _arr(t.get("x")), _arr(t.get("y"))
+        if x is not None and len(x) and (x.dtype.kind == "M" or x.dtype == object and isinstance(x[0], (pd.Timestamp, datetime.datetime))):
+            t["x"] = x = _short_times(x)
+        is_line = t.get("type", "scatter") in ("scatter", "scattergl") and "markers" not in str(t.get("mode", "lines"))
+        if is_line and y is not None and y.dtype.kind == "f" and len(y) > points and x is not None and len(x) == len(y):
+            keep = _minmax_keep(y, points // 2)
+            for key in ("x", "y", "text", "customdata", "hovertext"):
+                v = _arr(t.get(key))
+                if v is not None and len(v) == len(y): t[key] = v[keep]
+        for key in ("x", "y"):
+            v = _arr(t.get(key))
+            if v is not None and v.dtype == np.float64: t[key] = v.astype(np.float32)
+    return out
+
+
+def _arr(v) -> np.ndarray | None:
+    "A trace attribute as a 1-d array (plotly's base64 typed arrays decoded), or None (absent, text, a scalar or a grid)."
+    if isinstance(v, dict) and "bdata" in v and "," not in str(v.get("shape", "")):
+        return np.frombuffer(base64.b64decode(v["bdata"]), dtype=np.dtype(v["dtype"]))
+    if v is None or isinstance(v, (str, dict)) or np.ndim(v) != 1: return None
+    return np.asarray(v)
 
 # %% ../../nbs/reports/01_render.ipynb #620f52b5
 _HTML_TEMPLATE = """{%- extends 'lab/index.html.j2' -%}
@@ -213,7 +277,67 @@ def notebook_to_html(notebook: str | os.PathLike, # an executed notebook
                             template_file="quantlab_report.html.j2", exclude_input=hide_input,
                             exclude_input_prompt=hide_input, exclude_output_prompt=hide_input)
     html, _ = exporter.from_notebook_node(nb)
-    return html
+    return light_plotly(html, _trace_types(nb))
+
+
+_PLOTLY_BUNDLE = re.compile(r"<script[^>]*>\s*/\*\*\s*\* plotly\.js v[\d.]+.*?</script>", re.S)
+_FIGURE_SCRIPT = re.compile(r"<script(?: type=\"text/javascript\")?>([^<]*Plotly\.newPlot[^<]*)</script>")
+
+
+def _packed_figure(m) -> str:
+    "A figure's script, gzipped (its JSON shrinks about threefold), to run once plotly.js is there."
+    packed = base64.b64encode(gzip.compress(m.group(1).encode(), 9, mtime=0)).decode()
+    return f'<script type="text/x-quantlab-plotly" data-gz="{packed}"></script>'
+_CARTESIAN = {"bar", "box", "contour", "heatmap", "histogram", "histogram2d", "histogram2dcontour", "image", "pie",
+              "scatter", "scatterternary", "violin"}  # the traces of plotly.js's cartesian bundle
+_LOADER = """<script>(async () => {
+  const gunzip = b64 => new Response(new Blob([Uint8Array.from(atob(b64), c => c.charCodeAt(0))]).stream()
+                                       .pipeThrough(new DecompressionStream("gzip"))).text();
+  (0, eval)(await gunzip("%s"));  // plotly.js %s (%s): defines window.Plotly
+  for (const s of document.querySelectorAll('script[type="text/x-quantlab-plotly"]')) (0, eval)(await gunzip(s.dataset.gz));
+})();</script>"""
+
+
+def _trace_types(nb) -> set[str]:
+    "The plotly trace types a notebook's figures use."
+    return {t.get("type", "scatter") for c in nb.cells for o in c.get("outputs", [])
+            for t in o.get("data", {}).get("application/vnd.plotly.v1+json", {}).get("data", [])}
+
+
+def _plotly_source(types: set[str]) -> tuple[bytes, str]:
+    "Gzipped plotly.js for `types`: the packaged cartesian bundle when it covers them and matches plotly's version, else the full one."
+    import plotly
+    full = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
+    with full.open("rb") as f: version = re.search(rb"plotly\.js v([\d.]+)", f.read(200)).group(1).decode()
+    cartesian = TEMPLATES.parent / "assets" / "plotly-cartesian.min.js.gz"
+    if types <= _CARTESIAN and cartesian.exists():
+        data = cartesian.read_bytes()
+        if f"v{version}".encode() in gzip.decompress(data)[:200]: return data, f"v{version} cartesian"
+    return gzip.compress(full.read_bytes(), 9, mtime=0), f"v{version} full"
+
+
+def light_plotly(html: str, # a page whose plotly figures call Plotly.newPlot
+                 types: set[str] | None = None, # the trace types drawn (None: assume any)
+                ) -> str:
+    "`html` without an inlined plotly.js: one gzipped bundle unpacked by the browser, then the figures' scripts in order."
+    html = _PLOTLY_BUNDLE.sub("", html)
+    if "Plotly.newPlot" not in html: return html
+    data, which = _plotly_source(types if types is not None else {"*"})
+    html = _FIGURE_SCRIPT.sub(_packed_figure, html)
+    loader = _LOADER % (base64.b64encode(data).decode(), which, "MIT licence, Plotly, Inc.")
+    return html.replace("</body>", loader + "\n</body>", 1)
+
+
+def strip_plotly_js(notebook: str | os.PathLike) -> None:
+    "Drop the inlined plotly.js from an executed notebook's outputs (its figures keep plotly's JSON); atomic."
+    import nbformat
+    nb = nbformat.read(str(notebook), as_version=4)
+    for c in nb.cells:
+        for o in c.get("outputs", []):
+            h = o.get("data", {}).get("text/html")
+            if h and "plotly.js v" in (h if isinstance(h, str) else "".join(h)):
+                o["data"]["text/html"] = _PLOTLY_BUNDLE.sub("<!-- plotly.js: see report.html -->", h if isinstance(h, str) else "".join(h))
+    atomic_write_text(notebook, nbformat.writes(nb))
 
 # %% ../../nbs/reports/01_render.ipynb #a57ed029
 class ReportFailed(QuantlabError):
@@ -324,6 +448,7 @@ def run_report(report: str | os.PathLike, # template name (see `list_reports`) o
         atomic_write_json(tmp / "params.json", effective)
         atomic_write_text(tmp / "report.html", notebook_to_html(tmp / "report.ipynb", hide_input=hide_input,
                                                                 title=f"{name} {run_id}"))
+        strip_plotly_js(tmp / "report.ipynb")
         tmp.rename(final)
     except PapermillExecutionError as exc:
         note = _keep_failure_note(tmp, root / "_failed" / run_id, effective, exc)
