@@ -81,9 +81,28 @@ _REMOTE_SCRIPT = re.compile(r"<script\b[^>]*\bsrc\s*=\s*[\"']?(?:https?:)?//[^>]
 def _text(value) -> str: return "".join(value) if isinstance(value, list) else value
 
 
+_CHECK = re.compile(r"^(test_\w*\(|test\(|assert\b)")
+
+
+def _only_checks(lines: list[str]) -> bool:
+    "True for a cell whose every statement is a test (`test_eq(...)`, `assert ...`): nbdev_test runs it, the docs leave it out."
+    top = [l for l in lines if l.strip() and not l.lstrip().startswith("#") and not l[:1].isspace() and not l.startswith((")", "]", "}"))]
+    return bool(top) and all(_CHECK.match(l) for l in top)
+
+
+def _thin_plotly(data: dict) -> dict:
+    "A plotly output redrawn from its thinned figure (`quantlab.reports.render.shrink_figure`): pages of 5,000-bar charts stay light."
+    fig = data.get("application/vnd.plotly.v1+json")
+    if fig is None or "text/html" not in data: return data
+    import plotly.io as pio
+    from quantlab.reports.render import shrink_figure
+    html = pio.to_html(shrink_figure(fig), include_plotlyjs=False, full_html=False)
+    return {k: v for k, v in data.items() if k != "application/vnd.plotly.v1+json"} | {"text/html": html}
+
+
 def _clean_output(output: dict) -> dict:
     "Drop show_doc's Quarto-only source link from markdown outputs and CDN scripts (plotly's MathJax loader) from HTML outputs."
-    data = output.get("data", {})
+    data = _thin_plotly(output.get("data", {}))
     if "text/markdown" in data:
         data = {**data, "text/markdown": _SOURCE_LINK.sub("", _text(data["text/markdown"]))}
     if "text/html" in data:
@@ -115,7 +134,7 @@ def to_myst(nb: dict, # a processed notebook (nbformat dict)
             m = _DIRECTIVE.match(line)
             if m: opts[m.group(1).lower()] = m.group(2).lower()
             else: keep.append(line)
-        if opts.get("include") == "false" or opts.get("hide") == "true": continue
+        if opts.get("include") == "false" or opts.get("hide") == "true" or _only_checks(keep): continue
         tags = set(cell.get("metadata", {}).get("tags", []))
         if opts.get("echo") == "false": tags.add("remove-input")
         if opts.get("output") == "false": tags.add("remove-output")
@@ -137,10 +156,18 @@ nb_render_markdown_format = "myst"
 myst_enable_extensions = ["colon_fence", "dollarmath"]
 html_theme = "furo"
 html_static_path = ["_static"]
+html_css_files = ["quantlab.css"]
 html_title = {title!r}
 exclude_patterns = ["_build", "**.ipynb_checkpoints"]
 suppress_warnings = ["myst.header", "mystnb.unknown_mime_type", "misc.highlighting_failure", "myst.xref_missing"]
 '''
+
+
+_CSS = """/* wide tables and long lines scroll inside the content column instead of spilling out of it or being cut */
+.cell_output table, .output table { display: block; max-width: 100%; overflow-x: auto; }
+.cell_output pre, .cell_input pre, div.highlight pre { overflow-x: auto; white-space: pre; }
+.cell_output .output { max-width: 100%; overflow-x: auto; }
+"""
 
 
 def _title_of(nb: dict, fallback: str) -> str:
@@ -195,6 +222,7 @@ def build_docs(out: str | os.PathLike = "_docs", # the site folder
         # plotly figures in executed pages call window.Plotly: serve plotly.js from the site, never a CDN
         (src / "_static").mkdir(exist_ok=True)
         shutil.copy(_plotly_js(), src / "_static" / "plotly.min.js")
+        (src / "_static" / "quantlab.css").write_text(_CSS, encoding="utf-8")
         cfg = _settings(root)
         (src / "conf.py").write_text(_CONF.format(title=cfg.get("title", "docs"), author=cfg.get("author", "")), encoding="utf-8")
         build = tmp / "html"

@@ -75,3 +75,26 @@ def test_index_renders_in_a_browser(site, tmp_path):
     assert img.shape[0] >= 1000 and img.shape[1] == 1280
     dark = (img < 128).mean()  # text pixels
     assert 0.005 < dark < 0.5, f"page looks blank or broken: dark fraction {dark:.4f}"
+
+
+def test_pages_leave_out_test_cells_and_let_wide_content_scroll(site):
+    "nbdev_test runs the notebooks' test cells; the pages show the API and its examples, not assertions (#17 item 18)."
+    page = (site / "data" / "05_store.html").read_text(encoding="utf-8")
+    assert "BarStore" in page and "read_bars" in page
+    assert "test_eq(" not in page and "test_fail(" not in page
+    assert "quantlab.css" in page and "overflow-x: auto" in (site / "_static" / "quantlab.css").read_text()
+
+
+def test_plotly_outputs_on_pages_are_thinned():
+    "A 5,000-bar figure, as an executed notebook stores it, is redrawn from its thinned figure."
+    import json
+    import numpy as np
+    import pandas as pd
+    import plotly.graph_objects as go
+    import plotly.io as pio
+    from quantlab.docs import _clean_output
+    x = pd.date_range("2000-01-03 21:00", periods=5000, freq="B", tz="UTC")
+    fig = go.Figure([go.Scatter(x=x, y=np.random.default_rng(0).normal(size=5000).cumsum(), name=n) for n in "ab"])
+    data = {"application/vnd.plotly.v1+json": json.loads(fig.to_json()), "text/html": pio.to_html(fig, include_plotlyjs=False, full_html=False)}
+    out = _clean_output({"output_type": "display_data", "data": data, "metadata": {}})["data"]
+    assert "Plotly.newPlot" in out["text/html"] and len(out["text/html"]) < len(data["text/html"]) / 2

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from ..core import UsageError, atomic_path, data_dir, fingerprint, utc_now
 from ..research.metrics import PERIODS_PER_YEAR, max_drawdown, probabilistic_sharpe, sharpe_ratio
@@ -230,7 +229,8 @@ def expected_max_sharpe(n_trials,  # number of independent trials N
     n = np.asarray(n_trials, dtype=float)
     if np.any(n < 1): raise UsageError(f"n_trials must be at least 1, got {n_trials}")
     with np.errstate(divide="ignore"):
-        z = (1 - EULER_GAMMA) * stats.norm.ppf(1 - 1 / n) + EULER_GAMMA * stats.norm.ppf(1 - 1 / (n * np.e))
+        from scipy.special import ndtri  # the normal quantile (scipy.stats costs 0.9 s to import, in every command)
+        z = (1 - EULER_GAMMA) * ndtri(1 - 1 / n) + EULER_GAMMA * ndtri(1 - 1 / (n * np.e))
     return np.sqrt(sr_variance) * np.where(n > 1, z, 0.0)
 
 
