@@ -210,3 +210,17 @@ def test_backtest_html_draws_in_headless_chromium_without_network(bt, tmp_path):
     # and the plotly chart background (#E5ECF6) fills large areas
     plot_bg = (abs(r - 0xE5) < 3) & (abs(g - 0xEC) < 3) & (abs(b - 0xF6) < 3)
     assert plot_bg.sum() > 100_000, plot_bg.sum()
+
+
+def test_backtest_tear_sheet_has_what_pyfolio_and_quantstats_show(bt):
+    "Years, the best and worst periods, the return distribution, rolling beta, shaded drawdowns, stress periods, the strategy in the title, a whole run card (#17 item 17)."
+    run, metrics, params, html = bt
+    page = report_text(html)
+    assert "<title>sma_cross: backtest " in html
+    for figure in ("returns by calendar year", "Distribution of bar returns", "Rolling beta to the", "worst drawdowns shaded"):
+        assert figure in page, figure
+    for row in ("best bar", "worst bar", "best month", "worst month", "best year", "worst year"):
+        assert f">{row}</th>" in html, row
+    assert "Stress periods" in html and "year 2008" in html and "COVID crash 2020" not in html  # only the episodes inside 2008-2012
+    assert "bars (about" in html and "days)" in html  # the longest drawdown in bars and calendar days
+    assert "slippage=FixedSlippage(bps=1.0" in html and "Converting to PeriodArray" not in html  # the run card whole, no warnings

@@ -125,4 +125,5 @@ def stress_periods(returns: pd.Series, # the strategy's simple returns (Datetime
             row["benchmark_total_return"] = metrics.total_return(b) if len(b) else np.nan
             row["benchmark_max_drawdown"] = metrics.max_drawdown(b) if len(b) else np.nan
         rows.append(row)
-    return pd.DataFrame(rows).set_index("period")
+    columns = ["period", "start", "end", "observations", "total_return", "max_drawdown", "annual_volatility", "sharpe_ratio"]
+    return pd.DataFrame(rows, columns=columns + [c for c in (rows[0] if rows else {}) if c not in columns]).set_index("period")

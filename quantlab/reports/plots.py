@@ -11,9 +11,10 @@ import pandas as pd
 from ..research import metrics
 
 # %% auto #0
-__all__ = ['equity_curve', 'underwater', 'plot_equity_drawdown', 'worst_drawdowns', 'monthly_returns', 'plot_monthly_heatmap',
-           'rolling_sharpe', 'plot_rolling', 'exposures', 'plot_exposure', 'plot_trade_returns', 'plot_costs',
-           'is_intraday', 'time_of_day_table', 'plot_time_of_day', 'metrics_table']
+__all__ = ['equity_curve', 'underwater', 'plot_equity_drawdown', 'worst_drawdowns', 'best_and_worst', 'plot_yearly',
+           'shade_drawdowns', 'monthly_returns', 'plot_monthly_heatmap', 'rolling_sharpe', 'plot_rolling', 'exposures',
+           'plot_exposure', 'plot_trade_returns', 'plot_costs', 'is_intraday', 'time_of_day_table', 'plot_time_of_day',
+           'metrics_table']
 
 # %% ../../nbs/reports/02_plots.ipynb #86dac3fc
 def _go():
@@ -72,6 +73,39 @@ def worst_drawdowns(returns: pd.Series, # strategy returns
                      "recovery_periods": (e - v) if e < len(idx) else np.nan,
                      "total_periods": (e - s + 1) if e < len(idx) else np.nan})
     return pd.DataFrame(rows).sort_values("depth").head(n).reset_index(drop=True)
+
+# %% ../../nbs/reports/02_plots.ipynb #530e36ce
+def best_and_worst(returns: pd.Series, # simple returns of one strategy
+                  ) -> pd.DataFrame:
+    "The best and the worst day (bar), calendar month and year: compounded return and when."
+    idx = returns.index.tz_convert(None) if returns.index.tz is not None else returns.index  # UTC, without the zone (periods have none)
+    r = returns.fillna(0.0).set_axis(idx)
+    rows = {}
+    for label, grouped in (("bar", r), ("month", (1 + r).groupby(idx.to_period("M")).prod() - 1),
+                           ("year", (1 + r).groupby(idx.year).prod() - 1)):
+        for which, k in (("best", grouped.idxmax()), ("worst", grouped.idxmin())):
+            rows[f"{which} {label}"] = {"return": float(grouped.loc[k]), "when": str(k.date() if hasattr(k, "date") else k)}
+    return pd.DataFrame(rows).T
+
+
+def plot_yearly(returns: pd.Series, benchmark: pd.Series | None = None, title: str = "Returns by calendar year"):
+    "Bars of each calendar year's compounded return, beside the benchmark's."
+    go, _ = _go()
+    def yearly(r):
+        idx = r.index.tz_convert("UTC") if r.index.tz is not None else r.index
+        return (1 + r.fillna(0)).groupby(idx.year).prod() - 1
+    fig = go.Figure(go.Bar(x=yearly(returns).index, y=yearly(returns).to_numpy(), name=returns.name or "strategy", marker_color="#4C72B0"))
+    if benchmark is not None:
+        fig.add_bar(x=yearly(benchmark).index, y=yearly(benchmark).to_numpy(), name=benchmark.name or "benchmark", marker_color="#B0B0B0")
+    fig.update_layout(title=title, yaxis_tickformat=".0%", barmode="group", height=340, margin=dict(l=60, r=20, t=50, b=40))
+    return fig
+
+
+def shade_drawdowns(fig, worst: pd.DataFrame, end) -> None:
+    "Shade each drawdown of `worst` (from `worst_drawdowns`) from its peak to its recovery (or `end`) on every subplot of `fig`."
+    for _, d in worst.iterrows():
+        fig.add_vrect(x0=d["peak"], x1=d["recovery"] if pd.notna(d["recovery"]) else end, fillcolor="firebrick", opacity=0.08,
+                      line_width=0, layer="below")
 
 # %% ../../nbs/reports/02_plots.ipynb #2cb6e06a
 def monthly_returns(returns: pd.Series) -> pd.DataFrame:
@@ -188,13 +222,20 @@ _PCT = {"total_return", "annual_return", "annual_volatility", "downside_risk", "
         "var_gaussian", "cvar_gaussian", "alpha", "hit_rate", "exposure", "turnover", "cost_drag"}
 
 
-def metrics_table(summary: pd.DataFrame) -> pd.DataFrame:
-    "A `metrics.summary` frame transposed and formatted for reading (percentages where they belong)."
+def metrics_table(summary: pd.DataFrame,
+                  periods: float | None = None, # bars per year: durations in bars are also told in calendar days
+                 ) -> pd.DataFrame:
+    "A `metrics.summary` frame transposed and formatted for reading: percentages where they belong, money rounded, durations in days."
     t = summary.T
     def fmt(name, v):
         if isinstance(v, (pd.Timestamp,)): return str(v.date())
+        if isinstance(v, pd.Timedelta): return f"{v / pd.Timedelta('1D'):,.1f} days"
         if v is None or (isinstance(v, float) and np.isnan(v)): return "—"
+        if name == "max_drawdown_duration" and periods:
+            return f"{int(v):,} bars (about {v / periods * 365.25:,.0f} days)"
         if isinstance(v, (int, np.integer)): return f"{v:,}"
-        if isinstance(v, (float, np.floating)): return f"{v:.2%}" if name in _PCT else f"{v:,.3f}"
+        if isinstance(v, (float, np.floating)):
+            if name in _PCT: return f"{v:.2%}"
+            return f"{v:,.0f}" if abs(v) >= 1000 else f"{v:,.3f}"
         return str(v)
     return pd.DataFrame({c: [fmt(i, v) for i, v in t[c].items()] for c in t.columns}, index=t.index)

@@ -329,11 +329,12 @@ def light_plotly(html: str, # a page whose plotly figures call Plotly.newPlot
 
 
 def strip_plotly_js(notebook: str | os.PathLike) -> None:
-    "Drop the inlined plotly.js from an executed notebook's outputs (its figures keep plotly's JSON); atomic."
+    "Drop the inlined plotly.js, and each figure's HTML twin of its JSON, from an executed notebook (JupyterLab draws the JSON); atomic."
     import nbformat
     nb = nbformat.read(str(notebook), as_version=4)
     for c in nb.cells:
         for o in c.get("outputs", []):
+            if "application/vnd.plotly.v1+json" in o.get("data", {}): o["data"].pop("text/html", None)
             h = o.get("data", {}).get("text/html")
             if h and "plotly.js v" in (h if isinstance(h, str) else "".join(h)):
                 o["data"]["text/html"] = _PLOTLY_BUNDLE.sub("<!-- plotly.js: see report.html -->", h if isinstance(h, str) else "".join(h))
@@ -446,8 +447,8 @@ def run_report(report: str | os.PathLike, # template name (see `list_reports`) o
                           "git_sha": git_sha(TEMPLATES.parent)}
         atomic_write_json(tmp / "metrics.json", metrics)
         atomic_write_json(tmp / "params.json", effective)
-        atomic_write_text(tmp / "report.html", notebook_to_html(tmp / "report.ipynb", hide_input=hide_input,
-                                                                title=f"{name} {run_id}"))
+        title = f"{effective['strategy']}: {name} {run_id}" if isinstance(effective.get("strategy"), str) else f"{name} {run_id}"
+        atomic_write_text(tmp / "report.html", notebook_to_html(tmp / "report.ipynb", hide_input=hide_input, title=title))
         strip_plotly_js(tmp / "report.ipynb")
         tmp.rename(final)
     except PapermillExecutionError as exc:
