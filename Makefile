@@ -53,7 +53,7 @@ nbtest: $(STAMP)
 	$(BIN)/nbdev_test --n_workers 2 --timing
 
 pytest: $(STAMP)
-	$(BIN)/python -m pytest -q -n 2 -W error tests
+	$(BIN)/python -m pytest -q -n 2 tests
 
 test: sync nbtest pytest
 
