@@ -114,6 +114,7 @@ def pytest_configure(config):
     that made it, so the report cannot be acted on there. Those two unraisable-exception reports stay warnings;
     the loops and sockets quantlab itself opens are closed (the IB and fake-TWS tests check it with warnings as
     errors). Everything else, including an unclosed file or a socket we open, fails the test that triggers it."""
+    config.addinivalue_line("markers", "broker: runs against a real IB Gateway or TWS (QUANTLAB_IB_PORT, QUANTLAB_IB_ACCOUNT); skipped otherwise")
     for line in ("error",
                  r"default:Exception ignored in. <function BaseEventLoop.__del__:pytest.PytestUnraisableExceptionWarning",
                  r"default:Exception ignored in. <socket.socket fd=\d+, family=1, type=1, proto=0>:pytest.PytestUnraisableExceptionWarning"):
