@@ -96,5 +96,5 @@ def test_walkforward_study_trades_only_out_of_sample(spx):
 
 
 def test_store_symbols_must_exist(data_dir):
-    with pytest.raises(UsageError, match="not in the store"):
+    with pytest.raises(UsageError, match=r"no bars stored for \[.NOPE.\]"):
         load_panels(["NOPE"], data_dir_=str(data_dir))

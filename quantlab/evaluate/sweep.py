@@ -64,9 +64,7 @@ def load_panels(symbols=None, # store symbols; None: the bundled `sample`
     if symbols:
         from quantlab.data.store import BarStore
         store = BarStore(data_dir(data_dir_))
-        syms = [symbols] if isinstance(symbols, str) else list(symbols)
-        missing = sorted(set(syms) - set(store.symbols()))
-        if missing: raise UsageError(f"symbol(s) {missing} are not in the store at {store.root} (quantlab data list)")
+        syms = store.resolve([symbols] if isinstance(symbols, str) else list(symbols))  # any letter case; unknown ones: UsageError
         bars = store.read_bars(syms, start=start, end=end, adjusted=adjusted, as_of=as_of)
     else:
         from quantlab.data.samples import load_sample
