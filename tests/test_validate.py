@@ -5,7 +5,7 @@ from conftest import reference_calendar
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import example, given, settings, strategies as st
 
 from quantlab.core import DataError
 from quantlab.data.loaders import load_file
@@ -208,6 +208,7 @@ price = st.one_of(st.floats(min_value=-10, max_value=1e6), st.just(np.nan), st.j
 
 @settings(max_examples=40, deadline=None)
 @given(st.lists(st.tuples(price, price, price, price, st.floats(min_value=-5, max_value=1e9)), min_size=1, max_size=25))
+@example(rows=[(np.nan, np.nan, np.inf, 1.1125369292536007e-308, 1e-06), (np.inf, np.nan, np.inf, 2.0, 210234653.0149534)])  # 2.0 / 1e-308 overflowed (found by CI)
 def test_validate_never_crashes_and_agrees_with_a_row_by_row_reference(rows):
     o, h, l, c, v = (np.array(x, dtype=float) for x in zip(*rows))
     n = len(rows)

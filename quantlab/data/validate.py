@@ -304,7 +304,7 @@ def grouped_robust_z(values: np.ndarray, # values grouped contiguously by symbol
     dev = np.abs(values - med)
     scale = 1.4826 * _group_medians(dev, starts, ends)
     cnt = np.add.reduceat(np.isfinite(values).astype(np.int64), starts)
-    with np.errstate(invalid="ignore", divide="ignore"):
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         mean_dev = 1.2533 * np.add.reduceat(np.nan_to_num(dev), starts) / cnt
         scale = np.where(scale > 0, scale, mean_dev)
         scale = np.where((cnt >= 3) & (scale > 0), scale, np.nan)
@@ -479,7 +479,7 @@ def _series_checks(v: _SortedView, codes, ts, uniques, min_run: int, outlier_z: 
     if len(first):
         k = v.rows(first)
         blocks.append(_block("stale", uniques[codes[k]], k, ts[k], "close", f"close unchanged for >= {min_run} bars", length))
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):  # a price of 1e-308 next to 2.0 overflows to inf: an outlier, not a crash
         lr = np.r_[np.nan, np.log(v.close[1:] / v.close[:-1])] if len(v.close) else np.zeros(0)
         lr[v.starts] = np.nan  # no return across symbols
         z = grouped_robust_z(lr, v.starts, v.ends)
