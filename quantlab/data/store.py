@@ -28,10 +28,11 @@ import pyarrow.parquet as pq
 from . import corporate
 from . import schema
 from . import validate
+from .loaders import Loaded
 from ..core import DataError, StateError, UsageError, as_utc_timestamp, atomic_path, atomic_write_json, data_dir, upstream_tz_values, utc_now
 
 # %% auto #0
-__all__ = ['SCHEMA_VERSION', 'WriteResult', 'BarStore', 'gc']
+__all__ = ['SCHEMA_VERSION', 'WriteResult', 'BarStore']
 
 # %% ../../nbs/data/05_store.ipynb #6d028f39
 SCHEMA_VERSION = 1
@@ -485,7 +486,7 @@ def write_bars(self,
                freq: str | None = None, # bar frequency for validation gap checks (None: inferred by validate)
               ) -> WriteResult:
     "Upsert bars: new keys added, changed keys versioned, identical rows skipped; all or nothing."
-    loaded = bars if hasattr(bars, "in_file") else None  # errors and warnings then name the file's lines, columns and text
+    loaded = bars if isinstance(bars, Loaded) else None  # errors and warnings then name the file's lines, columns and text
     if loaded is not None:
         bars, source = loaded.bars, source or {**loaded.source, "adjusted": loaded.adjusted}
         actions = loaded.actions if actions is None and len(loaded.actions) else actions

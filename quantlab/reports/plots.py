@@ -11,10 +11,10 @@ import pandas as pd
 from ..research import metrics
 
 # %% auto #0
-__all__ = ['equity_curve', 'underwater', 'plot_equity_drawdown', 'worst_drawdowns', 'best_and_worst', 'plot_yearly',
-           'shade_drawdowns', 'monthly_returns', 'plot_monthly_heatmap', 'rolling_sharpe', 'plot_rolling', 'exposures',
-           'plot_exposure', 'plot_trade_returns', 'plot_costs', 'is_intraday', 'time_of_day_table', 'plot_time_of_day',
-           'metrics_table']
+__all__ = ['equity_curve', 'underwater', 'plot_equity_drawdown', 'worst_drawdowns', 'yearly_returns', 'best_and_worst',
+           'plot_yearly', 'shade_drawdowns', 'monthly_returns', 'plot_monthly_heatmap', 'rolling_sharpe',
+           'plot_rolling', 'exposures', 'plot_exposure', 'plot_trade_returns', 'plot_costs', 'is_intraday',
+           'time_of_day_table', 'plot_time_of_day', 'metrics_table']
 
 # %% ../../nbs/reports/02_plots.ipynb #86dac3fc
 def _go():
@@ -75,14 +75,19 @@ def worst_drawdowns(returns: pd.Series, # strategy returns
     return pd.DataFrame(rows).sort_values("depth").head(n).reset_index(drop=True)
 
 # %% ../../nbs/reports/02_plots.ipynb #530e36ce
+def yearly_returns(returns: pd.Series) -> pd.Series:
+    "Compounded returns per calendar year (UTC), indexed by year."
+    idx = returns.index.tz_convert("UTC") if returns.index.tz is not None else returns.index
+    return (1 + returns.fillna(0)).groupby(idx.year).prod() - 1
+
+
 def best_and_worst(returns: pd.Series, # simple returns of one strategy
                   ) -> pd.DataFrame:
     "The best and the worst day (bar), calendar month and year: compounded return and when."
     idx = returns.index.tz_convert(None) if returns.index.tz is not None else returns.index  # UTC, without the zone (periods have none)
     r = returns.fillna(0.0).set_axis(idx)
     rows = {}
-    for label, grouped in (("bar", r), ("month", (1 + r).groupby(idx.to_period("M")).prod() - 1),
-                           ("year", (1 + r).groupby(idx.year).prod() - 1)):
+    for label, grouped in (("bar", r), ("month", (1 + r).groupby(idx.to_period("M")).prod() - 1), ("year", yearly_returns(returns))):
         for which, k in (("best", grouped.idxmax()), ("worst", grouped.idxmin())):
             rows[f"{which} {label}"] = {"return": float(grouped.loc[k]), "when": str(k.date() if hasattr(k, "date") else k)}
     return pd.DataFrame(rows).T
@@ -91,12 +96,11 @@ def best_and_worst(returns: pd.Series, # simple returns of one strategy
 def plot_yearly(returns: pd.Series, benchmark: pd.Series | None = None, title: str = "Returns by calendar year"):
     "Bars of each calendar year's compounded return, beside the benchmark's."
     go, _ = _go()
-    def yearly(r):
-        idx = r.index.tz_convert("UTC") if r.index.tz is not None else r.index
-        return (1 + r.fillna(0)).groupby(idx.year).prod() - 1
-    fig = go.Figure(go.Bar(x=yearly(returns).index, y=yearly(returns).to_numpy(), name=returns.name or "strategy", marker_color="#4C72B0"))
+    y = yearly_returns(returns)
+    fig = go.Figure(go.Bar(x=y.index, y=y.to_numpy(), name=returns.name or "strategy", marker_color="#4C72B0"))
     if benchmark is not None:
-        fig.add_bar(x=yearly(benchmark).index, y=yearly(benchmark).to_numpy(), name=benchmark.name or "benchmark", marker_color="#B0B0B0")
+        b = yearly_returns(benchmark)
+        fig.add_bar(x=b.index, y=b.to_numpy(), name=benchmark.name or "benchmark", marker_color="#B0B0B0")
     fig.update_layout(title=title, yaxis_tickformat=".0%", barmode="group", height=340, margin=dict(l=60, r=20, t=50, b=40))
     return fig
 
@@ -114,7 +118,7 @@ def monthly_returns(returns: pd.Series) -> pd.DataFrame:
     g = (1 + returns.fillna(0)).groupby([idx.year, idx.month]).prod() - 1
     table = g.unstack(1).reindex(columns=range(1, 13))
     table.index.name, table.columns.name = "year", "month"
-    table["year"] = (1 + returns.fillna(0)).groupby(idx.year).prod().to_numpy() - 1
+    table["year"] = yearly_returns(returns).to_numpy()
     return table
 
 

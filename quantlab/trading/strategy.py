@@ -31,7 +31,7 @@ class Param:
     high: float | None = None  # largest allowed value
     choices: tuple | None = None  # the allowed values (strings)
     optional: bool = False  # None is allowed (e.g. "no take-profit")
-    doc: str = ""  # what it means, shown by `quantlab strategies`
+    doc: str = ""  # what it means, for a reader of the schema
 
     def coerce(self, name: str, value):
         "`value` as this parameter's type, checked; UsageError naming `name` and the value otherwise."

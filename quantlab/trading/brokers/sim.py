@@ -302,9 +302,9 @@ class SquareRootImpact:
         return self.coefficient * s * math.sqrt(abs(quantity) / v) * price
 
 # %% ../../../nbs/trading/brokers/01_sim.ipynb #b5d8494a
-def bps_costs(commission_bps: float = 1.0, # commission, basis points of traded notional
-              spread_bps: float = 2.0, # full bid-ask spread, basis points (half paid per fill)
-              slippage_bps: float = 1.0, # adverse move per fill, basis points
+def bps_costs(commission_bps: float = DEFAULT_COSTS["commission_bps"], # commission, basis points of traded notional
+              spread_bps: float = DEFAULT_COSTS["spread_bps"], # full bid-ask spread, basis points (half paid per fill)
+              slippage_bps: float = DEFAULT_COSTS["slippage_bps"], # adverse move per fill, basis points
              ) -> dict:
     "`SimBroker` keyword arguments for costs given in basis points (0 turns one off)."
     return {"commission": BasisPoints(commission_bps) if commission_bps else 0,
