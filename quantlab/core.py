@@ -17,7 +17,7 @@ import subprocess
 import tempfile
 import warnings
 from dataclasses import asdict, dataclass, field
-from functools import lru_cache
+from functools import lru_cache, update_wrapper
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -26,9 +26,10 @@ import pandas as pd
 
 # %% auto #0
 __all__ = ['DEFAULT_COSTS', 'LOCK', 'QuantlabError', 'UsageError', 'StateError', 'DataError', 'upstream_tz_values', 'needs_extra',
-           'data_dir', 'reports_dir', 'atomic_path', 'atomic_write_text', 'atomic_write_json', 'json_default', 'to_utc',
-           'utc_now', 'as_utc_timestamp', 'calendar', 'session_closes', 'sessions_between', 'Instrument', 'gc_paused',
-           'fingerprint', 'git_sha', 'git_sha_later', 'package_versions', 'requirements_fingerprint', 'lock_hash']
+           'data_dir', 'reports_dir', 'cache_dir', 'atomic_path', 'atomic_write_text', 'atomic_write_json',
+           'json_default', 'to_utc', 'utc_now', 'as_utc_timestamp', 'calendar', 'session_schedule', 'session_closes',
+           'sessions_between', 'Instrument', 'gc_paused', 'Kernel', 'kernel', 'fingerprint', 'git_sha', 'git_sha_later',
+           'package_versions', 'requirements_fingerprint', 'lock_hash']
 
 # %% ../nbs/core.ipynb #9428586f
 class QuantlabError(Exception):
@@ -114,6 +115,14 @@ def reports_dir(path: str | os.PathLike | None = None) -> Path:
     env = os.environ.get("QUANTLAB_REPORTS_DIR")
     return Path(env).expanduser() if env else Path("reports")
 
+
+def cache_dir(path: str | os.PathLike | None = None) -> Path:
+    "Where quantlab keeps what it can rebuild (session tables): `path`, else `$QUANTLAB_CACHE_DIR`, else `$XDG_CACHE_HOME/quantlab`, else `~/.cache/quantlab`."
+    if path is not None: return Path(path).expanduser()
+    env = os.environ.get("QUANTLAB_CACHE_DIR")
+    if env: return Path(env).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "quantlab"
+
 # %% ../nbs/core.ipynb #6afc0cf5
 def _umask() -> int:
     mask = os.umask(0o022); os.umask(mask)
@@ -195,23 +204,39 @@ def calendar(name: str = "XNYS"): # exchange_calendars code, e.g. XNYS, XNAS, XL
         raise UsageError(f"unknown or unusable exchange calendar {name!r}: {exc}") from exc
 
 
+@lru_cache(maxsize=32)
+def session_schedule(cal: str = "XNYS", # exchange calendar
+                    ) -> pd.Series:
+    "Each session's UTC close, indexed by its naive session date, 1960 to 2035: from the disk cache (`cache_dir()/sessions`, keyed by the exchange_calendars version) or built from `calendar(cal)` and cached."
+    file = cache_dir() / "sessions" / f"{cal.replace('/', '-')}-{importlib.metadata.version('exchange_calendars')}.npy"
+    try: table = np.load(file)  # (n, 2) int64: session day, close, both in ns since the epoch
+    except (OSError, ValueError, EOFError): table = _write_sessions(file, calendar(cal))
+    if table.ndim != 2 or table.shape[1] != 2 or len(table) == 0: table = _write_sessions(file, calendar(cal))  # a damaged cache is rebuilt
+    return pd.Series(pd.DatetimeIndex(table[:, 1].view("M8[ns]"), tz="UTC"), index=pd.DatetimeIndex(table[:, 0].view("M8[ns]")), name="close")
+
+
+def _write_sessions(file: Path, c) -> np.ndarray:
+    closes = c.schedule["close"]
+    days = pd.DatetimeIndex(closes.index).tz_localize(None).normalize().as_unit("ns")
+    close = pd.DatetimeIndex(closes.array).tz_convert("UTC").as_unit("ns")
+    table = np.column_stack([days.asi8, close.asi8])
+    try:
+        with atomic_path(file) as tmp, open(tmp, "wb") as f: np.save(f, table)
+    except OSError: pass  # a cache that cannot be written only makes the next start slower
+    return table
+
+
 def session_closes(dates, # session dates (naive or midnight-UTC)
                    cal: str = "XNYS", # exchange calendar
                   ) -> pd.DatetimeIndex:
     "The UTC close of each session date; NaT where the date is not a session of `cal`."
-    c = calendar(cal)
     days = pd.DatetimeIndex(pd.to_datetime(dates)).tz_localize(None).normalize()
-    closes = c.schedule["close"]
-    closes.index = pd.DatetimeIndex(closes.index).tz_localize(None).normalize()
-    idx = pd.DatetimeIndex(closes.reindex(days).array)
-    return idx.tz_localize("UTC") if idx.tz is None else idx.tz_convert("UTC")
+    return pd.DatetimeIndex(session_schedule(cal).reindex(days).array)
 
 
 def sessions_between(start, end, cal: str = "XNYS") -> pd.DatetimeIndex:
     "Session dates (naive midnight) of `cal` from `start` to `end` inclusive."
-    c = calendar(cal)
-    s = pd.DatetimeIndex(c.sessions)
-    s = s.tz_localize(None) if s.tz is not None else s
+    s = session_schedule(cal).index
     return s[(s >= pd.Timestamp(start).tz_localize(None).normalize()) & (s <= pd.Timestamp(end).tz_localize(None).normalize())]
 
 # %% ../nbs/core.ipynb #58efbc1b
@@ -254,6 +279,24 @@ def gc_paused(promote: bool = False, # at the end of the outermost block, move l
         if enabled:
             if promote and gc.get_freeze_count() == 0: gc.freeze(); gc.unfreeze()  # (see above)
             gc.enable()
+
+# %% ../nbs/core.ipynb #ecb6436c
+class Kernel:
+    "A numba kernel compiled at its first call; `.py` is the plain Python function it compiles."
+    def __init__(self, fn: Callable, **options):
+        self.py, self._options, self._compiled = fn, options, None
+        update_wrapper(self, fn)
+
+    def __call__(self, *args):
+        if self._compiled is None:
+            from numba import njit
+            self._compiled = njit(**self._options)(self.py)
+        return self._compiled(*args)
+
+
+def kernel(**options) -> Callable[[Callable], Kernel]:
+    "Decorator: `@kernel(cache=True)` is `@numba.njit(cache=True)`, compiled on the first call rather than at import."
+    return lambda fn: Kernel(fn, **options)
 
 # %% ../nbs/core.ipynb #21a82e42
 def fingerprint(df: pd.DataFrame | pd.Series, # the data to identify

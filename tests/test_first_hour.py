@@ -222,3 +222,44 @@ def test_a_killed_ingest_leaves_garbage_that_verify_counts_and_gc_removes(tmp_pa
     found = json.loads(run("--data-dir", root, "data", "verify", "--json")[1])
     assert found["orphan_files"] == found["empty_dirs"] == 0 and found["files"] > 0
     pd.testing.assert_frame_equal(BarStore(root).read_bars("SP500"), after)
+
+
+# --- 19. cold start: a short backtest loads no heavy machinery it does not use ---------------------------
+
+def test_a_short_cli_backtest_starts_neither_numba_nor_exchange_calendars_nor_scipy(tmp_path):
+    """The README's first backtest (42 fills) used to import numba and start its CPU target (0.7 s) for FIFO round
+    trips, build exchange_calendars' XNYS (0.5 s) to stamp session closes, and import scipy.special (0.15 s) for one
+    normal CDF. With the session table on disk it needs none of them (timed in bench/bench_cold_start.py)."""
+    import os, subprocess, sys
+    env = {**os.environ, "QUANTLAB_CACHE_DIR": str(tmp_path / "cache")}
+    script = ("import sys\nfrom quantlab.cli import main\n"
+              "try: main(['backtest', 'sma_cross', '-p', 'fast', '20', '-p', 'slow', '100'])\n"
+              "except SystemExit as e: assert not e.code, e.code\n"
+              "print('LOADED', sorted(m for m in ('numba', 'exchange_calendars', 'scipy') if m in sys.modules))\n")
+    runs = [subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True)
+            for _ in range(2)]
+    for r in runs: assert r.returncode == 0, r.stderr[-2000:]
+    loaded = [eval(r.stdout.rsplit("LOADED ", 1)[1]) for r in runs]
+    assert "exchange_calendars" in loaded[0]  # the first run builds the session table and caches it
+    assert loaded[1] == []                    # every later run reads it from disk
+    assert "round_trips" in runs[1].stdout
+    assert list((tmp_path / "cache" / "sessions").glob("XNYS-*.npy"))
+
+
+def test_round_trips_are_the_same_from_the_plain_and_the_compiled_fifo():
+    "Below PLAIN_FIFO_FILLS round_trips runs `_fifo.py`, above it the numba kernel: the same rows either way."
+    from quantlab.backtest import driver
+    rng = np.random.default_rng(7)
+    n = 3_000
+    fills = pd.DataFrame({"symbol": rng.choice(["A", "B", "C"], n), "ts": pd.date_range("2020-01-01", periods=n, freq="h", tz="UTC"),
+                          "bar": np.arange(n), "quantity": rng.choice([-300.0, -100.0, 50.0, 100.0, 200.0], n),
+                          "price": rng.uniform(50, 150, n), "commission": rng.uniform(0, 2, n)})
+    plain = driver.round_trips(fills, {"B": 50.0})
+    old = driver.PLAIN_FIFO_FILLS
+    try:
+        driver.PLAIN_FIFO_FILLS = 0
+        compiled = driver.round_trips(fills, {"B": 50.0})
+    finally:
+        driver.PLAIN_FIFO_FILLS = old
+    assert len(plain) > 1000 and set(plain["direction"]) == {"long", "short"}
+    pd.testing.assert_frame_equal(plain, compiled, check_exact=True)

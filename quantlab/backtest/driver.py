@@ -15,24 +15,27 @@ from typing import Mapping
 
 import numpy as np
 import pandas as pd
-from numba import njit
 
 import quantlab
-from ..core import UsageError, atomic_write_json, gc_paused, git_sha_later, lock_hash, package_versions, utc_now
+from ..core import UsageError, atomic_write_json, kernel, gc_paused, git_sha_later, lock_hash, package_versions, utc_now
 from ..trading.brokers.sim import SimBroker
 from ..trading.engine import DAY_NS, AuditTrail, Engine, EngineRun, as_panels, borrow_fees, equity_curve
 from ..trading.risk import RiskEngine, RiskLimits
 from ..trading.strategy import Strategy
 
 # %% auto #0
-__all__ = ['TRADE_COLUMNS', 'round_trips', 'BacktestResult', 'data_fingerprint', 'first_bar', 'run_events', 'run_backtest']
+__all__ = ['TRADE_COLUMNS', 'PLAIN_FIFO_FILLS', 'round_trips', 'BacktestResult', 'data_fingerprint', 'first_bar', 'run_events',
+           'run_backtest']
 
 # %% ../../nbs/backtest/01_driver.ipynb #5b73df28
 TRADE_COLUMNS = ["symbol", "direction", "quantity", "entry_ts", "exit_ts", "entry_price", "exit_price", "entry_bar",
                  "exit_bar", "bars_held", "pnl", "commission", "net_pnl", "return"]
 
 
-@njit(cache=True)
+PLAIN_FIFO_FILLS = 20_000  # below this many fills, round_trips runs the plain function (no numba start-up)
+
+
+@kernel(cache=True)
 def _fifo(sym, qty, price, comm, bar, mult, nsym):  # pragma: no cover (compiled)
     "FIFO matching over fills in time order; one output row per closed piece (see `round_trips`)."
     n = len(qty)
@@ -76,7 +79,8 @@ def round_trips(fills: pd.DataFrame, # the fills table (symbol, ts, bar, quantit
     mult = np.array([(multipliers or {}).get(s, 1.0) for s in names], dtype=float)
     qty, price = fills["quantity"].to_numpy(dtype=float), fills["price"].to_numpy(dtype=float)
     bar = fills["bar"].to_numpy(dtype=np.int64)
-    ent, ex, take, pnl, comm, sign = _fifo(codes.astype(np.int64), qty, price, fills["commission"].to_numpy(dtype=float),
+    fifo = _fifo if len(fills) >= PLAIN_FIFO_FILLS else _fifo.py  # numba's start-up costs more than a few thousand fills
+    ent, ex, take, pnl, comm, sign = fifo(codes.astype(np.int64), qty, price, fills["commission"].to_numpy(dtype=float),
                                            bar, mult, max(len(names), 1))
     ts = fills["ts"].array
     lp, m = price[ent], mult[codes[ent]]

@@ -11,9 +11,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from numba import njit
 
-from ..core import UsageError
+from ..core import UsageError, kernel
 from ..research.indicators import sma
 from ..research.metrics import summary as metrics_summary
 
@@ -47,7 +46,7 @@ def _weights3d(weights, close: pd.DataFrame) -> np.ndarray:
     return np.ascontiguousarray(w)
 
 # %% ../../nbs/backtest/02_vector.ipynb #a4052f38
-@njit(cache=True, nogil=True)
+@kernel(cache=True, nogil=True)
 def _simulate_kernel(close, fill, weights, cash0, commission, slippage, lot, min_notional, record):
     T, N = close.shape
     P = weights.shape[2]
@@ -183,7 +182,7 @@ def param_grid(where=None, # optional filter: a function of the grid frame retur
     return grid
 
 # %% ../../nbs/backtest/02_vector.ipynb #09f376eb
-@njit(cache=True, nogil=True)
+@kernel(cache=True, nogil=True)
 def _changes_kernel(flat):
     T, M = flat.shape
     out = np.full((T, M), np.nan)
@@ -211,7 +210,7 @@ def sma_grid(close: pd.DataFrame, # price panel
     return np.stack([sma(close, int(w)).to_numpy() for w in windows], axis=2)
 
 
-@njit(cache=True, nogil=True)
+@kernel(cache=True, nogil=True)
 def _cross_kernel(cube, fi, si, long, short):
     T, N, _ = cube.shape
     P = fi.shape[0]
@@ -289,7 +288,7 @@ def sma_cross_sweep(close: pd.DataFrame | pd.Series, # price panel
     return in_chunks(grid, run, chunk_size, close.size)
 
 # %% ../../nbs/backtest/02_vector.ipynb #c452a5f8
-@njit(cache=True, nogil=True)
+@kernel(cache=True, nogil=True)
 def _stop_kernel(entries, exits, fill, close, stop_loss, take_profit, trailing, size):
     T, N = close.shape
     P = stop_loss.shape[0]

@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from numba import njit
 
-from ..core import DataError, UsageError, as_utc_timestamp
+from ..core import DataError, UsageError, as_utc_timestamp, kernel
 from .indicators import returns
 
 # %% auto #0
@@ -80,7 +79,7 @@ def ewm_volatility(close: pd.DataFrame, # panel of prices
     return returns(close).ewm(span=span, min_periods=min_periods).std()
 
 # %% ../../nbs/research/04_labels.ipynb #c5f22bd0
-@njit(cache=True)
+@kernel(cache=True)
 def _barrier_kernel(close, rows, cols, target, side, pt, sl, max_hold):
     n = close.shape[0]
     m = rows.shape[0]
