@@ -18,7 +18,7 @@ from typing import Callable
 from .core import DEFAULT_COSTS, DataError, QuantlabError, UsageError, data_dir, json_default
 
 # %% auto #0
-__all__ = ['COMMANDS', 'Command', 'register', 'build_parser', 'main']
+__all__ = ['COMMANDS', 'PROGRESS_BYTES', 'Command', 'register', 'build_parser', 'main']
 
 # %% ../nbs/cli.ipynb #cf538465
 @dataclass(frozen=True)
@@ -135,13 +135,20 @@ def _print_table(df, max_rows: int = 40) -> None:
         print(df.to_string() if len(df) <= max_rows else repr(df))
 
 # %% ../nbs/cli.ipynb #c350e8ee
+PROGRESS_BYTES = 64 << 20  # an ingest of a file at least this big shows a progress bar (on stderr)
+
+
 def _data_ingest(args) -> int:
+    from tqdm.auto import tqdm
     from quantlab.data.loaders import load_file
     path = Path(args.file)
     if not path.is_file(): raise DataError("file not found", file=path)
-    loaded = load_file(path, preset=args.format, symbol=args.symbol, tz=args.tz, calendar=args.calendar)
-    result = _store(args).write_bars(loaded, calendar=args.calendar)
-    symbols = sorted(loaded.bars["symbol"].unique())
+    size = path.stat().st_size
+    with tqdm(total=size, unit="B", unit_scale=True, desc=f"reading {path.name}", disable=size < PROGRESS_BYTES, leave=False) as bar:
+        loaded = load_file(path, preset=args.format, symbol=args.symbol, tz=args.tz, calendar=args.calendar, progress=bar.update)
+        bar.set_description(f"validating and writing {len(loaded.bars):,} bars")
+        result = _store(args).write_bars(loaded, calendar=args.calendar)
+    symbols = loaded.source["symbols"]
     n_actions = 0 if loaded.actions is None else len(loaded.actions)
     named = ", ".join(symbols) if len(symbols) <= 8 else f"{len(symbols):,} symbols ({', '.join(symbols[:4])}, ..., {symbols[-1]})"
     print(f"ingested {path}: {len(loaded.bars):,} bars of {named}"

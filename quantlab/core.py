@@ -204,26 +204,33 @@ def calendar(name: str = "XNYS"): # exchange_calendars code, e.g. XNYS, XNAS, XL
         raise UsageError(f"unknown or unusable exchange calendar {name!r}: {exc}") from exc
 
 
+_SESSION_COLUMNS = ("open", "close", "break_start", "break_end")
+
+
 @lru_cache(maxsize=32)
 def session_schedule(cal: str = "XNYS", # exchange calendar
-                    ) -> pd.Series:
-    "Each session's UTC close, indexed by its naive session date, 1960 to 2035: from the disk cache (`cache_dir()/sessions`, keyed by the exchange_calendars version) or built from `calendar(cal)` and cached."
-    file = cache_dir() / "sessions" / f"{cal.replace('/', '-')}-{importlib.metadata.version('exchange_calendars')}.npy"
-    try: table = np.load(file)  # (n, 2) int64: session day, close, both in ns since the epoch
-    except (OSError, ValueError, EOFError): table = _write_sessions(file, calendar(cal))
-    if table.ndim != 2 or table.shape[1] != 2 or len(table) == 0: table = _write_sessions(file, calendar(cal))  # a damaged cache is rebuilt
-    return pd.Series(pd.DatetimeIndex(table[:, 1].view("M8[ns]"), tz="UTC"), index=pd.DatetimeIndex(table[:, 0].view("M8[ns]")), name="close")
-
-
-def _write_sessions(file: Path, c) -> np.ndarray:
-    closes = c.schedule["close"]
-    days = pd.DatetimeIndex(closes.index).tz_localize(None).normalize().as_unit("ns")
-    close = pd.DatetimeIndex(closes.array).tz_convert("UTC").as_unit("ns")
-    table = np.column_stack([days.asi8, close.asi8])
+                    ) -> pd.DataFrame:
+    "Each session's open, close, break_start and break_end in UTC (NaT: no break), indexed by the naive session date, 1960 to 2035, with\n    the calendar's time zone in `.attrs['tz']`: read from `cache_dir()/sessions` (keyed by the exchange_calendars version), else built and cached."
+    file = cache_dir() / "sessions" / f"{cal.replace('/', '-')}-{importlib.metadata.version('exchange_calendars')}.npz"
     try:
-        with atomic_path(file) as tmp, open(tmp, "wb") as f: np.save(f, table)
+        with np.load(file) as z: table, tz = z["table"], str(z["tz"])  # (n, 5) int64 ns: session day, then _SESSION_COLUMNS
+        if table.ndim != 2 or table.shape[1] != 5 or not len(table): raise ValueError("damaged")  # rebuilt, not trusted
+    except (OSError, ValueError, EOFError, KeyError): table, tz = _write_sessions(file, calendar(cal))
+    cols = {c: pd.DatetimeIndex(table[:, i + 1].view("M8[ns]"), tz="UTC") for i, c in enumerate(_SESSION_COLUMNS)}
+    out = pd.DataFrame(cols, index=pd.DatetimeIndex(table[:, 0].view("M8[ns]")))
+    out.attrs["tz"] = tz
+    return out
+
+
+def _write_sessions(file: Path, c) -> tuple[np.ndarray, str]:
+    sch = c.schedule
+    days = pd.DatetimeIndex(sch.index).tz_localize(None).normalize().as_unit("ns")
+    table = np.column_stack([days.asi8] + [pd.DatetimeIndex(sch[k].array).tz_convert("UTC").as_unit("ns").asi8 for k in _SESSION_COLUMNS])
+    tz = str(c.tz)
+    try:
+        with atomic_path(file) as tmp, open(tmp, "wb") as f: np.savez(f, table=table, tz=np.array(tz))
     except OSError: pass  # a cache that cannot be written only makes the next start slower
-    return table
+    return table, tz
 
 
 def session_closes(dates, # session dates (naive or midnight-UTC)
@@ -231,7 +238,7 @@ def session_closes(dates, # session dates (naive or midnight-UTC)
                   ) -> pd.DatetimeIndex:
     "The UTC close of each session date; NaT where the date is not a session of `cal`."
     days = pd.DatetimeIndex(pd.to_datetime(dates)).tz_localize(None).normalize()
-    return pd.DatetimeIndex(session_schedule(cal).reindex(days).array)
+    return pd.DatetimeIndex(session_schedule(cal)["close"].reindex(days).array)
 
 
 def sessions_between(start, end, cal: str = "XNYS") -> pd.DatetimeIndex:

@@ -15,7 +15,9 @@ import lzma
 import os
 import re
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Callable
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +25,7 @@ import pandas as pd
 
 from ..core import DataError, UsageError, session_closes
 from .corporate import actions_from_columns, unadjust_splits
-from .schema import coerce_bars, empty_actions, parse_utc
+from .schema import coerce_bars, empty_actions, factorize_symbols, parse_utc
 
 # %% auto #0
 __all__ = ['PRESETS', 'Loaded', 'Preset', 'list_presets', 'sha256_file', 'read_table', 'load_file']
@@ -127,13 +129,16 @@ def sha256_file(path: str | os.PathLike) -> str:
 
 def read_table(path: str | os.PathLike, # CSV (maybe compressed) or Parquet file
                fix_time_header: bool = True, # repair a header missing the Time column of its rows
+               progress: Callable[[int], object] | None = None, # called with each count of the file's bytes read
               ) -> pd.DataFrame:
     "The file as a DataFrame, one row per data row (header excluded), columns as named in the file."
     path = Path(path)
     if not path.exists(): raise DataError("file not found", file=path)
     if path.suffix.lower() in (".parquet", ".pq"):
-        try: df = pd.read_parquet(path)
+        import pyarrow.parquet as pq
+        try: df = pq.read_table(path).to_pandas(split_blocks=True, self_destruct=True)  # one block per column: no stacking copy
         except Exception as exc: raise DataError(f"cannot read Parquet: {exc}", file=path) from exc
+        if progress: progress(path.stat().st_size)
         return df.reset_index(drop=isinstance(df.index, pd.RangeIndex))
     try:
         with _open_text(path) as f:
@@ -148,6 +153,43 @@ def read_table(path: str | os.PathLike, # CSV (maybe compressed) or Parquet file
             names = [header[0], "Time", *header[1:]]
         else:
             raise DataError(f"row has {len(head[1])} fields but the header names {len(header)}", file=path, line=2)
+    df = _read_csv_arrow(path, names, progress)
+    if df is None: df = _read_csv_pandas(path, names)
+    df.columns = [str(c).strip() for c in df.columns]
+    return df
+
+
+class _Counted:
+    "A binary file that reports the bytes read from it (pyarrow reads any object with `read`)."
+    def __init__(self, f, report): self._f, self._report, self.closed = f, report, False
+    def read(self, n: int = -1) -> bytes:
+        data = self._f.read(n)
+        self._report(len(data))
+        return data
+    def readable(self) -> bool: return True
+    def close(self): self.closed = True; self._f.close()
+    def __enter__(self): return self
+    def __exit__(self, *exc): self.close()
+
+
+def _read_csv_arrow(path: Path, names: list | None, progress=None) -> pd.DataFrame | None:
+    "The CSV by pyarrow's multi-threaded reader, ISO-8601 timestamps parsed on the way (3x the pandas reader on 10M rows,\n    and no per-string date parsing after it); None when pyarrow refuses the file, which the pandas reader then reports."
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+    read = pacsv.ReadOptions(column_names=names, skip_rows=1) if names else pacsv.ReadOptions()
+    opener = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}.get(path.suffix.lower())
+    try:
+        raw = open(path, "rb") if progress is None else _Counted(open(path, "rb"), progress)  # counted on disk, before decompression
+        with (opener(raw, "rb") if opener else raw) as f, raw:
+            table = pacsv.read_csv(f, read_options=read, parse_options=pacsv.ParseOptions(ignore_empty_lines=False))
+        if len(set(table.column_names)) < table.num_columns: return None  # repeated names: pandas' reader numbers them
+        return table.to_pandas(split_blocks=True, self_destruct=True, date_as_object=False)
+    except (pa.ArrowException, ValueError, OSError, EOFError):
+        return None
+
+
+def _read_csv_pandas(path: Path, names: list | None) -> pd.DataFrame:
+    "The CSV by pandas' reader, whose errors name the malformed line."
     try:
         df = pd.read_csv(path, header=0, names=names, skip_blank_lines=False, index_col=False)
     except pd.errors.ParserError as exc:
@@ -155,7 +197,6 @@ def read_table(path: str | os.PathLike, # CSV (maybe compressed) or Parquet file
         raise DataError(f"malformed CSV row ({exc})", file=path, line=int(m.group(1)) if m else None) from exc
     except (UnicodeDecodeError, OSError, EOFError) as exc:
         raise DataError(f"cannot read file: {exc}", file=path) from exc
-    df.columns = [str(c).strip() for c in df.columns]
     return df
 
 # %% ../../nbs/data/02_loaders.ipynb #3a49da20
@@ -194,7 +235,8 @@ def _timestamps(df: pd.DataFrame, cols: dict, preset: Preset, file, tz: str | No
     daily = preset.daily
     if daily is None:  # generic: all-midnight naive values are dates
         parsed = parse_utc(raw, col, file, tz="UTC")
-        aware = isinstance(raw.dtype, pd.DatetimeTZDtype) or raw.astype("str").str.contains(r"(?:Z|[+-]\d\d:?\d\d)$", regex=True).any()
+        aware = isinstance(raw.dtype, pd.DatetimeTZDtype) or (not pd.api.types.is_datetime64_dtype(raw.dtype) and
+                                                               raw.astype("str").str.contains(r"(?:Z|[+-]\d\d:?\d\d)$", regex=True).any())
         daily = (not aware) and bool((parsed == parsed.dt.normalize()).all())
         if not daily: return (parse_utc(raw, col, file, tz=tz) if not aware else parsed), None, False
     if not daily: return parse_utc(raw, col, file, tz=tz or preset.tz), None, False
@@ -259,12 +301,23 @@ def load_file(path: str | os.PathLike, # CSV (.csv, .txt, .gz, .bz2, .xz) or Par
               mapping: dict | None = None, # {file column: canonical name}, overrides the preset
               calendar: str = "XNYS", # exchange calendar for stamping daily bars at the session close
               off_calendar: str = "raise", # daily dates that are not sessions: 'raise' or 'drop' (with a warning)
+              progress: Callable[[int], object] | None = None, # called with each count of the file's bytes read (e.g. a tqdm bar's update)
              ) -> Loaded:
     "Load one vendor file into canonical bars and corporate actions."
     if preset not in PRESETS: raise UsageError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
     if off_calendar not in ("raise", "drop"): raise UsageError("off_calendar must be 'raise' or 'drop'")
-    p, path = PRESETS[preset], Path(path)
-    df = read_table(path, fix_time_header=p.fix_time_header)
+    path = Path(path)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        digest = pool.submit(sha256_file, path) if path.is_file() else None  # hashlib releases the GIL: hashed while parsed
+        loaded = _load(path, preset, symbol, tz, mapping, calendar, off_calendar, progress)
+        loaded.source["sha256"] = digest.result()
+    return loaded
+
+
+def _load(path: Path, preset: str, symbol, tz, mapping, calendar: str, off_calendar: str, progress) -> Loaded:
+    "`load_file` but the file's hash."
+    p = PRESETS[preset]
+    df = read_table(path, fix_time_header=p.fix_time_header, progress=progress)
     if not len(df): raise DataError("no data rows: the file has a header and nothing else", file=path, line=2 if _is_text(path) else None)
     cols = _resolve_columns(df, p, mapping, path)
     if "symbol" not in cols and symbol is None: symbol = _symbol_from_name(path)
@@ -295,9 +348,9 @@ def load_file(path: str | os.PathLike, # CSV (.csv, .txt, .gz, .bz2, .xz) or Par
     if p.unadjust_splits and len(actions):
         bars, actions = unadjust_splits(bars, actions)
         notes.append("vendor OHLCV and dividends were split-adjusted; converted back to raw with the split column")
-    source = {"file": str(path), "preset": preset, "sha256": sha256_file(path), "rows": int(len(bars)),
+    source = {"file": str(path), "preset": preset, "sha256": None, "rows": int(len(bars)),
               "calendar": calendar if daily else None, "tz": None if daily else (tz or p.tz),
-              "daily": daily, "symbols": sorted(map(str, bars["symbol"].unique())), "columns": {**cols, "ts": cols.get("ts", cols.get("date"))}, "notes": notes}
+              "daily": daily, "symbols": sorted(map(str, factorize_symbols(bars["symbol"])[1])), "columns": {**cols, "ts": cols.get("ts", cols.get("date"))}, "notes": notes}
     return Loaded(bars, actions, source, p.adjusted, extra, file_rows, list(df.columns))
 
 
