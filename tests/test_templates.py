@@ -145,6 +145,21 @@ def test_factor_report_ic_matches_scipy_spearman(tmp_path, monkeypatch):
     assert m["lookahead_ok"] is True and m["symbols"] == list(px.columns)
     assert m["ic_dates"] == m["quantile_dates"] == m["ic"]["n_dates"]  # one sample for the IC and the quantile returns
     assert m["names_per_date"] == 4 and "Warning: a small cross-section." in html  # 4 names: the IC of a date takes few values
+    # the IC's distribution, its monthly calendar and the cumulative quantile returns (#17 item 17), checked by hand
+    text = report_text(html)
+    for section in ("How the IC is distributed", "IC against the normal", "Monthly IC", "Cumulative quantile returns",
+                    "Cumulative return by momentum quantile"):
+        assert section in text, section
+    ok = np.isfinite(mom.to_numpy()).all(axis=1) & np.isfinite(fwd.to_numpy()).all(axis=1)
+    ic = pd.Series(ics, index=pd.to_datetime(px.index[ok]))
+    assert m["ic_skew"] == pytest.approx(stats.skew(ics, bias=False), abs=1e-9)
+    assert m["ic_excess_kurtosis"] == pytest.approx(stats.kurtosis(ics, bias=False), abs=1e-9)
+    months = ic.groupby([ic.index.year, ic.index.month]).mean()
+    assert m["monthly_ic_months"] == len(months) and m["monthly_ic_positive"] == pytest.approx((months > 0).mean(), abs=1e-12)
+    r1 = px.shift(-1) / px - 1  # each date, the top two names by momentum, held one bar
+    top = [r1.iloc[i][mom.iloc[i].nlargest(2).index].mean() for i in range(len(px)) if ok[i]]
+    growth = np.prod(1 + np.nan_to_num(np.asarray(top[:-1])))  # from the first IC date's close to the last one's
+    assert m["cumulative_quantile_growth"]["2"] == pytest.approx(growth, rel=1e-9)
 
 
 def test_robustness_report_best_set_agrees_with_the_event_engine(tmp_path):

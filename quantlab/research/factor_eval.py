@@ -20,8 +20,9 @@ from .labels import forward_returns
 # %% auto #0
 __all__ = ['FF_COLUMNS', 'information_coefficient', 'nw_maxlags', 'newey_west', 'newey_west_many', 'ic_summary', 'ic_decay',
            'factor_quantiles', 'quantile_returns', 'quantile_turnover', 'rank_autocorrelation', 'plot_ic',
-           'plot_ic_decay', 'plot_quantile_returns', 'synthetic_factor', 'fama_french', 'monthly_returns',
-           'RegressionResult', 'hac_regression', 'fama_french_regression', 'store_fama_french']
+           'plot_ic_decay', 'plot_quantile_returns', 'synthetic_factor', 'monthly_ic', 'cumulative_quantile_returns',
+           'plot_ic_distribution', 'plot_monthly_ic', 'fama_french', 'monthly_returns', 'RegressionResult',
+           'hac_regression', 'fama_french_regression', 'store_fama_french']
 
 # %% ../../nbs/research/05_factor_eval.ipynb #4cbb7129
 def _pairs(factor: pd.DataFrame, forward: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -237,6 +238,61 @@ def synthetic_factor(n_dates: int = 500, # dates
     index = pd.date_range("2020-01-01 21:00", periods=n_dates, freq="B", tz="UTC", name="ts")
     cols = pd.Index([f"S{i:03d}" for i in range(n_assets)], name="symbol")
     return pd.DataFrame(factor, index, cols), pd.DataFrame(fwd, index, cols)
+
+# %% ../../nbs/research/05_factor_eval.ipynb #8a88220d
+def monthly_ic(ic: pd.Series, # an IC series (information_coefficient)
+              ) -> pd.DataFrame:
+    "Mean IC of each calendar month: one row per year, columns 1-12 (NaN where the month has no IC)."
+    clean = ic.dropna()
+    table = clean.groupby([clean.index.year.rename("year"), clean.index.month.rename("month")]).mean().unstack("month")
+    return table.reindex(columns=range(1, 13))
+
+
+def cumulative_quantile_returns(factor: pd.DataFrame, # factor panel
+                                close: pd.DataFrame, # price panel
+                                quantiles: int = 5, # buckets per date
+                               ) -> pd.DataFrame:
+    "Growth of 1 in each bucket's equal-weighted portfolio (formed on the factor at the close, held one bar, gross of costs) and in `long_short`, valued at each close."
+    daily = quantile_returns(factor, forward_returns(close, 1), quantiles).shift(1)  # formed at t-1's close, earned by t's
+    return (1 + daily.fillna(0.0)).cumprod()
+
+
+def plot_ic_distribution(ic: pd.Series, # an IC series
+                        ):
+    "Histogram of the IC against the normal of the same mean and standard deviation, and its QQ plot against the normal."
+    import matplotlib.pyplot as plt
+    clean = ic.dropna().to_numpy()
+    mu, sd = clean.mean(), clean.std(ddof=1)
+    fig, (h, q) = plt.subplots(1, 2, figsize=(11, 3.6))
+    h.hist(clean, bins=min(60, max(10, len(clean) // 20)), density=True, color="tab:blue", alpha=0.6)
+    x = np.linspace(clean.min(), clean.max(), 200)
+    h.plot(x, stats.norm.pdf(x, mu, sd), color="tab:red", label="normal, same mean and std")
+    h.axvline(mu, color="black", lw=0.8)
+    h.set_title(f"IC: mean {mu:.3f}, std {sd:.3f}, skew {stats.skew(clean):.2f}, excess kurtosis {stats.kurtosis(clean):.2f}", fontsize=10)
+    h.legend(loc="upper left", fontsize=8)
+    (osm, osr), (slope, intercept, _) = stats.probplot(clean, dist="norm")
+    q.scatter(osm, osr, s=4, color="tab:blue")
+    q.plot(osm, slope * osm + intercept, color="tab:red")
+    q.set_xlabel("normal quantile"); q.set_ylabel("IC quantile"); q.set_title("IC against the normal (QQ)", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_monthly_ic(table: pd.DataFrame, # monthly_ic output
+                    ax=None, # matplotlib Axes; default a new figure
+                   ):
+    "Heat map of the monthly mean IC, green above zero and red below, each cell labelled."
+    import matplotlib.pyplot as plt
+    if ax is None: _, ax = plt.subplots(figsize=(10, 0.35 * len(table) + 1.2))
+    v = table.to_numpy(dtype=float)
+    lim = np.nanmax(np.abs(v)) if np.isfinite(v).any() else 1.0
+    ax.imshow(v, cmap="RdYlGn", vmin=-lim, vmax=lim, aspect="auto")
+    for (i, j), x in np.ndenumerate(v):
+        if np.isfinite(x): ax.text(j, i, f"{x:.2f}", ha="center", va="center", fontsize=7)
+    ax.set_xticks(range(12), ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"])
+    ax.set_yticks(range(len(table)), [str(y) for y in table.index])
+    ax.set_title("Monthly mean IC")
+    return ax.figure
 
 # %% ../../nbs/research/05_factor_eval.ipynb #a6feb7e8
 FF_COLUMNS = ("mkt_rf", "smb", "hml", "rf")
