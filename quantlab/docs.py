@@ -100,6 +100,14 @@ def _thin_plotly(data: dict) -> dict:
     return {k: v for k, v in data.items() if k != "application/vnd.plotly.v1+json"} | {"text/html": html}
 
 
+def _inlines_plotly_js(output: dict) -> bool:
+    "An output that carries the whole plotly.js library (plotly's notebook mode, 4.8 MB): the site serves it once from `_static`."
+    html = output.get("data", {}).get("text/html")
+    if html is None: return False
+    head = _text(html)[:2000]
+    return "window.PlotlyConfig" in head and "* plotly.js v" in head
+
+
 def _clean_output(output: dict) -> dict:
     "Drop show_doc's Quarto-only source link from markdown outputs and CDN scripts (plotly's MathJax loader) from HTML outputs."
     data = _thin_plotly(output.get("data", {}))
@@ -139,7 +147,7 @@ def to_myst(nb: dict, # a processed notebook (nbformat dict)
         if opts.get("echo") == "false": tags.add("remove-input")
         if opts.get("output") == "false": tags.add("remove-output")
         new = {**cell, "source": "\n".join(keep).strip("\n"), "metadata": {**cell.get("metadata", {}), "tags": sorted(tags)},
-               "outputs": [_clean_output(o) for o in cell.get("outputs", [])]}
+               "outputs": [_clean_output(o) for o in cell.get("outputs", []) if not _inlines_plotly_js(o)]}
         if not new["source"] and not new.get("outputs"): continue
         cells.append(new)
     if not title_done and fallback_title and not any(c["cell_type"] == "markdown" and c["source"].lstrip().startswith("# ") for c in cells):

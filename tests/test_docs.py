@@ -98,3 +98,24 @@ def test_plotly_outputs_on_pages_are_thinned():
     data = {"application/vnd.plotly.v1+json": json.loads(fig.to_json()), "text/html": pio.to_html(fig, include_plotlyjs=False, full_html=False)}
     out = _clean_output({"output_type": "display_data", "data": data, "metadata": {}})["data"]
     assert "Plotly.newPlot" in out["text/html"] and len(out["text/html"]) < len(data["text/html"]) / 2
+
+
+def test_the_executed_walk_forward_page_is_light_and_its_chart_draws(tmp_path):
+    """The executed walk-forward page was 4.9 MB: plotly's notebook mode stored plotly.js in an output, and the page
+    carried it on top of the site's own copy (#17 item 18). Built executed, alone with the index, it is now light."""
+    from PIL import Image
+    import numpy as np
+    nbs = tmp_path / "nbs"
+    (nbs / "evaluate").mkdir(parents=True)
+    shutil.copy(REPO / "nbs" / "index.ipynb", nbs)
+    shutil.copy(REPO / "nbs" / "evaluate" / "01_walkforward.ipynb", nbs / "evaluate")
+    shutil.copy(REPO / "settings.ini", tmp_path)
+    site = build_docs(tmp_path / "_docs", nbs, execute=True, engine="sphinx")
+    page = site / "evaluate" / "01_walkforward.html"
+    html = page.read_text(encoding="utf-8")
+    assert page.stat().st_size < 500_000, page.stat().st_size
+    assert "* plotly.js v" not in html and "_static/plotly.min.js" in html and "Plotly.newPlot" in html
+    png = screenshot(page.as_uri(), tmp_path / "wf.png", height=6000)
+    img = np.asarray(Image.open(png).convert("RGB")).astype(int)
+    colored = (np.abs(img[..., 0] - img[..., 2]) > 60).mean()  # the chart's coloured lines and bars (text is grey)
+    assert colored > 0.0005, f"no chart drawn: coloured fraction {colored:.5f}"
