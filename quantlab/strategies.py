@@ -23,11 +23,13 @@ __all__ = ['STRATEGIES', 'SmaCross', 'RsiReversion', 'XsMomentum', 'get_strategy
 
 # %% ../nbs/strategies.ipynb #458550d7
 class SmaCross(Strategy):
-    "Moving-average crossover: long when SMA(fast) > SMA(slow), else `short` (0 = flat)."
+    "Moving-average crossover: long when SMA(fast) > SMA(slow), else `short` (0 = flat); with `entry='cross'` only from the first crossing on."
     schema = {"fast": Param(10, int, 1, 5000, doc="fast moving-average window, bars"),
               "slow": Param(50, int, 2, 5000, doc="slow moving-average window, bars"),
               "long": Param(1.0, float, -10, 10, doc="weight (of equity, split across symbols) when fast > slow"),
-              "short": Param(0.0, float, -10, 10, doc="weight otherwise (0: flat, -1: short)")}
+              "short": Param(0.0, float, -10, 10, doc="weight otherwise (0: flat, -1: short)"),
+              "entry": Param("level", str, choices=("level", "cross"),
+                             doc="'level': hold the side the averages are on from the first bar both exist; 'cross': stay flat until they first cross")}
     constraints = ((lambda p: p["fast"] < p["slow"], "fast must be below slow"),)
 
     @property
@@ -39,8 +41,10 @@ class SmaCross(Strategy):
         p, n = self.params, close.shape[1]
         if not 0 < p["fast"] < p["slow"]: raise UsageError(f"SmaCross needs 0 < fast < slow, got fast={p['fast']} slow={p['slow']}")
         f, s = sma(close, int(p["fast"])).to_numpy(), sma(close, int(p["slow"])).to_numpy()
-        state = np.where(f > s, p["long"] / n, p["short"] / n)
-        state[np.isnan(f) | np.isnan(s)] = 0.0  # no position until both averages exist
+        above, valid = f > s, ~(np.isnan(f) | np.isnan(s))
+        state = np.where(above, p["long"] / n, p["short"] / n)
+        state[~valid] = 0.0  # no position until both averages exist
+        if p["entry"] == "cross": state[~_crossed(above, valid)] = 0.0
         return pd.DataFrame(state, index=close.index, columns=close.columns)
 
     def features(self, data):
@@ -58,7 +62,17 @@ class SmaCross(Strategy):
     def vector_weights(self, data) -> np.ndarray:
         "The same decisions as (time, asset) weights for `vector.simulate`."
         p, n = self.params, data["close"].shape[1]
+        if p["entry"] == "cross": return target_changes(self._state(data["close"]).to_numpy())  # NaN where the target holds
         return sma_cross_weights(data["close"], p["fast"], p["slow"], p["long"] / n, p["short"] / n)[:, :, 0]
+
+
+def _crossed(above: np.ndarray, # (time, asset) fast above slow
+             valid: np.ndarray, # (time, asset) both averages exist
+            ) -> np.ndarray:
+    "True from the first bar at which the averages changed sides (both existing on that bar and the one before) onward."
+    change = np.zeros(above.shape, bool)
+    change[1:] = valid[1:] & valid[:-1] & (above[1:] != above[:-1])
+    return np.logical_or.accumulate(change, axis=0)
 
 # %% ../nbs/strategies.ipynb #7888370b
 def _off(v) -> float:
@@ -232,7 +246,7 @@ def _rsi_sweep_weights(data, grid: pd.DataFrame) -> np.ndarray:
 
 def _sweep_weights(name: str, data, grid: pd.DataFrame) -> np.ndarray:
     close = data["close"]
-    if name == "sma_cross":
+    if name == "sma_cross" and set(grid.get("entry", ["level"])) == {"level"}:  # the compiled grid kernel; entry='cross' per set below
         d = {**SmaCross.defaults, **{k: grid[k].to_numpy() for k in grid.columns}}
         n, P = close.shape[1], len(grid)
         lo, sh = np.broadcast_to(d["long"], (P,)), np.broadcast_to(d["short"], (P,))

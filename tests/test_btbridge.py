@@ -104,3 +104,52 @@ def test_three_stock_sma_cross_in_backtrader_matches_event_engine_to_the_cent(st
     assert bf[key + ["quantity"]].values.tolist() == ef[key + ["quantity"]].values.tolist()
     np.testing.assert_allclose(bf["price"].to_numpy(), ef["price"].to_numpy(), rtol=0, atol=1e-9)
     np.testing.assert_allclose(b.equity.to_numpy(), ev.equity.to_numpy(), rtol=0, atol=CENT)
+
+
+def test_sma_cross_entering_on_crossings_matches_a_plain_backtrader_crossover_script(spx):
+    """`SmaCross(entry="cross")` against a backtrader script written the way its docs teach (bt's own SMA and
+    CrossOver; buy on an upward cross, close on a downward one; market orders at the next open; 0.1% commission):
+    the same fills to the cent and the same value at every close, with the last position left open (#16)."""
+    import backtrader as bt
+    from quantlab.backtest.driver import run_backtest
+    from quantlab.trading.brokers.sim import BasisPoints, SimBroker
+    from quantlab.trading.portfolio import FixedQuantity
+    fast, slow, units, cash = 20, 100, 10, 100_000.0
+    spx = {k: v.loc[:"2017-12-31"] for k, v in spx.items()}  # ends in a rise: a position is open at the end
+
+    class Cross(bt.Strategy):
+        def __init__(self):
+            self.cross = bt.indicators.CrossOver(bt.indicators.SMA(self.data.close, period=fast),
+                                                 bt.indicators.SMA(self.data.close, period=slow))
+            self.fills, self.values = [], {}
+
+        def notify_order(self, order):
+            if order.status == order.Completed:
+                self.fills.append((bt.num2date(order.executed.dt).date(), order.executed.size, order.executed.price, order.executed.comm))
+
+        def next(self):
+            if not self.position and self.cross[0] > 0: self.buy(size=units)
+            elif self.position and self.cross[0] < 0: self.close()
+            self.values[self.data.datetime.date(0)] = self.broker.getvalue()
+
+    frame = pd.DataFrame({k: spx[k]["SPX"] for k in ("open", "high", "low", "close", "volume")}).tz_localize(None)
+    cerebro = bt.Cerebro(stdstats=False)
+    cerebro.adddata(bt.feeds.PandasData(dataname=frame, openinterest=None))
+    cerebro.addstrategy(Cross)
+    cerebro.broker.setcash(cash)
+    cerebro.broker.setcommission(commission=0.001)
+    b = cerebro.run()[0]
+
+    st = SmaCross(fast=fast, slow=slow, entry="cross")
+    st.sizer = FixedQuantity(units)
+    r = run_backtest(st, spx, cash=cash, broker=SimBroker(cash=cash, commission=BasisPoints(10)))
+    f = r.fills
+    ours = list(zip(f["ts"].dt.date, f["quantity"], f["price"], f["commission"]))
+    assert len(ours) == len(b.fills) > 20 and abs(sum(q for _, q, _, _ in ours)) == units  # still long at the end
+    for (d1, q1, p1, c1), (d2, q2, p2, c2) in zip(ours, b.fills):
+        assert d1 == d2 and q1 == q2 and abs(p1 - p2) < 1e-9 and abs(c1 - c2) < CENT
+    value = pd.Series(b.values)
+    eq = r.equity.set_axis(r.equity.index.date).loc[value.index]
+    np.testing.assert_allclose(eq.to_numpy(), value.to_numpy(), rtol=0, atol=CENT)
+    level = event_backtest("sma_cross", spx, {"fast": fast, "slow": slow})  # the default enters on the first bar above
+    assert level.fills["ts"].iloc[0] < f["ts"].iloc[0]

@@ -41,7 +41,7 @@ def test_paper_promotion_writes_a_record_and_an_mlflow_version_with_its_alias(wo
     rec = json.loads(path.read_text())
     m = world["run"].metrics
     assert (rec["by"], rec["reason"], rec["stage"]) == ("tester", "robust enough to paper trade", "paper")
-    assert rec["data_fingerprint"] == m["data_fingerprint"] and rec["params"] == {"fast": 50, "slow": 200, "long": 1.0, "short": 0.0}
+    assert rec["data_fingerprint"] == m["data_fingerprint"] and rec["params"] == {"fast": 50, "slow": 200, "long": 1.0, "short": 0.0, "entry": "level"}
     assert rec["reports"]["robustness"] == str(world["run"].html.resolve()) and rec["git_sha"]
     from mlflow import MlflowClient
     uri = rec["registry"]["uri"]
@@ -62,7 +62,7 @@ def test_live_needs_the_stricter_gate_and_a_paper_session_with_zero_decision_dif
     assert _promote(world, "--to", "live", "--reason", "four years of paper, zero diff", "--paper", "paper50", "--policy", str(policy)) == 0
     out = capsys.readouterr().out
     assert "PASS  decision diff with the backtest is zero: zero" in out and "PASS  paper sessions traded: 1006 (min 20)" in out
-    rec = pr.find_promotion(world["data"] / "promotions", "sma_cross", {"fast": 50, "slow": 200, "long": 1.0, "short": 0.0}, "live")
+    rec = pr.find_promotion(world["data"] / "promotions", "sma_cross", {"fast": 50, "slow": 200, "long": 1.0, "short": 0.0, "entry": "level"}, "live")
     assert rec["paper_sessions"][0]["parity"]["equal"] and rec["registry"]["alias"] == "live"
     strict = world["root"] / "strict.toml"
     strict.write_text(f"[live]\nmin_deflated_sharpe = {m['deflated_sharpe'] + 0.01:.4f}\n")
@@ -72,7 +72,7 @@ def test_live_needs_the_stricter_gate_and_a_paper_session_with_zero_decision_dif
 
 def test_ib_refuses_an_unpromoted_strategy_and_journals_an_override(tmp_path):
     promotions = tmp_path / "promotions"  # a live promotion of (50, 200), as `quantlab promote` writes it
-    pr.promote("sma_cross", {"fast": 50, "slow": 200, "long": 1.0, "short": 0.0}, "live", [pr.Check("gate", True, "passed")], "test", promotions, {})
+    pr.promote("sma_cross", {"fast": 50, "slow": 200, "long": 1.0, "short": 0.0, "entry": "level"}, "live", [pr.Check("gate", True, "passed")], "test", promotions, {})
     spx = {k: v.iloc[:100] for k, v in _spx().items()}
     def run(params, **promotion):
         cfg = config_from_dict({"name": f"ib{len(promotion)}{params['fast']}", "state_dir": str(tmp_path / f"s{len(promotion)}{params['fast']}"),

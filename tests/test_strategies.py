@@ -95,3 +95,16 @@ def test_xs_momentum_sweep_runs_each_set(prices):
     sw = sweep("xs_momentum", {"close": prices}, grid, commission_bps=10)
     one = vector_backtest("xs_momentum", {"close": prices}, {"top": 4, "target_vol": 0.1}, commission_bps=10)
     np.testing.assert_allclose(sw.equity.iloc[:, 1].to_numpy(), one.equity.iloc[:, 0].to_numpy(), rtol=1e-12)
+
+
+def test_sma_cross_entering_on_crossings_agrees_in_the_vector_and_event_engines(spx):
+    "entry='cross' (#16): the vector engine's weights are the event engine's targets, so both trade the same fills."
+    from quantlab.strategies import event_backtest
+    params = {"fast": 10, "slow": 100, "entry": "cross"}
+    vec, ev = vector_backtest("sma_cross", spx, params, commission_bps=5), event_backtest("sma_cross", spx, params, commission_bps=5)
+    assert vec.trades == len(ev.fills) > 20
+    np.testing.assert_allclose(vec.equity.iloc[:, 0].to_numpy(), ev.equity.to_numpy(), rtol=1e-9)
+    c = spx["close"]["SPX"].to_numpy()
+    above = talib.SMA(c, 10) > talib.SMA(c, 100)
+    first_cross = int(np.flatnonzero(above[101:] != above[100:-1])[0]) + 101
+    assert ev.fills["bar"].iloc[0] > first_cross  # nothing traded before the averages first crossed
