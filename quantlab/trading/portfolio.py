@@ -15,7 +15,8 @@ from ..core import Instrument, StateError, UsageError
 from .orders import Fill, Order, _DAY, _MARKET  # (Enum members as constants: see orders)
 
 # %% auto #0
-__all__ = ['COST_KINDS', 'Position', 'Portfolio', 'FixedFraction', 'VolatilityTarget', 'FixedQuantity', 'orders_for_targets']
+__all__ = ['COST_KINDS', 'Position', 'Portfolio', 'FixedFraction', 'VolatilityTarget', 'FractionalKelly', 'FixedQuantity',
+           'orders_for_targets']
 
 # %% ../../nbs/trading/02_portfolio.ipynb #e0d9b7d1
 @dataclass(slots=True)
@@ -250,6 +251,20 @@ class VolatilityTarget:
         "Units to hold; 0 when the volatility is unknown, NaN or not positive."
         if volatility is None or not volatility > 0: return 0.0
         scale = min(self.target / volatility, self.max_leverage)
+        return weight * scale * equity / (price * multiplier)
+
+
+@dataclass(frozen=True)
+class FractionalKelly:
+    "Quantity at `fraction` of the Kelly leverage edge / volatility^2 (the growth-optimal bet for a continuous return), capped."
+    edge: float = 0.05  # estimated annual excess return of the position (per unit of weight)
+    fraction: float = 0.5  # of full Kelly: estimates are noisy and full Kelly's drawdowns deep, so half is usual
+    max_leverage: float = 1.0  # cap on |value| / equity per position
+
+    def quantity(self, weight: float, equity: float, price: float, multiplier: float = 1.0, volatility: float | None = None) -> float:
+        "Units to hold; 0 when the volatility is unknown or not positive, or the edge is not positive."
+        if volatility is None or not volatility > 0 or not self.edge > 0: return 0.0
+        scale = min(self.fraction * self.edge / volatility ** 2, self.max_leverage)
         return weight * scale * equity / (price * multiplier)
 
 
