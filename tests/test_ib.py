@@ -143,7 +143,7 @@ def test_the_unmodified_client_trades_on_every_server_version(tmp_path, version)
             assert t.orderStatus.status == "Filled" and [(f.execution.shares, f.execution.price, f.commissionReport.commission) for f in t.fills] == [(10.0, 190.0, 1.0)]
             assert [(p.contract.symbol, p.position) for p in ib.reqPositions()] == [("AAPL", 10.0)]
             assert len(ib.reqExecutions()) == 1 and [x.order.orderRef for x in ib.reqCompletedOrders(False)] == ["ref-1"]
-        finally: ib.disconnect()
+        finally: ib.disconnect(); ib.sleep(0)  # the socket closes on the next turn of the loop
 
 
 def test_the_fake_keeps_its_account_across_its_own_restart(fake, broker):
@@ -861,3 +861,21 @@ def test_an_ib_feed_needs_the_ib_broker_and_its_symbols(tmp_path):
     with pytest.raises(ConfigError, match=r"\[broker\] account: the account comes from the environment"): config_from_dict({**base, "broker": {"kind": "ib", "account": "DU1"}})
     cfg = config_from_dict({**base, "feed": {"kind": "ib", "symbols": ["AAPL"], "bar": "5min"}, "broker": {"kind": "ib", "port": 4002, "contracts": {"AAPL": {"primary_exchange": "NASDAQ"}}}})
     assert (cfg.feed, cfg.ib_port, cfg.contracts, cfg.stale_after) == ("ib", 4002, {"AAPL": {"primary_exchange": "NASDAQ"}}, 900.0)
+
+
+def test_close_closes_the_socket_even_if_another_library_then_replaces_the_event_loop(fake, tmp_path):
+    """ib_async's disconnect only starts closing: the socket closed on the loop's next turn. When the thread's loop was
+    replaced and dropped first (CI saw it; which library replaced it is unknown), the socket leaked, and a later,
+    unrelated test failed on the ResourceWarning. close() turns the loop once, so nothing is left but the loop."""
+    import asyncio, gc, warnings
+    b = IBBroker(tmp_path / "state", {"AAPL": spec_for("AAPL")}, port=fake.port, client_id=9, timeout=5, backoff=(0.05,))
+    assert b.cash() > 0
+    b.close()
+    del b
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always", ResourceWarning)
+        asyncio.set_event_loop(asyncio.new_event_loop())  # the old loop is garbage now, with whatever it still held
+        gc.collect()
+    assert any("unclosed event loop" in str(w.message) for w in seen)  # the old loop was collected here
+    leaked = [str(w.message) for w in seen if "transport" in str(w.message) or "socket.socket" in str(w.message)]
+    assert leaked == []

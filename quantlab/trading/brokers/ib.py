@@ -282,7 +282,9 @@ class _Connection:
 
     def close(self) -> None:
         self.link = "closed"
-        if self.ib.isConnected(): self.ib.disconnect()
+        if self.ib.isConnected():
+            self.ib.disconnect()
+            self.ib.sleep(0)  # one turn of the loop closes the socket now: left closing, it leaked if the loop was dropped first
         self.ledger.close()
 
 # %% ../../../nbs/trading/brokers/03_ib.ipynb #83b37177
