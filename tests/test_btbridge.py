@@ -153,3 +153,60 @@ def test_sma_cross_entering_on_crossings_matches_a_plain_backtrader_crossover_sc
     np.testing.assert_allclose(eq.to_numpy(), value.to_numpy(), rtol=0, atol=CENT)
     level = event_backtest("sma_cross", spx, {"fast": fast, "slow": slow})  # the default enters on the first bar above
     assert level.fills["ts"].iloc[0] < f["ts"].iloc[0]
+
+
+def test_all_in_at_the_fill_price_matches_backtraders_cheat_on_open_script_to_the_cent(spx):
+    """Sizing at the fill (#16): `SmaCross(entry="cross")` with `size_at_fill` sends cash orders, which the SimBroker
+    sizes at the next open as floor(cash / (open x 1.001)). backtrader does the same with cheat-on-open (the size
+    computed in next_open from that bar's open). Every fill, commission and close agrees to the cent; the last
+    position is left open."""
+    import math
+    import backtrader as bt
+    from quantlab.backtest.driver import run_backtest
+    from quantlab.trading.brokers.sim import BasisPoints, SimBroker
+    fast, slow, cash = 20, 100, 100_000.0
+    spx = {k: v.loc[:"2017-12-31"] for k, v in spx.items()}
+
+    class AllIn(bt.Strategy):
+        def __init__(self):
+            self.cross = bt.indicators.CrossOver(bt.indicators.SMA(self.data.close, period=fast),
+                                                 bt.indicators.SMA(self.data.close, period=slow))
+            self.want, self.fills, self.values = 0, [], {}
+
+        def notify_order(self, order):
+            if order.status == order.Completed:
+                self.fills.append((bt.num2date(order.executed.dt).date(), order.executed.size, order.executed.price, order.executed.comm))
+
+        def next(self):  # the decision, at the close
+            if not self.position and self.cross[0] > 0: self.want = 1
+            elif self.position and self.cross[0] < 0: self.want = -1
+            self.values[self.data.datetime.date(0)] = self.broker.getvalue()
+
+        def next_open(self):  # the order, at the next open, sized with that open
+            if self.want > 0: self.buy(size=math.floor(self.broker.getcash() / (self.data.open[0] * 1.001)))
+            elif self.want < 0: self.close()
+            self.want = 0
+
+    frame = pd.DataFrame({k: spx[k]["SPX"] for k in ("open", "high", "low", "close", "volume")}).tz_localize(None)
+    cerebro = bt.Cerebro(stdstats=False, cheat_on_open=True)
+    cerebro.adddata(bt.feeds.PandasData(dataname=frame, openinterest=None))
+    cerebro.addstrategy(AllIn)
+    cerebro.broker.setcash(cash)
+    cerebro.broker.setcommission(commission=0.001)
+    b = cerebro.run()[0]
+
+    st = SmaCross(fast=fast, slow=slow, entry="cross")
+    st.size_at_fill = True
+    r = run_backtest(st, spx, cash=cash, broker=SimBroker(cash=cash, commission=BasisPoints(10)))
+    f = r.fills
+    ours = list(zip(f["ts"].dt.date, f["quantity"], f["price"], f["commission"]))
+    assert len(ours) == len(b.fills) > 20 and sum(q for _, q, _, _ in ours) > 0  # still long at the end
+    for (d1, q1, p1, c1), (d2, q2, p2, c2) in zip(ours, b.fills):
+        assert d1 == d2 and q1 == q2 and abs(p1 - p2) < 1e-9 and abs(c1 - c2) < CENT, ((d1, q1, p1, c1), (d2, q2, p2, c2))
+    value = pd.Series(b.values)
+    eq = r.equity.set_axis(r.equity.index.date).loc[value.index]
+    np.testing.assert_allclose(eq.to_numpy(), value.to_numpy(), rtol=0, atol=CENT)
+    assert (r.equity - (r.positions["SPX"] * spx["close"]["SPX"].reindex(r.equity.index))).min() >= 0  # cash never below zero
+    orders = r.orders
+    buys = orders[orders["cash"].notna()]
+    assert len(buys) == (f["quantity"] > 0).sum() and (buys["filled"] == buys["quantity"]).all()  # each sized once, at its fill

@@ -543,3 +543,20 @@ def test_reconciliation_repeats_on_its_timer(spx, tmp_path):
     rec = Journal(tmp_path / "journal.sqlite").frame().query("kind == 'reconcile'")
     assert len(rec) == 1 + (200 - 30) // 25  # at start, then every 25 traded bars
     assert all(json.loads(d)["status"] == "ok" for d in rec.detail)
+
+
+def test_cash_orders_sized_at_the_fill_make_the_backtests_fills_across_restarts(spx, tmp_path):
+    """A strategy that sizes at the fill (#16) sends cash orders; the paper broker sizes them as the SimBroker does,
+    and a session stopped twice (each restart replays the journal, cash orders included) ends with the backtest's fills."""
+    def strategy():
+        st = get_strategy("sma_cross", **PARAMS)
+        st.size_at_fill = True
+        return st
+    cfg = _config(tmp_path, data=spx)
+    for n in (60, 150): assert Runner(cfg, strategy(), spx).run(max_bars=n)["last_bar_finished"]
+    Runner(cfg, strategy(), spx).run()
+    bt = run_backtest(strategy(), spx, broker=SimBroker(commission=BasisPoints(5)), start=cfg.start)
+    verdict = parity(Journal(tmp_path / "journal.sqlite"), bt.fills)
+    assert verdict["equal"] and verdict["fills"] == len(bt.fills) > 20, verdict
+    assert bt.orders["cash"].notna().sum() >= 5 and (bt.orders.loc[bt.orders["cash"].notna(), "filled"] > 0).all()
+    assert _paper(tmp_path).duplicates() == []

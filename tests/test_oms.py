@@ -3,7 +3,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from quantlab.trading.brokers.sim import BarArrays, SimBroker, VolumeShare
+from quantlab.trading.brokers.sim import BarArrays, BasisPoints, SimBroker, VolumeShare
 from quantlab.core import StateError, UsageError
 from quantlab.trading.oms import OrderManager
 from quantlab.trading.orders import Fill, Order, OrderStatus, OrderUpdate, bracket
@@ -234,3 +234,30 @@ def test_an_execution_correction_replaces_the_earlier_fill():
     assert d.pf.costs["commission"] == pytest.approx(1.0) and d.oms.working() == {"A": 5.0}
     d.broker.deliver(Fill("c", "A", 10.0, 100.0, ts=1, commission=1.0, fill_id="0000e0d5.6576ed8f.01.02"))  # a replay of it
     assert d.oms.sync() == []
+
+
+def test_a_cash_order_is_sized_at_the_fill_once_or_sent_as_units_to_a_broker_that_cannot():
+    """#16: the SimBroker sizes a cash order at the next open (commission inside the cash, lots rounded down), and the OMS
+    takes that as the order's quantity; a broker without `sizes_cash_at_fill` gets the estimate as a plain order."""
+    rows = [(100, 101, 99, 100, 1e6), (80, 81, 79, 80, 1e6), (80, 81, 79, 80, 1e6)]  # the price falls 20% overnight
+    d = Desk(rows)
+    d.broker.commission = BasisPoints(10)
+    rec = d.oms.submit(Order("A", 99, client_id="c", cash=10_000.0))  # 99 units was the estimate at the close of 100
+    d.step()
+    assert rec.status == S.FILLED and rec.filled == rec.order.quantity == 124  # floor(10,000 / (80 x 1.001)): more than estimated
+    assert d.broker.cash() == pytest.approx(1_000_000 - 124 * 80 * 1.001)
+    again = d.oms.submit(Order("A", 99, client_id="c", cash=10_000.0))  # a retry of the same intent is the same order
+    assert again is rec
+    poor = Desk(rows)
+    poor.broker._cash = 5_000.0  # the account has less than the order's cash: never below zero
+    r2 = poor.oms.submit(Order("A", 99, client_id="p", cash=10_000.0)); poor.step()
+    assert r2.filled == 62 and poor.broker.cash() >= 0  # floor(5,000 / 80)
+    tiny = Desk(rows)
+    r3 = tiny.oms.submit(Order("A", 1, client_id="t", cash=50.0)); tiny.step()
+    assert r3.status == S.CANCELLED and "buys no lot" in r3.reason
+
+    class Units(SimBroker): sizes_cash_at_fill = False
+    u = Desk(rows)
+    u.broker = Units(u.bars, commission=0); u.oms.broker = u.broker
+    r4 = u.oms.submit(Order("A", 99, client_id="u", cash=10_000.0)); u.step()
+    assert r4.order.cash is None and r4.filled == 99 and "cannot size at the fill" in r4.order.reason

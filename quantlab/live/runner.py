@@ -564,7 +564,9 @@ class _Run:
         j.event("start", None, None, {"pid": os.getpid()})
         self._check_promotion()
         oms_known = lambda cid: cid in self.engine.oms.orders
-        self.engine = e = Engine(self.strategy, self.symbols, ReplayBroker(j, oms_known), cfg.cash, RiskEngine(cfg.risk),
+        replay = ReplayBroker(j, oms_known)
+        replay.sizes_cash_at_fill = cfg.broker != "ib"  # cash orders are re-derived as the venue took them (IB: as units)
+        self.engine = e = Engine(self.strategy, self.symbols, replay, cfg.cash, RiskEngine(cfg.risk),
                                  self.instruments, key=cfg.name)
         e.oms.retired |= set(j.orders().query("status == 'never_sent'")["client_id"])
         e.oms.listener, e.oms.external = self._listen, "adopt"  # a fill for an order we did not place is adopted, never dropped

@@ -486,7 +486,7 @@ class Engine:
         equity = pf.cash + float(self.book.q.dot(self.bars.marks[i]))  # positions at the last known closes (`.dot`: half the cost of `@` on short vectors)
         orders = orders_for_targets(pf, targets, sizer=st.sizer, volatility=st.volatility(self.ctx) if self._volatility else None,
                                     pending=oms.working() if oms.has_open() else None, min_trade_notional=st.min_trade_notional,
-                                    reason="target", only=changed, ids=oms.next_id, equity=equity)
+                                    reason="target", only=changed, ids=oms.next_id, equity=equity, at_fill=st.size_at_fill)
         for order in orders: oms.submit(order)
 
     def _route(self, intents) -> None:

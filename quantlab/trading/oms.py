@@ -163,6 +163,8 @@ class OrderManager:
             order = order.with_client_id(self.next_id(order.symbol))
         if self.risk.limits.round_ticks and (order.limit_price is not None or order.stop_price is not None):
             order = on_ticks(order, self.portfolio.instrument(order.symbol).tick_size)  # before the idempotency check: retries round alike
+        if order.cash is not None and not getattr(self.broker, "sizes_cash_at_fill", True):
+            order = order._replace(cash=None, reason=f"{order.reason} (cash order sent as {order.quantity:g} units at the decision price: the broker cannot size at the fill)")
         cid = order.client_id
         old = self.orders.get(cid)
         if old is not None:
@@ -260,6 +262,8 @@ class OrderManager:
             rec = self.adopt(Order(fill.symbol, fill.quantity, client_id=cid, reason="external fill"), "external fill")
         if rec.status in (OrderStatus.CANCELLED, OrderStatus.EXPIRED): return self._late_fill(rec, fill)
         q, filled = rec.order.quantity, rec.filled
+        if rec.order.cash is not None and filled == 0.0:  # a cash order: the broker sized it at the fill, once
+            q = fq; rec.order = rec.order._replace(quantity=fq)
         total = filled + fq
         rec.avg_price = (rec.avg_price * filled + fp * fq) / total
         rec.filled = total
@@ -394,6 +398,7 @@ class OrderManager:
         filled = np.array(col("filled"), dtype=float)
         df = pd.DataFrame({
             "client_id": col("client_id"), "symbol": f["symbol"], "quantity": np.array(f["quantity"], dtype=float),
+            "cash": np.array(f["cash"], dtype=float),
             "kind": list(map(value, f["kind"])), "limit_price": np.array(f["limit_price"], dtype=float),
             "stop_price": np.array(f["stop_price"], dtype=float), "tif": list(map(value, f["tif"])),
             "parent_id": f["parent_id"], "oco": f["oco"], "reason": f["reason"], "created": col("created"),
@@ -420,4 +425,6 @@ def as_time(values: pd.Series) -> pd.Series:
 
 
 def _same_intent(a: Order, b: Order) -> bool:
+    if a.cash is not None or b.cash is not None:  # a cash order's quantity becomes the broker's at the fill: compare what was asked
+        return (a.symbol, a.cash, a.side, a.kind, a.tif) == (b.symbol, b.cash, b.side, b.kind, b.tif)
     return (a.symbol, a.quantity, a.kind, a.limit_price, a.stop_price, a.tif) == (b.symbol, b.quantity, b.kind, b.limit_price, b.stop_price, b.tif)

@@ -95,6 +95,7 @@ class _OrderFields(NamedTuple):
     parent_id: str | None = None  # bracket child: works only after this order fills
     oco: str | None = None  # one-cancels-other group
     reason: str = ""  # why (goes to the audit trail; "take_profit", "stop_loss", "target", ...)
+    cash: float | None = None  # a notional order: the cash to spend (buy) or raise (sell); the broker sets the quantity at the fill
 
 
 class Order(_OrderFields):
@@ -112,6 +113,7 @@ class Order(_OrderFields):
                 parent_id: str | None = None, # bracket child: works only after this order fills
                 oco: str | None = None, # one-cancels-other group
                 reason: str = "", # why, for the audit trail
+                cash: float | None = None, # notional order: cash to spend or raise; `quantity` is then the estimate at the decision price
                ):
         if type(kind) is not OrderKind: kind = OrderKind(kind)
         if type(tif) is not TimeInForce: tif = TimeInForce(tif)
@@ -120,7 +122,10 @@ class Order(_OrderFields):
                 raise UsageError(f"{kind.value} order on {symbol} needs limit_price")
             if kind in (OrderKind.STOP, OrderKind.STOP_LIMIT) and stop_price is None:
                 raise UsageError(f"{kind.value} order on {symbol} needs stop_price")
-        return tuple.__new__(cls, (symbol, quantity, kind, limit_price, stop_price, tif, client_id, parent_id, oco, reason))
+        if cash is not None:
+            if not (0 < cash < math.inf): raise UsageError(f"cash order on {symbol}: cash must be positive and finite, got {cash!r}")
+            if kind is not OrderKind.MARKET or not quantity: raise UsageError(f"cash order on {symbol}: a market order with a signed estimate of its quantity")
+        return tuple.__new__(cls, (symbol, quantity, kind, limit_price, stop_price, tif, client_id, parent_id, oco, reason, cash))
 
     @property
     def side(self) -> int:

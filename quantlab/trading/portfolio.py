@@ -289,6 +289,7 @@ def orders_for_targets(portfolio: Portfolio, # the account (positions, equity at
                        only=None, # trade only these symbols (those whose target changed; `targets` is read for no other): a set keeps the order below, a list its own; None = all
                        ids=None, # client id source called with the symbol, e.g. `OrderManager.next_id`; None leaves ids to the OMS
                        equity: float | None = None, # equity to size against; default the portfolio's at its marks
+                       at_fill: bool = False, # trades that add exposure become cash orders (`Order.cash`), sized by the broker at the fill price
                       ) -> list[Order]:
     "Market orders that move `portfolio` to `targets`, sized, lot-rounded and filtered."
     sizer = sizer or _DEFAULT_SIZER
@@ -308,13 +309,15 @@ def orders_for_targets(portfolio: Portfolio, # the account (positions, equity at
         if not (0.0 < price < math.inf and w - w == 0.0): continue  # a finite positive price and a finite weight
         inst = instruments.get(s) or portfolio.instrument(s)
         vol = volatility.get(s) if volatility is not None else None
-        target = inst.round_quantity(sizer.quantity(w, equity, price, inst.multiplier, vol)) if w else 0.0
+        raw = sizer.quantity(w, equity, price, inst.multiplier, vol) if w else 0.0
+        target = inst.round_quantity(raw)
         pos = positions.get(s)
         held = (pos.quantity if pos is not None else 0.0) + (pending.get(s, 0.0) if pending else 0.0)
         delta = inst.round_quantity(target - held)
         if delta == 0 or (min_trade_notional and abs(delta * price * inst.multiplier) < min_trade_notional): continue
-        cid = ids(s) if ids is not None else None  # = Order(s, delta, reason=reason, client_id=cid), built unchecked:
-        orders.append(tuple.__new__(Order, (s, delta, _MARKET, None, None, _DAY, cid, None, None, reason)))  # every field is valid
+        cid = ids(s) if ids is not None else None  # = Order(s, delta, reason=reason, client_id=cid, cash=cash), built unchecked:
+        cash = abs(raw - held) * price * inst.multiplier if at_fill and raw * held >= 0 and abs(raw) > abs(held) else None  # adds exposure, no flip
+        orders.append(tuple.__new__(Order, (s, delta, _MARKET, None, None, _DAY, cid, None, None, reason, cash)))  # every field is valid
     return orders
 
 

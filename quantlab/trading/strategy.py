@@ -72,6 +72,7 @@ class Strategy:
     schema: dict[str, Param] = {}  # typed, bounded parameters: checked whenever the strategy is built (see `Param`)
     constraints: tuple = ()  # (check, what) pairs across parameters: `check(params)` works on scalars and on grid columns
     sizer = None  # portfolio sizer for target weights; None = FixedFraction(1.0)
+    size_at_fill: bool = False  # trades that add exposure go as cash orders: the broker sizes them at the fill price (`Order.cash`)
     min_trade_notional: float = 0.0  # skip smaller rebalancing trades
     rebalance: str = "on_change"  # "on_change": trade symbols whose target changed; "always": re-size the whole book on every call
     warmup: int | None = None  # bars of history the features need at each bar, live (None: all bars so far)

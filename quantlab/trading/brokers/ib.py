@@ -402,6 +402,7 @@ class _Reports:
 # %% ../../../nbs/trading/brokers/03_ib.ipynb #bd1c01e5
 class IBBroker(_Connection, _Reports):
     "Interactive Brokers through ib_async, behind quantlab's own ledger of ids, fills and commissions (see above)."
+    sizes_cash_at_fill = False  # IB's cashQty covers few products: a cash order arrives as its units at the decision price (the OMS logs it)
 
     def __init__(self, state_dir, # the deployment's state directory (ib.sqlite and contracts.json live here)
                  contracts: Mapping[str, ContractSpec], # symbol -> contract spec (see `spec_for`)

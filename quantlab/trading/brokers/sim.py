@@ -531,6 +531,13 @@ class SimBroker:
             price = cap  # a limit is never beaten; the cost beyond it is forgone
             total = abs(price - ref); half = min(half, total); slip = total - half
         mult = w.mult
+        if o.cash is not None:  # a cash order: as many lots as its cash pays for at this price, commission included; it fills once
+            cq = self._cash_quantity(o.cash, price, mult, w.lot, buy)  # (the estimate in `quantity` does not bind: the price moved since)
+            qty = cq if self.partial is None else min(cq, self.partial.max_quantity(self.bars, i, j, w.lot))
+            if qty <= 0:
+                del self._working[o.client_id]
+                self._push(OrderUpdate(o.client_id, OrderStatus.CANCELLED, self.bars.time(i), f"cash order: {o.cash:g} buys no lot at {price:g}", i))
+                return
         comm = self.commission.calculate(qty, price, mult, filled if buy else -filled, w.notional) if self.commission else 0.0
         self._nfill += 1
         note = self._market_note if kind is _MARKET else self._kind_note(o, ref, op, taker)
@@ -543,7 +550,18 @@ class SimBroker:
         positions = self._positions
         positions[o.symbol] = positions.get(o.symbol, 0.0) + sq
         rest = q - filled if buy else filled - q  # = |q| - |filled|
-        if -1e-12 <= rest <= 1e-12: self._working.pop(o.client_id, None)
+        if -1e-12 <= rest <= 1e-12 or o.cash is not None: self._working.pop(o.client_id, None)
+
+    def _cash_quantity(self, cash: float, price: float, mult: float, lot: float, buy: bool) -> float:
+        "Lots that `cash` pays for at `price` with the commission on top (a buy: within the account's cash too); never below zero."
+        budget = min(cash, self._cash) if buy else cash
+        unit = price * mult
+        if not (budget > 0 and unit > 0): return 0.0
+        comm = self.commission
+        rate = comm.calculate(budget / unit, price, mult, 0.0, 0.0) / budget if comm else 0.0  # the commission's share at this size
+        q = math.floor(budget / (unit * (1.0 + rate)) / lot) * lot  # exact for a proportional commission (backtrader's floor(cash / (price x 1.001)))
+        while q > 0 and q * unit + (comm.calculate(q, price, mult, 0.0, 0.0) if comm else 0.0) > budget: q -= lot  # minimums and tiers
+        return max(q, 0.0)
 
     def _kind_note(self, o, ref, op, taker) -> str:
         if o.kind is OrderKind.MARKET: return getattr(self.fill_model, "name", "market")
