@@ -15,6 +15,7 @@ import math
 import os
 import subprocess
 import tempfile
+import threading
 import warnings
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache, update_wrapper
@@ -290,14 +291,18 @@ def gc_paused(promote: bool = False, # at the end of the outermost block, move l
 # %% ../nbs/core.ipynb #ecb6436c
 class Kernel:
     "A numba kernel compiled at its first call; `.py` is the plain Python function it compiles."
+    _lock = threading.Lock()  # sweeps call kernels from several threads at once: one dispatcher per kernel
+
     def __init__(self, fn: Callable, **options):
         self.py, self._options, self._compiled = fn, options, None
         update_wrapper(self, fn)
 
     def __call__(self, *args):
         if self._compiled is None:
-            from numba import njit
-            self._compiled = njit(**self._options)(self.py)
+            with Kernel._lock:
+                if self._compiled is None:
+                    from numba import njit
+                    self._compiled = njit(**self._options)(self.py)
         return self._compiled(*args)
 
 
