@@ -102,10 +102,9 @@ def _thin_plotly(data: dict) -> dict:
 
 def _inlines_plotly_js(output: dict) -> bool:
     "An output that carries the whole plotly.js library (plotly's notebook mode, 4.8 MB): the site serves it once from `_static`."
+    from quantlab.reports.render import carries_plotly_js
     html = output.get("data", {}).get("text/html")
-    if html is None: return False
-    head = _text(html)[:2000]
-    return "window.PlotlyConfig" in head and "* plotly.js v" in head
+    return html is not None and carries_plotly_js(_text(html))
 
 
 def _clean_output(output: dict) -> dict:

@@ -106,98 +106,53 @@ def test_three_stock_sma_cross_in_backtrader_matches_event_engine_to_the_cent(st
     np.testing.assert_allclose(b.equity.to_numpy(), ev.equity.to_numpy(), rtol=0, atol=CENT)
 
 
-def test_sma_cross_entering_on_crossings_matches_a_plain_backtrader_crossover_script(spx):
-    """`SmaCross(entry="cross")` against a backtrader script written the way its docs teach (bt's own SMA and
-    CrossOver; buy on an upward cross, close on a downward one; market orders at the next open; 0.1% commission):
-    the same fills to the cent and the same value at every close, with the last position left open (#16)."""
+FAST, SLOW, CASH = 20, 100, 100_000.0
+
+
+def _cross_script(on_cross_up, cheat_on_open: bool = False):
+    """A backtrader strategy written the way its docs teach: bt's own SMA and CrossOver, decided at the close;
+    `on_cross_up(strategy)` buys (in next(), or in next_open() with cheat-on-open), and a downward cross closes."""
     import backtrader as bt
-    from quantlab.backtest.driver import run_backtest
-    from quantlab.trading.brokers.sim import BasisPoints, SimBroker
-    from quantlab.trading.portfolio import FixedQuantity
-    fast, slow, units, cash = 20, 100, 10, 100_000.0
-    spx = {k: v.loc[:"2017-12-31"] for k, v in spx.items()}  # ends in a rise: a position is open at the end
 
     class Cross(bt.Strategy):
         def __init__(self):
-            self.cross = bt.indicators.CrossOver(bt.indicators.SMA(self.data.close, period=fast),
-                                                 bt.indicators.SMA(self.data.close, period=slow))
-            self.fills, self.values = [], {}
-
-        def notify_order(self, order):
-            if order.status == order.Completed:
-                self.fills.append((bt.num2date(order.executed.dt).date(), order.executed.size, order.executed.price, order.executed.comm))
-
-        def next(self):
-            if not self.position and self.cross[0] > 0: self.buy(size=units)
-            elif self.position and self.cross[0] < 0: self.close()
-            self.values[self.data.datetime.date(0)] = self.broker.getvalue()
-
-    frame = pd.DataFrame({k: spx[k]["SPX"] for k in ("open", "high", "low", "close", "volume")}).tz_localize(None)
-    cerebro = bt.Cerebro(stdstats=False)
-    cerebro.adddata(bt.feeds.PandasData(dataname=frame, openinterest=None))
-    cerebro.addstrategy(Cross)
-    cerebro.broker.setcash(cash)
-    cerebro.broker.setcommission(commission=0.001)
-    b = cerebro.run()[0]
-
-    st = SmaCross(fast=fast, slow=slow, entry="cross")
-    st.sizer = FixedQuantity(units)
-    r = run_backtest(st, spx, cash=cash, broker=SimBroker(cash=cash, commission=BasisPoints(10)))
-    f = r.fills
-    ours = list(zip(f["ts"].dt.date, f["quantity"], f["price"], f["commission"]))
-    assert len(ours) == len(b.fills) > 20 and abs(sum(q for _, q, _, _ in ours)) == units  # still long at the end
-    for (d1, q1, p1, c1), (d2, q2, p2, c2) in zip(ours, b.fills):
-        assert d1 == d2 and q1 == q2 and abs(p1 - p2) < 1e-9 and abs(c1 - c2) < CENT
-    value = pd.Series(b.values)
-    eq = r.equity.set_axis(r.equity.index.date).loc[value.index]
-    np.testing.assert_allclose(eq.to_numpy(), value.to_numpy(), rtol=0, atol=CENT)
-    level = event_backtest("sma_cross", spx, {"fast": fast, "slow": slow})  # the default enters on the first bar above
-    assert level.fills["ts"].iloc[0] < f["ts"].iloc[0]
-
-
-def test_all_in_at_the_fill_price_matches_backtraders_cheat_on_open_script_to_the_cent(spx):
-    """Sizing at the fill (#16): `SmaCross(entry="cross")` with `size_at_fill` sends cash orders, which the SimBroker
-    sizes at the next open as floor(cash / (open x 1.001)). backtrader does the same with cheat-on-open (the size
-    computed in next_open from that bar's open). Every fill, commission and close agrees to the cent; the last
-    position is left open."""
-    import math
-    import backtrader as bt
-    from quantlab.backtest.driver import run_backtest
-    from quantlab.trading.brokers.sim import BasisPoints, SimBroker
-    fast, slow, cash = 20, 100, 100_000.0
-    spx = {k: v.loc[:"2017-12-31"] for k, v in spx.items()}
-
-    class AllIn(bt.Strategy):
-        def __init__(self):
-            self.cross = bt.indicators.CrossOver(bt.indicators.SMA(self.data.close, period=fast),
-                                                 bt.indicators.SMA(self.data.close, period=slow))
+            self.cross = bt.indicators.CrossOver(bt.indicators.SMA(self.data.close, period=FAST),
+                                                 bt.indicators.SMA(self.data.close, period=SLOW))
             self.want, self.fills, self.values = 0, [], {}
 
         def notify_order(self, order):
             if order.status == order.Completed:
                 self.fills.append((bt.num2date(order.executed.dt).date(), order.executed.size, order.executed.price, order.executed.comm))
 
-        def next(self):  # the decision, at the close
+        def next(self):
             if not self.position and self.cross[0] > 0: self.want = 1
             elif self.position and self.cross[0] < 0: self.want = -1
+            if not cheat_on_open: self._act()
             self.values[self.data.datetime.date(0)] = self.broker.getvalue()
 
-        def next_open(self):  # the order, at the next open, sized with that open
-            if self.want > 0: self.buy(size=math.floor(self.broker.getcash() / (self.data.open[0] * 1.001)))
+        def next_open(self): self._act()
+
+        def _act(self):
+            if self.want > 0: on_cross_up(self)
             elif self.want < 0: self.close()
             self.want = 0
+    return Cross
 
+
+def _in_backtrader(spx, strategy, cheat_on_open: bool = False):
+    "Run a backtrader strategy on the S&P 500 panels with CASH and 0.1% commission; the strategy object after the run."
+    import backtrader as bt
     frame = pd.DataFrame({k: spx[k]["SPX"] for k in ("open", "high", "low", "close", "volume")}).tz_localize(None)
-    cerebro = bt.Cerebro(stdstats=False, cheat_on_open=True)
+    cerebro = bt.Cerebro(stdstats=False, cheat_on_open=cheat_on_open)
     cerebro.adddata(bt.feeds.PandasData(dataname=frame, openinterest=None))
-    cerebro.addstrategy(AllIn)
-    cerebro.broker.setcash(cash)
+    cerebro.addstrategy(strategy)
+    cerebro.broker.setcash(CASH)
     cerebro.broker.setcommission(commission=0.001)
-    b = cerebro.run()[0]
+    return cerebro.run()[0]
 
-    st = SmaCross(fast=fast, slow=slow, entry="cross")
-    st.size_at_fill = True
-    r = run_backtest(st, spx, cash=cash, broker=SimBroker(cash=cash, commission=BasisPoints(10)))
+
+def _same_fills_and_values_as_backtrader(r, b):
+    "Every fill (date, shares, price, commission) and the value at every close backtrader saw, to the cent; the last position open."
     f = r.fills
     ours = list(zip(f["ts"].dt.date, f["quantity"], f["price"], f["commission"]))
     assert len(ours) == len(b.fills) > 20 and sum(q for _, q, _, _ in ours) > 0  # still long at the end
@@ -206,7 +161,41 @@ def test_all_in_at_the_fill_price_matches_backtraders_cheat_on_open_script_to_th
     value = pd.Series(b.values)
     eq = r.equity.set_axis(r.equity.index.date).loc[value.index]
     np.testing.assert_allclose(eq.to_numpy(), value.to_numpy(), rtol=0, atol=CENT)
+
+
+def test_sma_cross_entering_on_crossings_matches_a_plain_backtrader_crossover_script(spx):
+    """`SmaCross(entry="cross")` against a backtrader script buying 10 units on an upward cross and closing on a
+    downward one, at the next open with 0.1% commission: the same fills to the cent and the same value at every close,
+    with the last position left open (#16)."""
+    from quantlab.backtest.driver import run_backtest
+    from quantlab.trading.brokers.sim import BasisPoints, SimBroker
+    from quantlab.trading.portfolio import FixedQuantity
+    spx = {k: v.loc[:"2017-12-31"] for k, v in spx.items()}  # ends in a rise: a position is open at the end
+    b = _in_backtrader(spx, _cross_script(lambda s: s.buy(size=10)))
+    st = SmaCross(fast=FAST, slow=SLOW, entry="cross")
+    st.sizer = FixedQuantity(10)
+    r = run_backtest(st, spx, cash=CASH, broker=SimBroker(cash=CASH, commission=BasisPoints(10)))
+    _same_fills_and_values_as_backtrader(r, b)
+    level = event_backtest("sma_cross", spx, {"fast": FAST, "slow": SLOW})  # the default enters on the first bar above
+    assert level.fills["ts"].iloc[0] < r.fills["ts"].iloc[0]
+
+
+def test_all_in_at_the_fill_price_matches_backtraders_cheat_on_open_script_to_the_cent(spx):
+    """Sizing at the fill (#16): `SmaCross(entry="cross")` with `size_at_fill` sends cash orders, which the SimBroker
+    sizes at the next open as floor(cash / (open x 1.001)). backtrader does the same with cheat-on-open (the size
+    computed in next_open from that bar's open). Every fill, commission and close agrees to the cent; the last
+    position is left open."""
+    import math
+    from quantlab.backtest.driver import run_backtest
+    from quantlab.trading.brokers.sim import BasisPoints, SimBroker
+    spx = {k: v.loc[:"2017-12-31"] for k, v in spx.items()}
+    all_in = lambda s: s.buy(size=math.floor(s.broker.getcash() / (s.data.open[0] * 1.001)))
+    b = _in_backtrader(spx, _cross_script(all_in, cheat_on_open=True), cheat_on_open=True)
+    st = SmaCross(fast=FAST, slow=SLOW, entry="cross")
+    st.size_at_fill = True
+    r = run_backtest(st, spx, cash=CASH, broker=SimBroker(cash=CASH, commission=BasisPoints(10)))
+    _same_fills_and_values_as_backtrader(r, b)
     assert (r.equity - (r.positions["SPX"] * spx["close"]["SPX"].reindex(r.equity.index))).min() >= 0  # cash never below zero
-    orders = r.orders
+    orders, f = r.orders, r.fills
     buys = orders[orders["cash"].notna()]
     assert len(buys) == (f["quantity"] > 0).sum() and (buys["filled"] == buys["quantity"]).all()  # each sized once, at its fill

@@ -34,7 +34,8 @@ from quantlab.core import (
 __all__ = ['TEMPLATES', 'RESERVED', 'list_reports', 'template_path', 'parse_value', 'parse_params', 'template_parameters',
            'check_parameter_names', 'check_strategy_params', 'params_hash', 'make_run_id', 'record_metrics',
            'external_scripts', 'use_offline_plotly', 'shrink_figure', 'notebook_to_html', 'light_plotly',
-           'strip_plotly_js', 'ReportFailed', 'ReportRun', 'run_report', 'list_runs', 'run_reports']
+           'carries_plotly_js', 'strip_plotly_js', 'ReportFailed', 'ReportRun', 'run_report', 'list_runs',
+           'run_reports']
 
 # %% ../../nbs/reports/01_render.ipynb #aacf31a1
 TEMPLATES = Path(str(importlib.resources.files("quantlab.reports"))) / "templates"
@@ -328,6 +329,11 @@ def light_plotly(html: str, # a page whose plotly figures call Plotly.newPlot
     return html.replace("</body>", loader + "\n</body>", 1)
 
 
+def carries_plotly_js(html: str) -> bool:
+    "Does this HTML inline the plotly.js library itself (as plotly's notebook mode does)?"
+    return _PLOTLY_BUNDLE.search(html) is not None
+
+
 def strip_plotly_js(notebook: str | os.PathLike) -> None:
     "Drop the inlined plotly.js, and each figure's HTML twin of its JSON, from an executed notebook (JupyterLab draws the JSON); atomic."
     import nbformat
@@ -336,8 +342,8 @@ def strip_plotly_js(notebook: str | os.PathLike) -> None:
         for o in c.get("outputs", []):
             if "application/vnd.plotly.v1+json" in o.get("data", {}): o["data"].pop("text/html", None)
             h = o.get("data", {}).get("text/html")
-            if h and "plotly.js v" in (h if isinstance(h, str) else "".join(h)):
-                o["data"]["text/html"] = _PLOTLY_BUNDLE.sub("<!-- plotly.js: see report.html -->", h if isinstance(h, str) else "".join(h))
+            h = "".join(h) if isinstance(h, list) else h
+            if h and carries_plotly_js(h): o["data"]["text/html"] = _PLOTLY_BUNDLE.sub("<!-- plotly.js: see report.html -->", h)
     atomic_write_text(notebook, nbformat.writes(nb))
 
 # %% ../../nbs/reports/01_render.ipynb #a57ed029

@@ -494,28 +494,10 @@ class SimBroker:
         if not (op == op and hi == hi and lo == lo): return  # no bar for this symbol
         q = o.quantity
         buy = q > 0
-        kind, taker, cap = o.kind, True, None
-        if kind is _MARKET:
-            fm = self.fill_model
-            ref = op if type(fm) is NextOpen else fm.price(self.bars, i, j)  # the default model's price is the open read above
-            if not ref == ref: return
-        elif kind is OrderKind.STOP_LIMIT and not w.triggered:
-            s = o.stop_price
-            trig = (op if op >= s else s if hi >= s else None) if buy else (op if op <= s else s if lo <= s else None)
-            if trig is None: return
-            w.triggered, w.touch = True, None
-            if (buy and trig > o.limit_price) or (not buy and trig < o.limit_price): return  # rests as a limit
-            ref, cap = trig, o.limit_price
-        elif kind is OrderKind.STOP:
-            s = o.stop_price
-            ref = (op if op >= s else s if hi >= s else None) if buy else (op if op <= s else s if lo <= s else None)
-            if ref is None: return
-        else:  # limit, or a triggered stop-limit resting as a limit
-            p = o.limit_price
-            if buy: ref, taker = (op, True) if op <= p else ((p, False) if lo <= p else (None, False))
-            else: ref, taker = (op, True) if op >= p else ((p, False) if hi >= p else (None, False))
-            if ref is None: return
-            cap = p
+        kind = o.kind
+        hit = self._reference(w, o, i, j, op, hi, lo, buy)
+        if hit is None: return
+        ref, taker, cap = hit
         filled = w.filled  # signed like the order, so |q| - |filled| is one subtraction either side
         qty = q - filled if buy else filled - q
         if self.partial is not None: qty = min(qty, self.partial.max_quantity(self.bars, i, j, w.lot))
@@ -532,12 +514,8 @@ class SimBroker:
             total = abs(price - ref); half = min(half, total); slip = total - half
         mult = w.mult
         if o.cash is not None:  # a cash order: as many lots as its cash pays for at this price, commission included; it fills once
-            cq = self._cash_quantity(o.cash, price, mult, w.lot, buy)  # (the estimate in `quantity` does not bind: the price moved since)
-            qty = cq if self.partial is None else min(cq, self.partial.max_quantity(self.bars, i, j, w.lot))
-            if qty <= 0:
-                del self._working[o.client_id]
-                self._push(OrderUpdate(o.client_id, OrderStatus.CANCELLED, self.bars.time(i), f"cash order: {o.cash:g} buys no lot at {price:g}", i))
-                return
+            qty = self._cash_order_quantity(w, i, j, price, buy)
+            if qty <= 0: return
         comm = self.commission.calculate(qty, price, mult, filled if buy else -filled, w.notional) if self.commission else 0.0
         self._nfill += 1
         note = self._market_note if kind is _MARKET else self._kind_note(o, ref, op, taker)
@@ -551,6 +529,39 @@ class SimBroker:
         positions[o.symbol] = positions.get(o.symbol, 0.0) + sq
         rest = q - filled if buy else filled - q  # = |q| - |filled|
         if -1e-12 <= rest <= 1e-12 or o.cash is not None: self._working.pop(o.client_id, None)
+
+    def _reference(self, w: _Working, o: Order, i: int, j: int, op: float, hi: float, lo: float, buy: bool):
+        "(price the order executes against on bar `i`, whether it takes liquidity, the limit it may not beat), or None: it does not execute."
+        kind = o.kind
+        if kind is _MARKET:
+            fm = self.fill_model
+            ref = op if type(fm) is NextOpen else fm.price(self.bars, i, j)  # the default model's price is the open read by `_work`
+            return (ref, True, None) if ref == ref else None
+        if kind is OrderKind.STOP_LIMIT and not w.triggered:
+            s = o.stop_price
+            trig = (op if op >= s else s if hi >= s else None) if buy else (op if op <= s else s if lo <= s else None)
+            if trig is None: return None
+            w.triggered, w.touch = True, None
+            if (buy and trig > o.limit_price) or (not buy and trig < o.limit_price): return None  # rests as a limit
+            return trig, True, o.limit_price
+        if kind is OrderKind.STOP:
+            s = o.stop_price
+            ref = (op if op >= s else s if hi >= s else None) if buy else (op if op <= s else s if lo <= s else None)
+            return None if ref is None else (ref, True, None)
+        p = o.limit_price  # limit, or a triggered stop-limit resting as a limit
+        if buy: ref, taker = (op, True) if op <= p else ((p, False) if lo <= p else (None, False))
+        else: ref, taker = (op, True) if op >= p else ((p, False) if hi >= p else (None, False))
+        return None if ref is None else (ref, taker, p)
+
+    def _cash_order_quantity(self, w: _Working, i: int, j: int, price: float, buy: bool) -> float:
+        "What a cash order fills on bar `i` at `price` (the estimate in its `quantity` does not bind: the price moved since); none cancels it."
+        o = w.order
+        qty = self._cash_quantity(o.cash, price, w.mult, w.lot, buy)
+        if self.partial is not None: qty = min(qty, self.partial.max_quantity(self.bars, i, j, w.lot))
+        if qty <= 0:
+            del self._working[o.client_id]
+            self._push(OrderUpdate(o.client_id, OrderStatus.CANCELLED, self.bars.time(i), f"cash order: {o.cash:g} buys no lot at {price:g}", i))
+        return qty
 
     def _cash_quantity(self, cash: float, price: float, mult: float, lot: float, buy: bool) -> float:
         "Lots that `cash` pays for at `price` with the commission on top (a buy: within the account's cash too); never below zero."
