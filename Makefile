@@ -30,11 +30,13 @@ $(STAMP): requirements.lock setup.py
 	$(BIN)/uv pip install -q --python $(BIN)/python --no-deps -e .
 	touch $(STAMP)
 
-# compile requirements.lock from settings.ini (the runtime requirements and the extras in EXTRAS) with uv
+# compile requirements.lock from settings.ini (the runtime requirements and the extras in EXTRAS) with uv;
+# --refresh-package: uv caches setup.py's metadata, and would otherwise miss a requirement just added to settings.ini
 lock:
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q "uv==$(UV_VERSION)"
-	$(BIN)/uv pip compile -q setup.py $(foreach e,$(subst $(comma), ,$(EXTRAS)),--extra $(e)) --python-version 3.11 --generate-hashes \
+	cp requirements.lock requirements.lock.tmp  # uv keeps the pins it finds there: only what changed moves
+	$(BIN)/uv pip compile -q --refresh-package quantlab setup.py $(foreach e,$(subst $(comma), ,$(EXTRAS)),--extra $(e)) --python-version 3.11 --generate-hashes \
 	  --custom-compile-command "make lock" -o requirements.lock.tmp
 	{ echo "# quantlab lock: extras $(EXTRAS); inputs sha256 $$(PYTHONPATH=. $(BIN)/python -c 'from quantlab.core import requirements_fingerprint as f; print(f("settings.ini", "$(EXTRAS)"))')"; \
 	  cat requirements.lock.tmp; } > requirements.lock && rm requirements.lock.tmp

@@ -304,7 +304,7 @@ def _build_data(parser: argparse.ArgumentParser) -> None:
     p.add_argument("file", help="CSV (.csv, .csv.gz, .txt) or Parquet file")
     p.add_argument("--symbol", help="the symbol (needed when the file has no symbol column)")
     p.add_argument("--format", default="generic", metavar="PRESET",
-                   help="loader preset: yahoo, zipline_csvdir, quandl_wiki, backtrader, backtrader_intraday, generic")
+                   help="loader preset: yahoo, zipline_csvdir, quandl_wiki, backtrader, backtrader_intraday, wide_close, generic")
     p.add_argument("--tz", help="time zone of naive timestamps in the file, e.g. America/New_York")
     p.add_argument("--calendar", default="XNYS", help="exchange calendar (default XNYS)")
     p.set_defaults(run=_data_ingest)
@@ -419,7 +419,7 @@ def _number(option: str, lo: float = -math.inf, open_lo: bool = False):
 def _study_options() -> argparse.ArgumentParser:
     "Options shared by backtest, sweep and walkforward: where the data comes from and the costs."
     p = argparse.ArgumentParser(add_help=False)
-    p.add_argument("strategy", help="registered strategy: sma_cross, rsi_reversion, xs_momentum")
+    p.add_argument("strategy", help="registered strategy: sma_cross, rsi_reversion, xs_momentum, portfolio")
     p.add_argument("--symbols", nargs="+", metavar="SYMBOL", help="store symbols (default: a bundled sample)")
     p.add_argument("--sample", default="sp500", help="bundled sample when no --symbols (default: sp500)")
     p.add_argument("--start", type=_timestamp("--start"), help="first bar (date or timestamp, UTC)")

@@ -257,7 +257,7 @@ def test_generic_preset_finds_columns_and_takes_a_mapping(shared_data, tmp_path)
 
 
 def test_presets_are_the_contracted_names():
-    assert set(PRESETS) == {"yahoo", "zipline_csvdir", "quandl_wiki", "backtrader", "backtrader_intraday", "generic"}
+    assert set(PRESETS) == {"yahoo", "zipline_csvdir", "quandl_wiki", "backtrader", "backtrader_intraday", "wide_close", "generic"}
 
 
 def test_bad_time_of_day_in_intraday_file(shared_data, tmp_path):
@@ -267,3 +267,18 @@ def test_bad_time_of_day_in_intraday_file(shared_data, tmp_path):
     with pytest.raises(DataError) as err:
         load_file(path, "backtrader_intraday", symbol="SX5E")
     assert (err.value.line, err.value.column, err.value.value) == (501, "Time", "12:6x:00")
+
+
+def test_wide_close_table_is_the_long_bars(shared_data):
+    "pypfopt's 20-column close table: every filled cell a bar, on the NYSE close of its date, in the file's values."
+    path = shared_data / "pypfopt" / "stock_prices.csv"
+    loaded = load_file(path, preset="wide_close")
+    raw = pd.read_csv(path, index_col=0, parse_dates=True)
+    assert len(loaded.bars) == int(raw.notna().sum().sum()) == 106_931
+    got = loaded.bars.pivot(index="ts", columns="symbol", values="close")
+    got.index = got.index.tz_convert("America/New_York").tz_localize(None).normalize().as_unit(raw.index.unit)
+    pd.testing.assert_frame_equal(got[raw.columns], raw.rename_axis(index="ts", columns="symbol"), check_freq=False, check_exact=True)
+    b = loaded.bars
+    assert (b["open"] == b["close"]).all() and (b["high"] == b["close"]).all() and b["volume"].isna().all()
+    first = b.groupby("symbol")["ts"].min()
+    assert str(first["BABA"].date()) == "2014-09-19" and str(first["GOOG"].date()) == "2004-08-19"

@@ -3,10 +3,11 @@ here from TA-Lib and plain pandas on real data."""
 import numpy as np
 import pandas as pd
 import pytest
+from pathlib import Path
 import talib
 
 from quantlab.core import UsageError
-from quantlab.strategies import (STRATEGIES, RsiReversion, SmaCross, XsMomentum, default_params, get_strategy, sweep,
+from quantlab.strategies import (STRATEGIES, RsiReversion, SmaCross, XsMomentum, default_params, event_backtest, get_strategy, sweep,
                                  vector_backtest)
 from quantlab.trading.strategy import check_no_lookahead
 from quantlab.backtest.vector import param_grid
@@ -25,7 +26,7 @@ def prices(shared_data):
 
 
 def test_registry_names_defaults_and_errors():
-    assert set(STRATEGIES) == {"sma_cross", "rsi_reversion", "xs_momentum"}
+    assert set(STRATEGIES) == {"sma_cross", "rsi_reversion", "xs_momentum", "portfolio"}
     for name in STRATEGIES:
         d = default_params(name)
         assert d == get_strategy(name).params and d is not get_strategy(name).params
@@ -108,3 +109,54 @@ def test_sma_cross_entering_on_crossings_agrees_in_the_vector_and_event_engines(
     above = talib.SMA(c, 10) > talib.SMA(c, 100)
     first_cross = int(np.flatnonzero(above[101:] != above[100:-1])[0]) + 101
     assert ev.fills["bar"].iloc[0] > first_cross  # nothing traded before the averages first crossed
+
+
+# --- the walk-forward constructed portfolio (#16) ---
+
+@pytest.fixture(scope="module")
+def panel(prices):
+    return {"close": prices.loc["2006":"2010"]}  # 2008 inside; GOOG from 2004, the late listings (FB, BABA, GM...) absent or NaN
+
+
+@pytest.mark.parametrize("method", ["equal_weight", "inverse_volatility", "min_variance", "max_sharpe", "mean_variance", "risk_parity", "hrp"])
+def test_each_method_backtests_walk_forward_with_costs(panel, method):
+    params = {"method": method, "lookback": 126, "max_weight": 0.25 if method in ("min_variance", "max_sharpe", "mean_variance") else 1.0}
+    ev = event_backtest("portfolio", panel, params, commission_bps=5, spread_bps=2)
+    strat = get_strategy("portfolio", **params)
+    books = strat.schedule(panel["close"])
+    first = next(iter(books))
+    assert panel["close"].index.get_loc(first) >= 126                    # nothing before a full window
+    assert ev.fills["ts"].min() > first                                  # traded after the decision, at the next bar
+    assert len(books) >= 50 and ev.costs.sum() > 0 and np.isfinite(ev.equity).all()
+    for b in books.values():
+        assert abs(b.weights.sum() - 1) < 1e-6 or (method == "max_sharpe" and b.weights.abs().sum() == 0)
+        assert (b.weights[b.weights.index.difference(b.cov.index)] == 0).all()  # no weight without a full window
+    held = (ev.positions.iloc[-1] * panel["close"].iloc[-1]).fillna(0) / ev.equity.iloc[-1]
+    last = list(books.values())[-1].weights
+    np.testing.assert_allclose(held.reindex(last.index).to_numpy(), last.to_numpy(), atol=0.08)  # prices drift within the month
+
+
+def test_portfolio_event_and_vector_engines_agree(panel):
+    params = {"method": "hrp", "lookback": 126}
+    ev = event_backtest("portfolio", panel, params, commission_bps=10)
+    vr = vector_backtest("portfolio", panel, params, commission_bps=10)
+    np.testing.assert_allclose(vr.equity.iloc[:, 0].to_numpy(), ev.equity.to_numpy(), rtol=1e-9)
+    assert len(ev.fills) == int(vr.trades[0])
+
+
+def test_portfolio_tear_sheet_renders_through_the_cli(tmp_path, shared_data):
+    "The 20-stock closes ingested with the wide_close preset, and a minimum-variance walk-forward's tear sheet."
+    import json, subprocess, sys
+    store, out = tmp_path / "store", tmp_path / "reports"
+    run = lambda *a: subprocess.run([sys.executable, "-m", "quantlab.cli", "--data-dir", str(store), *a], capture_output=True, text=True, timeout=600)
+    p = run("data", "ingest", str(shared_data / "pypfopt" / "stock_prices.csv"), "--format", "wide_close")
+    assert p.returncode == 0 and "106,931 bars of 20 symbols" in p.stdout, p.stderr[-2000:]
+    symbols = ["AAPL", "AMZN", "GE", "AMD", "WMT", "BAC", "T", "XOM", "PFE", "JPM", "SBUX", "BBY"]
+    p = run("report", "backtest", "-p", "strategy", "portfolio", "-p", "params", json.dumps({"method": "min_variance", "max_weight": 0.2}),
+            "-p", "symbols", json.dumps(symbols), "-p", "start", "2012-01-01", "--output-dir", str(out), "--no-progress")
+    assert p.returncode == 0, p.stderr[-3000:]
+    html = Path(p.stdout.strip().splitlines()[-1])
+    metrics = json.loads((html.parent / "metrics.json").read_text())
+    assert metrics["strategy"] == "portfolio" and metrics["params"]["method"] == "min_variance" and metrics["orders"] > 50
+    assert metrics["total_costs"] > 0 and sorted(metrics["symbols"]) == sorted(symbols)
+    assert "Backtest tear sheet" in html.read_text()

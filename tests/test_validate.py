@@ -62,6 +62,19 @@ def test_index_without_volume_gets_one_zero_volume_finding(shared_data):
     assert rep.ok and rep.counts()["gap"] == 0
 
 
+def test_table_of_closes_gets_one_missing_volume_finding_per_symbol(shared_data):
+    "A wide close table has no volume: one nan_volume finding per symbol, not one per bar; a single missing volume stays one finding."
+    bars = load_file(shared_data / "pypfopt" / "stock_prices.csv", "wide_close").bars
+    rep = validate_bars(bars)
+    n = rep.findings[rep.findings["check"] == "nan_volume"]
+    assert len(n) == 20 and n.set_index("symbol")["value"].to_dict() == bars.groupby("symbol").size().astype(float).to_dict()
+    assert rep.ok
+    some = load_file(shared_data / "zipline" / "csvdir_daily" / "AAPL.csv.gz", "zipline_csvdir").bars
+    some.loc[[10, 20], "volume"] = np.nan
+    m = validate_bars(some).findings.query("check == 'nan_volume'")
+    assert m["row"].tolist() == [11, 21] and m["message"].eq("volume is missing").all()
+
+
 def test_intraday_gaps_match_an_independent_count(shared_data):
     """The README counts 725 intra-day gaps in the 1-minute file; every one is a gap finding inside the day."""
     path = shared_data / "backtrader" / "2006-01-02-volume-min-001.txt"

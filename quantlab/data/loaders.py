@@ -77,6 +77,7 @@ class Preset:
     adjusted: str | None = None  # adjustment the prices carry after loading
     unadjust_splits: bool = False  # OHLCV are split-adjusted despite a split column: convert back to raw
     fix_time_header: bool = False  # repair a header that lacks the Time column of its rows
+    wide: bool = False  # a table of closes: the first column the date, then one column per symbol
     doc: str = ""  # one line for list_presets()
 
 
@@ -94,6 +95,8 @@ PRESETS = {p.name: p for p in [
     Preset("backtrader_intraday", {"date": "Date", "time": "Time", **{c: c.title() for c in _OHLCV}},
            extra={"open_interest": "OpenInterest"}, daily=False, tz="Europe/Berlin", fix_time_header=True,
            doc="backtrader intraday Date,Time,...; bars labelled at their end; default tz Europe/Berlin"),
+    Preset("wide_close", {"date": "date", "symbol": "symbol", **{c: c for c in _OHLCV}}, wide=True,
+           doc="daily closes, a column per symbol (first column the date); open=high=low=close, volume unknown (NaN)"),
     Preset("generic", {}, daily=None, fix_time_header=True,
            doc="columns found by name or given by mapping={file column: canonical name}"),
 ]}
@@ -319,12 +322,13 @@ def _load(path: Path, preset: str, symbol, tz, mapping, calendar: str, off_calen
     p = PRESETS[preset]
     df = read_table(path, fix_time_header=p.fix_time_header, progress=progress)
     if not len(df): raise DataError("no data rows: the file has a header and nothing else", file=path, line=2 if _is_text(path) else None)
+    header = list(df.columns)  # the file's columns (a wide table's are its symbols)
+    df, file_rows = _melt_wide(df) if p.wide else (df, np.arange(len(df)))
     cols = _resolve_columns(df, p, mapping, path)
     if "symbol" not in cols and symbol is None: symbol = _symbol_from_name(path)
-    file_rows = np.arange(len(df))
     try:
         ts, keep, daily = _timestamps(df, cols, p, path, tz, calendar, off_calendar)
-    except DataError as exc: raise _in_file(exc, path, list(df.columns)) from None
+    except DataError as exc: raise _in_file(exc, path, header) from None
     if keep is not None: df, ts, file_rows = df[keep].reset_index(drop=True), ts[keep].reset_index(drop=True), file_rows[keep]
     frame = pd.DataFrame({"ts": ts})
     frame["symbol"] = df[cols["symbol"]] if "symbol" in cols else symbol
@@ -342,7 +346,8 @@ def _load(path: Path, preset: str, symbol, tz, mapping, calendar: str, off_calen
     except DataError as exc:  # name the file's line, column and text, not ours
         col = cols.get(exc.column, cols.get("date") if exc.column == "ts" else exc.column)
         row = None if exc.row is None else int(file_rows[exc.row - 1]) + 1
-        raise _in_file(DataError(exc.message, row=row, column=col, value=exc.value), path, list(df.columns)) from None
+        if p.wide and exc.row is not None and exc.column in _OHLCV: col = str(df["symbol"].iloc[exc.row - 1])  # the symbol's column
+        raise _in_file(DataError(exc.message, row=row, column=col, value=exc.value), path, header) from None
     extra = pd.DataFrame({k: pd.to_numeric(df[v], errors="coerce") for k, v in p.extra.items() if v in df.columns}) if p.extra else None
     notes = []
     if p.unadjust_splits and len(actions):
@@ -351,7 +356,20 @@ def _load(path: Path, preset: str, symbol, tz, mapping, calendar: str, off_calen
     source = {"file": str(path), "preset": preset, "sha256": None, "rows": int(len(bars)),
               "calendar": calendar if daily else None, "tz": None if daily else (tz or p.tz),
               "daily": daily, "symbols": sorted(map(str, factorize_symbols(bars["symbol"])[1])), "columns": {**cols, "ts": cols.get("ts", cols.get("date"))}, "notes": notes}
-    return Loaded(bars, actions, source, p.adjusted, extra, file_rows, list(df.columns))
+    return Loaded(bars, actions, source, p.adjusted, extra, file_rows, header)
+
+
+def _melt_wide(df: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
+    "A wide table of closes as long bars (date, symbol, OHLC all the close, volume NaN), empty cells dropped; and each row's data row in the file."
+    date, symbols = df.columns[0], df.columns[1:]
+    close = df[symbols].to_numpy(dtype=object).T.reshape(-1)  # symbol-major: each symbol's rows stay in date order
+    rows = np.tile(np.arange(len(df)), len(symbols))
+    keep = pd.notna(close) & (pd.Series(close).astype(str).str.strip() != "").to_numpy()
+    out = pd.DataFrame({"date": np.tile(df[date].to_numpy(), len(symbols))[keep],
+                        "symbol": np.repeat(np.asarray(symbols, dtype=object), len(df))[keep]})
+    for c in ("open", "high", "low", "close"): out[c] = close[keep]
+    out["volume"] = np.nan
+    return out, rows[keep]
 
 
 def _is_text(path: Path) -> bool: return path.suffix.lower() not in (".parquet", ".pq")

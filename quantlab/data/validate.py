@@ -196,7 +196,6 @@ def _row_checks(b: pd.DataFrame, ts: np.ndarray, codes: np.ndarray, uniques: np.
             with np.errstate(invalid="ignore"): m = v <= 0
             add("non_positive_price", m, col, "price is not positive", v[m])
         vv = vol[cand]
-        add("nan_volume", np.isnan(vv), "volume", "volume is missing", vv[np.isnan(vv)])
         with np.errstate(invalid="ignore"):
             m = vv < 0
             add("negative_volume", m, "volume", "volume is negative", vv[m])
@@ -205,16 +204,24 @@ def _row_checks(b: pd.DataFrame, ts: np.ndarray, codes: np.ndarray, uniques: np.
             bad_low = ~bad_high & (ll > btm + _OHLC_SLACK * np.abs(btm))
         add("ohlc_inconsistent", bad_high, "high", "high is below the open, close or low", hh[bad_high])
         add("ohlc_inconsistent", bad_low, "low", "low is above the open or close", ll[bad_low])
-    zero = np.flatnonzero(vol == 0)
-    if len(zero):  # a symbol with no volume at all (an index) gets one finding, not one per bar
-        nz = np.bincount(codes[zero], minlength=len(uniques))
-        allzero = nz == np.bincount(codes, minlength=len(uniques))
-        k = zero[~allzero[codes[zero]]]
-        if len(k): out.append(_block("zero_volume", uniques[codes[k]], k, ts[k], "volume", "volume is zero", 0.0))
-        for code in np.flatnonzero(allzero):
-            i = int(zero[np.argmax(codes[zero] == code)])
-            out.append(_block("zero_volume", uniques[code], [i], [ts[i]], "volume",
-                              f"volume is zero on all {int(nz[code])} bars (an index, or no volume data)", nz[code]))
+    out += _volume_findings("zero_volume", np.flatnonzero(vol == 0), vol, ts, codes, uniques,
+                            "volume is zero", "volume is zero on all {n} bars (an index, or no volume data)")
+    out += _volume_findings("nan_volume", np.flatnonzero(np.isnan(vol)), vol, ts, codes, uniques,
+                            "volume is missing", "volume is missing on all {n} bars (no volume data, e.g. a table of closes)")
+    return out
+
+
+def _volume_findings(check: str, rows: np.ndarray, vol: np.ndarray, ts: np.ndarray, codes: np.ndarray, uniques: np.ndarray,
+                     message: str, whole: str) -> list[pd.DataFrame]:
+    "A finding per row in `rows`; but a symbol all of whose bars are there (an index, a table of closes) gets one finding, not one per bar."
+    if not len(rows): return []
+    n = np.bincount(codes[rows], minlength=len(uniques))
+    every = (n == np.bincount(codes, minlength=len(uniques))) & (n > 0)
+    k = rows[~every[codes[rows]]]
+    out = [_block(check, uniques[codes[k]], k, ts[k], "volume", message, vol[k])] if len(k) else []
+    for code in np.flatnonzero(every):
+        i = int(rows[np.argmax(codes[rows] == code)])
+        out.append(_block(check, uniques[code], [i], [ts[i]], "volume", whole.format(n=int(n[code])), n[code]))
     return out
 
 # %% ../../nbs/data/03_validate.ipynb #ac7ed5cb
