@@ -20,7 +20,7 @@ from .trading.brokers.sim import vector_slippage_bps
 from .backtest.vector import VectorResult, in_chunks, target_changes, param_grid, simulate, sma_cross_weights, stop_exits
 
 # %% auto #0
-__all__ = ['STRATEGIES', 'SmaCross', 'RsiReversion', 'XsMomentum', 'Optimized', 'get_strategy', 'default_params',
+__all__ = ['GAP_FILL', 'STRATEGIES', 'SmaCross', 'RsiReversion', 'XsMomentum', 'Optimized', 'get_strategy', 'default_params',
            'event_backtest', 'vector_backtest', 'sweep']
 
 # %% ../nbs/strategies.ipynb #458550d7
@@ -174,6 +174,9 @@ class XsMomentum(Strategy):
         return target_changes(self._targets(data["close"]).to_numpy())
 
 # %% ../nbs/strategies.ipynb #3c56ea84
+GAP_FILL = 5  # bars a missing price is carried forward inside an estimation window (another market's holiday, a halt)
+
+
 class Optimized(Strategy):
     "Walk-forward portfolio construction: at the first bar of each period, the book a `Construction` builds from the trailing returns."
     schema = {"method": Param("min_variance", str, choices=METHODS, doc="construction method (research.construct)"),
@@ -212,7 +215,7 @@ class Optimized(Strategy):
                held=None, # the last book (asset -> weight), for the turnover penalty
               ) -> Book:
         "The book at the last bar of `close`, from its trailing `lookback` returns."
-        window = close.iloc[-self.warmup:].pct_change(fill_method=None).iloc[1:]
+        window = close.iloc[-self.warmup:].ffill(limit=GAP_FILL).pct_change(fill_method=None).iloc[1:]
         book = self.construction().solve(window, held)
         if self.params["target_vol"] is None: return book
         lev = self.params["max_leverage"] or 1.0

@@ -95,7 +95,7 @@ def test_risk_parity_equalises_risk_on_the_panel(inputs):
     _, _, S = inputs
     w = C.risk_parity(S)
     rc = risk_contributions(w, S)
-    np.testing.assert_allclose(rc / rc.sum(), np.full(20, 1 / 20), atol=1e-9)
+    np.testing.assert_allclose(rc / rc.sum(), np.full(20, 1 / 20), atol=1e-12)
     # the first-order condition of Spinu's problem, checked without cvxpy: S y = b / y for y = w / sqrt(w'Sw / n)
     y = w.to_numpy() * np.sqrt(20 / (w.to_numpy() @ S.to_numpy() @ w.to_numpy()))
     np.testing.assert_allclose(S.to_numpy() @ y, 1 / y, rtol=1e-8)

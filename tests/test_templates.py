@@ -191,6 +191,8 @@ def test_robustness_report_best_set_agrees_with_the_event_engine(tmp_path):
     ("backtest", {"strategy": "no_such_strategy"}, "parameter strategy"),
     ("factor", {"horizon": 0}, "parameter horizon"),
     ("robustness", {"pbo_splits": 3}, "parameter pbo_splits"),
+    ("portfolio", {"method": "max_drawdown"}, "parameter method"),
+    ("portfolio", {"params": {"max_weight": 0.1, "lookback": 5}}, "parameter params"),
 ])
 def test_bad_parameter_is_a_usage_error_naming_it(tmp_path, name, params, named):
     with pytest.raises(UsageError, match=named):
@@ -239,3 +241,35 @@ def test_backtest_tear_sheet_has_what_pyfolio_and_quantstats_show(bt):
     assert "Stress periods" in html and "year 2008" in html and "COVID crash 2020" not in html  # only the episodes inside 2008-2012
     assert "bars (about" in html and "days)" in html  # the longest drawdown in bars and calendar days
     assert "slippage=FixedSlippage(bps=1.0" in html and "Converting to PeriodArray" not in html  # the run card whole, no warnings
+
+
+PF_PARAMS = {"method": "min_variance", "params": {"lookback": 126, "max_weight": 0.6}, "compare": ["equal_weight"],
+             "samples": ["sp500", "nasdaq", "goog", "msft"], "start": "2005-01-01", "end": "2012-12-31"}
+
+
+def test_portfolio_report_against_an_independent_recomputation(tmp_path):
+    "Ex-ante volatility from scikit-learn's Ledoit-Wolf on each window, realised volatility and turnover from the fills, equal weight rerun."
+    from sklearn.covariance import LedoitWolf
+    from quantlab.strategies import Optimized, event_backtest
+    m, p, html = _load(_run("portfolio", PF_PARAMS, tmp_path))
+    _standalone(html)
+    assert p["method"] == "min_variance" and m["method"] == "min_variance"
+    close = pd.concat([_panels(s, "2005-01-01", "2013-01-01")["close"] for s in PF_PARAMS["samples"]], axis=1, sort=True)  # end: the whole of 2012-12-31
+    strat = Optimized(method="min_variance", lookback=126, max_weight=0.6)
+    starts = np.flatnonzero(strat.rebalances(close.index))
+    assert m["rebalances"] == len(starts) and m["bars"] == len(close)
+    vols, weights = [], None
+    for i in starts:  # the window, estimated here without quantlab's covariance
+        win = close.iloc[i - 126:i + 1].ffill(limit=5).pct_change(fill_method=None).iloc[1:]
+        win = win.loc[:, win.notna().all()]
+        S = LedoitWolf().fit(win.to_numpy()).covariance_ * 252
+        weights = strat.decide(close.iloc[:i + 1]).weights if weights is None else strat.decide(close.iloc[:i + 1], weights).weights
+        w = weights[win.columns].to_numpy()
+        vols.append(np.sqrt(w @ S @ w))
+    assert abs(m["ex_ante_volatility"] - np.mean(vols)) < 1e-12
+    assert m["last_weights"] == pytest.approx(weights.to_dict(), abs=1e-12)
+    assert max(m["last_weights"].values()) <= 0.6 + 1e-9
+    assert 0.5 < m["bias_statistic"] < 2.0 and m["annual_turnover"] > 0 and m["total_costs"] > 0
+    ew = event_backtest("portfolio", {"close": close}, {"method": "equal_weight", "lookback": 126, "max_weight": 0.6},
+                        commission_bps=1.0, spread_bps=2.0, slippage_bps=1.0)
+    assert m["compare"]["equal_weight"]["total_return"] == pytest.approx(float(ew.equity.iloc[-1] / ew.equity.iloc[0] - 1), rel=1e-9)

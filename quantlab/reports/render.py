@@ -33,7 +33,7 @@ from quantlab.core import (
 # %% auto #0
 __all__ = ['TEMPLATES', 'RESERVED', 'list_reports', 'template_path', 'parse_value', 'parse_params', 'template_parameters',
            'check_parameter_names', 'check_strategy_params', 'params_hash', 'make_run_id', 'record_metrics',
-           'external_scripts', 'use_offline_plotly', 'shrink_figure', 'notebook_to_html', 'light_plotly',
+           'load_closes', 'external_scripts', 'use_offline_plotly', 'shrink_figure', 'notebook_to_html', 'light_plotly',
            'carries_plotly_js', 'strip_plotly_js', 'ReportFailed', 'ReportRun', 'run_report', 'list_runs',
            'run_reports']
 
@@ -166,6 +166,41 @@ def record_metrics(metrics: dict, # JSON-ready values (timestamps and numpy scal
     merged.update(json.loads(json.dumps(metrics, default=json_default)))
     if path is not None: atomic_write_json(path, merged)
     return merged
+
+# %% ../../nbs/reports/01_render.ipynb #292f698e
+def load_closes(prices: str | os.PathLike | None = None, # a wide CSV/Parquet of closes: a date column, then one column per symbol
+                symbols: list | tuple = (), # store symbols, read when `prices` is None
+                data_dir: str | os.PathLike | None = None, # the store; None: $QUANTLAB_DATA_DIR, else ./data
+                samples: list | tuple = (), # bundled bars samples, read when neither of the above is given
+                start=None, # first bar (ISO date or Timestamp, UTC); None: the data's first
+                end=None, # last bar (a date alone includes that whole day); None: the data's last
+               ) -> tuple[pd.DataFrame, dict]:
+    "(closes, source): a (time x symbol) panel of closes, and where it came from."
+    from quantlab.core import data_dir as _data_dir
+    utc = lambda t: None if t is None else (pd.Timestamp(t).tz_localize("UTC") if pd.Timestamp(t).tz is None else pd.Timestamp(t).tz_convert("UTC"))
+    start, end = utc(start), utc(end)
+    if end is not None and end == end.normalize(): end += pd.Timedelta(days=1) - pd.Timedelta(1, "ns")
+    if prices is not None:
+        from quantlab.data.loaders import load_file
+        loaded = load_file(prices, preset="wide_close")
+        bars, source = loaded.bars, {"file": str(Path(prices).resolve()), "sha256": loaded.source["sha256"]}
+    elif symbols:
+        from quantlab.data.store import BarStore
+        store = BarStore(_data_dir(data_dir))
+        symbols = store.resolve(list(symbols))
+        bars = store.read_bars(symbols, start=start, end=end)
+        if (missing := sorted(set(symbols) - set(bars["symbol"].unique()))): raise UsageError(f"{missing} not in the store at {store.root} (or no bars between start and end)")
+        source = {"store": str(store.root), "symbols": list(symbols)}
+    else:
+        if not samples: raise UsageError("give prices, symbols or samples")
+        from IPython.utils.capture import capture_output
+        from quantlab.data.samples import load_sample
+        with capture_output():  # importing `backtesting` in a kernel displays a BokehJS loader that fetches from a CDN
+            loaded = {s: load_sample(s) for s in samples}
+        bars = pd.concat([l.bars for l in loaded.values()], ignore_index=True)
+        source = {s: {k: l.source[k] for k in ("file", "package", "sha256")} for s, l in loaded.items()}
+    close = bars.pivot(index="ts", columns="symbol", values="close").sort_index().rename_axis(columns=None)
+    return close.loc[start:end], source
 
 # %% ../../nbs/reports/01_render.ipynb #7e5f7662
 _EXTERNAL_SCRIPT = re.compile(r"<script\b[^>]*\bsrc\s*=\s*[\"']?(?:https?:)?//[^>]*>\s*</script>", re.I)
