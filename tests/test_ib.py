@@ -870,12 +870,14 @@ def test_close_closes_the_socket_even_if_another_library_then_replaces_the_event
     import asyncio, gc, warnings
     b = IBBroker(tmp_path / "state", {"AAPL": spec_for("AAPL")}, port=fake.port, client_id=9, timeout=5, backoff=(0.05,))
     assert b.cash() > 0
+    sock = b.ib.client.conn.transport.get_extra_info("socket")
+    assert sock.fileno() >= 0
     b.close()
+    assert sock.fileno() == -1  # closed by close() itself, not on a later turn of a loop that may be dropped
     del b
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always", ResourceWarning)
-        asyncio.set_event_loop(asyncio.new_event_loop())  # the old loop is garbage now, with whatever it still held
+        asyncio.set_event_loop(asyncio.new_event_loop())  # the old loop may be garbage now, with whatever it still held
         gc.collect()
-    assert any("unclosed event loop" in str(w.message) for w in seen)  # the old loop was collected here
     leaked = [str(w.message) for w in seen if "transport" in str(w.message) or "socket.socket" in str(w.message)]
-    assert leaked == []
+    assert leaked == []  # (whether the old loop is collected here depends on what else holds it: under xdist, not always)

@@ -239,6 +239,7 @@ def _event_bars(engine: Engine, first: int, cash_at: np.ndarray):
 
 def _next_bar(engine: Engine, nxt: int, i: int) -> int:
     "The next bar to step at or after `i`: the next event `nxt`, or earlier where the broker's working orders can fill or expire."
+    if nxt > i and engine.desk.active: return i  # a parent order is being worked: its next child may be due on any bar
     if nxt > i and engine.oms.has_open():
         next_event = getattr(engine.broker, "next_event", None)
         nxt = min(nxt, next_event(i - 1)) if next_event is not None else i  # a broker that cannot say: every bar

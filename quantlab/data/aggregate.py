@@ -11,7 +11,8 @@ import pandas as pd
 from ..core import DataError, UsageError
 
 # %% auto #0
-__all__ = ['trades_to_time_bars', 'trades_to_volume_bars', 'trades_to_dollar_bars', 'clean_quotes', 'quotes_to_bars']
+__all__ = ['trades_to_time_bars', 'trades_to_volume_bars', 'trades_to_dollar_bars', 'clean_quotes', 'quotes_to_bars',
+           'session_bars']
 
 # %% ../../nbs/data/06_aggregate.ipynb #c58912d9
 def _require(df: pd.DataFrame, columns, what: str):
@@ -156,3 +157,31 @@ def _time_weighted(df: pd.DataFrame, step: pd.Timedelta) -> pd.DataFrame:
                                              names=["symbol", "_end"])
         parts.append(tw)
     return pd.concat(parts) if parts else pd.DataFrame(columns=["bid_tw", "ask_tw", "mid_tw", "spread_tw"])
+
+# %% ../../nbs/data/06_aggregate.ipynb #e84d1621
+def session_bars(bars: pd.DataFrame, # time bars of one or more symbols (trades_to_time_bars)
+                 open: str = "09:30", # the session's open, local time
+                 close: str = "16:00", # its close
+                 tz: str = "America/New_York", # the exchange's clock
+                 freq: str = "1min", # bar length (the bars' own)
+                 quotes: pd.DataFrame | None = None, # quote bars (quotes_to_bars) for bid and ask in force
+                ) -> pd.DataFrame:
+    "The bars on every interval of each day's session: no trade = the last close and volume 0; quotes carried forward."
+    step = pd.Timedelta(pd.tseries.frequencies.to_offset(freq))
+    days = pd.DatetimeIndex(bars["ts"]).tz_convert(tz).normalize().unique()
+    open, close = (pd.Timedelta(f"{t}:00" if t.count(":") == 1 else t) for t in (open, close))  # "09:30" -> 9 h 30 min
+    grid = pd.DatetimeIndex(np.concatenate([pd.date_range(d + open + step, d + close, freq=step).tz_convert("UTC")
+                                            for d in days])) if len(days) else pd.DatetimeIndex([], tz="UTC")
+    out = []
+    for sym, b in bars.groupby("symbol", sort=True):
+        g = b.set_index("ts").reindex(grid)
+        last = g["close"].ffill()
+        frame = pd.DataFrame({"symbol": sym, "ts": grid, "open": g["open"].fillna(last).to_numpy(), "high": g["high"].fillna(last).to_numpy(),
+                              "low": g["low"].fillna(last).to_numpy(), "close": last.to_numpy(), "volume": g["volume"].fillna(0.0).to_numpy()})
+        if "vwap" in g: frame["vwap"] = g["vwap"].fillna(last).to_numpy()
+        if "trades" in g: frame["trades"] = g["trades"].fillna(0).to_numpy()
+        if quotes is not None:
+            q = quotes[quotes["symbol"] == sym].set_index("ts")[["bid", "ask"]]
+            frame[["bid", "ask"]] = q.reindex(q.index.union(grid)).ffill().reindex(grid).to_numpy()
+        out.append(frame[frame["close"].notna().to_numpy()])  # before a symbol's first trade of the data there is no price
+    return pd.concat(out, ignore_index=True) if out else bars.iloc[:0]

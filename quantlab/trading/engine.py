@@ -19,6 +19,7 @@ from ..core import UsageError, gc_paused
 from ..research.indicators import panels_from_bars as research_panels
 from .brokers.sim import BarArrays, SimBroker
 from .oms import OrderManager, as_time
+from .execution import AlgoSpec, ExecutionDesk, ParentOrder
 from .orders import Fill, Order
 from .portfolio import Portfolio, orders_for_targets
 from .risk import RiskEngine, RiskLimits
@@ -58,7 +59,7 @@ def as_panels(data: pd.DataFrame | Mapping[str, pd.DataFrame], # long bars (stor
     return panels
 
 # %% ../../nbs/trading/06_engine.ipynb #a4231cb3
-AUDIT_TABLES = ("decisions", "orders", "order_events", "fills", "closes")
+AUDIT_TABLES = ("decisions", "orders", "order_events", "fills", "closes", "parents")
 FILL_COLUMNS = ["fill_id", "client_id", "bar", "ts", "symbol", "quantity", "price", "reference_price", "commission", "spread",
                 "slippage", "assumptions", "realised_pnl", "position_before", "position_after"]
 
@@ -78,9 +79,11 @@ class AuditTrail:
     def attach(self, symbols: list[str], # the columns of every array
                inputs: Mapping[str, np.ndarray], # the strategy's features, (T, N) arrays read at each decision's bar
                oms: OrderManager, # the orders and their histories
+               desk: ExecutionDesk | None = None, # the execution algorithms' parent orders
               ) -> None:
         "Say where the tables read the strategy's inputs and the orders from."
         self._symbols, self._inputs, self._oms = list(symbols), inputs, oms
+        self._desk = desk
 
     # -- recording (flat lists only) --
     def decision(self, bar: int, # bar index of the decision
@@ -141,11 +144,17 @@ class AuditTrail:
                              "client_id": rows["client_id"].to_numpy(), "reason": reason,
                              "realised_pnl": rows["realised_pnl"].to_numpy(), "kind": np.where(after[hit] == 0, "closed", "flipped")})
 
+    def _parents_frame(self) -> pd.DataFrame:
+        "The execution algorithms' parent orders (their children are in orders, with `algo_id`)."
+        out = self._desk.frame() if self._desk is not None else ExecutionDesk(None, None).frame()
+        out["created"], out["ended"] = as_time(out["created"]), as_time(out["ended"])
+        return out
+
     def table(self, name: str) -> pd.DataFrame:
-        "One audit table as a DataFrame (built on first use): decisions, orders, order_events, fills or closes."
+        "One audit table as a DataFrame (built on first use): decisions, orders, order_events, fills, closes or parents."
         if name not in self._frames:
             build = {"decisions": self._decisions_frame, "orders": self._orders_frame, "fills": self._fills_frame,
-                     "closes": self._closes_frame,
+                     "closes": self._closes_frame, "parents": self._parents_frame,
                      "order_events": lambda: self._oms.events() if self._oms is not None else pd.DataFrame(columns=["client_id", "ts", "status", "reason"])}
             if name not in build: raise UsageError(f"no audit table {name!r}; have {list(AUDIT_TABLES)}")
             with gc_paused(): self._frames[name] = build[name]()
@@ -283,6 +292,7 @@ class Engine:
         self.risk = risk if isinstance(risk, RiskEngine) else RiskEngine(risk)
         self.audit = AuditTrail() if audit else None
         self.oms = OrderManager(self.broker, pf, self.risk, key=key)
+        self.desk = ExecutionDesk(self.oms, pf)  # parent orders of execution algorithms, worked into children each bar
         self.bars, self.data, self.features, self.events = None, {}, {}, None
         self.steps = 0  # bars on which the pipeline ran
         self.refusals = []  # (bar, reason) of target weights risk refused (signal sanity)
@@ -384,9 +394,10 @@ class Engine:
         self._sync(i, self.bars.ts.item(i))
 
     def _start(self) -> None:
-        self.ctx = Context(self.bars.ts, self.symbols, {}, self.portfolio, self.strategy.params, self.oms.open_orders, self.oms.next_id)
+        self.ctx = Context(self.bars.ts, self.symbols, {}, self.portfolio, self.strategy.params, self.oms.open_orders, self.oms.next_id,
+                           self.oms.reserve_id)
         self._bind()
-        if self.audit is not None: self.audit.attach(self.symbols, self.feature_arrays, self.oms)
+        if self.audit is not None: self.audit.attach(self.symbols, self.feature_arrays, self.oms, self.desk)
         self.ctx.i = 0
         self.strategy.on_start(self.ctx)
 
@@ -420,6 +431,7 @@ class Engine:
             self.risk.update_equity(ts // DAY_NS, self.portfolio.equity)
             if self.risk.flatten_requested: self.flatten(self.risk.state_reason, i)
         if decide: self._decide(i, ts)
+        if self.desk._active: self._work_parents(i, ts)
         self.steps += 1
 
     def _charge_borrow(self, i: int) -> None:
@@ -445,6 +457,24 @@ class Engine:
         if changed: self._submit_targets(weights, changed, i)
         self._route(intents)
         self._sync(i, ts)
+
+    def _work_parents(self, i: int, ts: int) -> None:
+        "The execution desk's turn, after the strategy's (a parent made on this bar sends its first child now)."
+        f = self.bars.fields
+        self.desk.work(i, f["close"][i], f["volume"][i], self.book.col)
+        self._sync(i, ts)
+
+    def execute(self, symbol: str, # instrument
+                quantity: float, # signed parent quantity
+                spec: AlgoSpec, # how to work it
+                parent_id: str | None = None, # its id (default: a new one the OMS reserves)
+               ) -> ParentOrder:
+        "Accept a parent order on the current bar: the desk slices it over the next `spec.bars` bars."
+        i, b = self.oms.bar, self.bars
+        step = b.ts.item(i) - b.ts.item(i - 1) if i > 0 else 60_000_000_000  # one bar's length places the window on the profile's clock
+        j = self.book.col.get(symbol)
+        if j is None: raise UsageError(f"parent order for a symbol outside the universe: {symbol!r}")
+        return self.desk.start(symbol, quantity, spec, i, b.ts.item(i), b.fields["close"].item(i, j), step, tag=self.oms.tag, parent_id=parent_id)
 
     def _weights(self, result) -> np.ndarray | None:
         "`on_bar`'s result as a weight per symbol (NaN: no position), or None when it stated none."
@@ -486,13 +516,18 @@ class Engine:
         equity = pf.cash + float(self.book.q.dot(self.bars.marks[i]))  # positions at the last known closes (`.dot`: half the cost of `@` on short vectors)
         orders = orders_for_targets(pf, targets, sizer=st.sizer, volatility=st.volatility(self.ctx) if self._volatility else None,
                                     pending=oms.working() if oms.has_open() else None, min_trade_notional=st.min_trade_notional,
-                                    reason="target", only=changed, ids=oms.next_id, equity=equity, at_fill=st.size_at_fill)
-        for order in orders: oms.submit(order)
+                                    reason="target", only=changed, ids=oms.next_id, equity=equity, at_fill=st.size_at_fill and st.execution is None)
+        if st.execution is not None:  # target trades worked by an execution algorithm
+            for order in orders: self.execute(order.symbol, order.quantity, st.execution)
+        else:
+            for order in orders: oms.submit(order)
 
     def _route(self, intents) -> None:
         "Explicit orders, cancels and replaces from the strategy's order pad, through the OMS."
         for kind, payload in intents:
             if kind == "submit": self.oms.submit(payload)
+            elif kind == "execute": self.execute(*payload)
+            elif kind == "cancel" and payload in self.desk.parents: self.desk.cancel(payload)
             elif kind == "cancel": self.oms.cancel(payload)
             else: self.oms.replace(payload[0], **payload[1])
 

@@ -144,6 +144,12 @@ class OrderManager:
         while (cid := f"{self.key}:{self.bar}:{symbol}:{n}") in self.orders or cid in self.retired: n += 1
         return cid
 
+    def reserve_id(self, symbol: str | None = None) -> str:
+        "A new id that is then never issued (an execution parent's: its children are `<id>.<n>`)."
+        cid = self.next_id(symbol)
+        self.retired.add(cid)
+        return cid
+
     def _set(self, rec: ManagedOrder, status: OrderStatus, reason: str = "") -> None:
         old = rec.status
         if status is old and status is not _PARTIAL: return
@@ -401,7 +407,7 @@ class OrderManager:
             "cash": np.array(f["cash"], dtype=float),
             "kind": list(map(value, f["kind"])), "limit_price": np.array(f["limit_price"], dtype=float),
             "stop_price": np.array(f["stop_price"], dtype=float), "tif": list(map(value, f["tif"])),
-            "parent_id": f["parent_id"], "oco": f["oco"], "reason": f["reason"], "created": col("created"),
+            "parent_id": f["parent_id"], "oco": f["oco"], "algo_id": f["algo_id"], "reason": f["reason"], "created": col("created"),
             "status": list(map(value, col("status"))), "filled": filled,
             "avg_price": np.where(filled != 0, np.array(col("avg_price"), dtype=float), math.nan),
             "approved": approved,

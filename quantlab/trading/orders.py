@@ -96,6 +96,7 @@ class _OrderFields(NamedTuple):
     oco: str | None = None  # one-cancels-other group
     reason: str = ""  # why (goes to the audit trail; "take_profit", "stop_loss", "target", ...)
     cash: float | None = None  # a notional order: the cash to spend (buy) or raise (sell); the broker sets the quantity at the fill
+    algo_id: str | None = None  # a slice of this execution-algorithm parent order (trading.execution)
 
 
 class Order(_OrderFields):
@@ -114,6 +115,7 @@ class Order(_OrderFields):
                 oco: str | None = None, # one-cancels-other group
                 reason: str = "", # why, for the audit trail
                 cash: float | None = None, # notional order: cash to spend or raise; `quantity` is then the estimate at the decision price
+                algo_id: str | None = None, # the execution-algorithm parent this order is a slice of
                ):
         if type(kind) is not OrderKind: kind = OrderKind(kind)
         if type(tif) is not TimeInForce: tif = TimeInForce(tif)
@@ -125,7 +127,7 @@ class Order(_OrderFields):
         if cash is not None:
             if not (0 < cash < math.inf): raise UsageError(f"cash order on {symbol}: cash must be positive and finite, got {cash!r}")
             if kind is not OrderKind.MARKET or not quantity: raise UsageError(f"cash order on {symbol}: a market order with a signed estimate of its quantity")
-        return tuple.__new__(cls, (symbol, quantity, kind, limit_price, stop_price, tif, client_id, parent_id, oco, reason, cash))
+        return tuple.__new__(cls, (symbol, quantity, kind, limit_price, stop_price, tif, client_id, parent_id, oco, reason, cash, algo_id))
 
     @property
     def side(self) -> int:

@@ -317,7 +317,7 @@ def orders_for_targets(portfolio: Portfolio, # the account (positions, equity at
         if delta == 0 or (min_trade_notional and abs(delta * price * inst.multiplier) < min_trade_notional): continue
         cid = ids(s) if ids is not None else None  # = Order(s, delta, reason=reason, client_id=cid, cash=cash), built unchecked:
         cash = abs(raw - held) * price * inst.multiplier if at_fill and raw * held >= 0 and abs(raw) > abs(held) else None  # adds exposure, no flip
-        orders.append(tuple.__new__(Order, (s, delta, _MARKET, None, None, _DAY, cid, None, None, reason, cash)))  # every field is valid
+        orders.append(tuple.__new__(Order, (s, delta, _MARKET, None, None, _DAY, cid, None, None, reason, cash, None)))  # every field is valid
     return orders
 
 

@@ -77,6 +77,7 @@ class Strategy:
     rebalance: str = "on_change"  # "on_change": trade symbols whose target changed; "always": re-size the whole book on every call
     warmup: int | None = None  # bars of history the features need at each bar, live (None: all bars so far)
     protective_exit: bool = False  # every open position should have a working stop: a live runner alerts when one has none
+    execution = None  # an `execution.AlgoSpec`: target trades are worked by that algorithm (TWAP, VWAP) instead of sent at once
 
     def __init_subclass__(cls, **kw):
         super().__init_subclass__(**kw)
@@ -153,6 +154,7 @@ class Context:
                  params: Mapping | None = None, # the strategy's parameters
                  open_orders: Callable | None = None, # symbol|None -> list of working orders (the OMS view)
                  next_id: Callable[[str], str] | None = None, # client order id source, given the symbol (the OMS's)
+                 reserve_id: Callable[[str], str] | None = None, # an id never issued again (a parent order's: the OMS's `reserve_id`)
                 ):
         self.symbols = list(symbols)
         self._col = {s: j for j, s in enumerate(self.symbols)}
@@ -162,6 +164,7 @@ class Context:
         self._open_orders = open_orders or (lambda symbol=None: [])
         _seq = itertools.count(1)
         self._next_id = next_id or (lambda symbol=None: f"o{next(_seq)}")
+        self._reserve_id = reserve_id or self._next_id
         self.i, self.is_event, self.intents = -1, True, []
 
     def bind(self, ts: np.ndarray, # int64 ns bar times (a growing history: with room beyond `n`)
@@ -262,6 +265,15 @@ class Context:
         kind = (OrderKind.STOP_LIMIT if stop is not None and limit is not None else OrderKind.STOP if stop is not None
                 else OrderKind.LIMIT if limit is not None else OrderKind.MARKET)
         return self.submit(Order(symbol, quantity, kind, limit_price=limit, stop_price=stop, tif=tif, reason=reason))
+
+    def execute(self, symbol: str, # instrument
+                quantity: float, # signed parent quantity
+                spec, # an execution.AlgoSpec: TWAP or VWAP, window, participation cap, limit prices
+               ) -> str:
+        "Queue a parent order for an execution algorithm, sliced into child orders over the next `spec.bars` bars; return its id (`cancel` it to stop it)."
+        pid = self._reserve_id(symbol)
+        self.intents.append(("execute", (symbol, quantity, spec, pid)))
+        return pid
 
     def buy(self, symbol: str, quantity: float, **kwargs) -> str:
         "Queue a buy of `quantity` units (see `order`)."
