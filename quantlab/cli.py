@@ -622,10 +622,10 @@ def _live_panels(cfg, data_dir_):
 
 
 def _live_run(args) -> int:
-    from quantlab.live.runner import Runner
+    from quantlab.live.runner import Runner, configure
     from quantlab.strategies import get_strategy
     cfg = _live_config(args)
-    strategy = lambda: get_strategy(cfg.strategy, **cfg.params)
+    strategy = lambda: configure(get_strategy(cfg.strategy, **cfg.params), cfg)  # [strategy] size_at_fill, [execution]
     if cfg.feed == "poll":  # bars as they reach the local store (another process ingests them)
         from quantlab.data.store import BarStore
         from quantlab.live.runner import PollFeed, store_fetch

@@ -16,7 +16,7 @@ import pytest
 from quantlab.backtest.driver import run_backtest
 from quantlab.core import StateError
 from quantlab.live.journal import Journal
-from quantlab.live.runner import Runner, StateLock, config_from_dict, parity, status
+from quantlab.live.runner import ConfigError, Runner, StateLock, config_from_dict, parity, status
 from quantlab.strategies import get_strategy
 from quantlab.trading.brokers.paper import PaperBroker
 from quantlab.trading.brokers.sim import BasisPoints, SimBroker
@@ -560,3 +560,34 @@ def test_cash_orders_sized_at_the_fill_make_the_backtests_fills_across_restarts(
     assert verdict["equal"] and verdict["fills"] == len(bt.fills) > 20, verdict
     assert bt.orders["cash"].notna().sum() >= 5 and (bt.orders.loc[bt.orders["cash"].notna(), "filled"] > 0).all()
     assert _paper(tmp_path).duplicates() == []
+
+
+def test_twap_from_the_deployment_config_makes_the_backtests_children_across_restarts(spx, tmp_path):
+    """[execution] in the deployment (#16): every target trade is a TWAP parent worked over 4 bars. A session stopped
+    twice (each restart replays the journal, so the desk's parents are rebuilt, not lost) ends with the backtest's
+    children and fills; a restart with another [execution] is refused."""
+    from quantlab.live.runner import configure
+    from quantlab.trading.execution import AlgoSpec
+    cfg = _config(tmp_path, data=spx, execution={"algo": "twap", "bars": 4})
+    assert cfg.execution == {"algo": "twap", "bars": 4, "max_participation": 1.0, "limit_bps": None} and cfg.card()["execution"] == cfg.execution
+    strategy = lambda: configure(get_strategy("sma_cross", **PARAMS), cfg)
+    assert strategy().execution == AlgoSpec("twap", 4, 1.0, None)
+    for n in (70, 160): assert Runner(cfg, strategy(), spx).run(max_bars=n)["last_bar_finished"]
+    Runner(cfg, strategy(), spx).run()
+    bt = run_backtest(strategy(), spx, broker=SimBroker(commission=BasisPoints(5)), start=cfg.start)
+    verdict = parity(Journal(tmp_path / "journal.sqlite"), bt.fills)
+    assert verdict["equal"] and verdict["fills"] == len(bt.fills) > 40, verdict
+    parents = bt.audit.table("parents")
+    assert len(parents) >= 10 and (bt.orders["algo_id"].notna()).all() and set(parents["status"]) <= {"done", "working"}
+    journaled = Journal(tmp_path / "journal.sqlite").orders()["data"].map(json.loads)
+    assert len(journaled) == len(bt.orders) and journaled.map(lambda d: d["algo_id"] is not None).all()  # every child, journaled with its parent
+    assert sorted(journaled.map(lambda d: d["quantity"])) == sorted(bt.orders["quantity"])
+    other = _config(tmp_path, data=spx, execution={"algo": "twap", "bars": 6})
+    with pytest.raises(StateError, match="belongs to"): Runner(other, configure(get_strategy("sma_cross", **PARAMS), other), spx).run()
+
+
+@pytest.mark.parametrize("table,named", [({"algo": "vwap"}, r"\[execution\] algo: 'vwap': only twap"),
+                                         ({"bars": 0}, r"\[execution\]: bars must be"), ({"speed": 1}, r"\[execution\] speed: unknown key"),
+                                         ({"max_participation": 2.0}, r"\[execution\]: max_participation must be")])
+def test_a_bad_execution_table_is_refused_naming_it(tmp_path, table, named):
+    with pytest.raises(ConfigError, match=named): _config(tmp_path, execution=table)

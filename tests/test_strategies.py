@@ -160,3 +160,13 @@ def test_portfolio_tear_sheet_renders_through_the_cli(tmp_path, shared_data):
     assert metrics["strategy"] == "portfolio" and metrics["params"]["method"] == "min_variance" and metrics["orders"] > 50
     assert metrics["total_costs"] > 0 and sorted(metrics["symbols"]) == sorted(symbols)
     assert "Backtest tear sheet" in html.read_text()
+    # every other method's tear sheet, from the same store (two report processes at a time)
+    from quantlab.reports.render import run_reports
+    others = ["max_sharpe", "mean_variance", "risk_parity", "hrp", "equal_weight", "inverse_volatility"]
+    sets = [{"strategy": "portfolio", "params": {"method": m, "max_weight": 0.3 if m in ("max_sharpe", "mean_variance") else 1.0},
+             "symbols": symbols, "data_dir": str(store), "start": "2012-01-01"} for m in others]
+    done = run_reports("backtest", sets, output_dir=out, executor="local:2")
+    assert [r.ok for r in done] == [True] * len(others), [str(r.error) for r in done if not r.ok]
+    for m, r in zip(others, done):
+        got = json.loads((Path(r.value.path) / "metrics.json").read_text())
+        assert got["params"]["method"] == m and got["orders"] > 50 and np.isfinite(got["sharpe"])

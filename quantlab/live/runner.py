@@ -34,10 +34,12 @@ from ..trading.oms import OPEN
 from ..trading.orders import Fill, Order, OrderStatus, record_json
 from ..trading.risk import RiskEngine, RiskLimits, TradingState
 from ..trading.strategy import Strategy
+from ..trading.execution import AlgoSpec
 
 # %% auto #0
-__all__ = ['PARITY_COLUMNS', 'ConfigError', 'LiveConfig', 'load_config', 'config_from_dict', 'StateLock', 'ReplayFeed',
-           'PollFeed', 'store_fetch', 'JournaledBroker', 'ReplayBroker', 'Runner', 'status', 'live_fills', 'parity']
+__all__ = ['PARITY_COLUMNS', 'ConfigError', 'LiveConfig', 'load_config', 'config_from_dict', 'configure', 'StateLock',
+           'ReplayFeed', 'PollFeed', 'store_fetch', 'JournaledBroker', 'ReplayBroker', 'Runner', 'status', 'live_fills',
+           'parity']
 
 # %% ../../nbs/live/02_runner.ipynb #1c3778a5
 class ConfigError(QuantlabError):
@@ -100,14 +102,18 @@ class LiveConfig:
     promotions_dir: Path | None = None  # where `quantlab promote` writes its records (default: data/promotions beside the config)
     promotion_stage: str = "live"  # the promotion an IB deployment needs ("paper" for an IB paper account)
     promotion_override: str | None = None  # trade IB without that promotion: the reason, journaled at every start
+    size_at_fill: bool = False  # [strategy] size_at_fill: trades that add exposure go as cash orders, sized by the broker at the fill
+    execution: dict | None = None  # [execution]: target trades worked by TWAP (algo, bars, max_participation, limit_bps)
 
     def card(self) -> dict:
-        "The fields a restart must agree with (a journal belongs to one strategy, universe source and broker)."
+        "The fields a restart must agree with (a journal belongs to one strategy, universe source and broker, and how it sizes and executes)."
+        extra = {"size_at_fill": True} if self.size_at_fill else {}
+        if self.execution is not None: extra["execution"] = self.execution  # (absent when unset: older journals' cards still match)
         return {"name": self.name, "strategy": self.strategy, "params": self.params, "source": self.source,
-                "start": self.start, "broker": self.broker}
+                "start": self.start, "broker": self.broker, **extra}
 
 
-_SECTIONS = {"strategy": {"name", "params"},
+_SECTIONS = {"strategy": {"name", "params", "size_at_fill"}, "execution": {"algo", "bars", "max_participation", "limit_bps"},
              "feed": {"kind", "source", "start", "end", "speed", "symbols", "bar", "calendar", "interval", "stale_after"},
              "broker": {"kind", "cash", "commission_bps", "host", "port", "client_id", "account_env", "timeout", "outside_rth", "contracts",
                         "rehearsal_control"}, "risk": {f.name for f in fields(RiskLimits)},
@@ -191,9 +197,31 @@ def config_from_dict(raw: Mapping, path="<config>") -> LiveConfig:
         outside_rth=get("broker", "outside_rth", bool, False), contracts=_contracts(get("broker", "contracts", dict, {}), err),
         rehearsal_control=get("broker", "rehearsal_control", int, None), **_alerting(get),
         promotions_dir=base / get("promotion", "dir", str, "data/promotions"), promotion_stage=get("promotion", "stage", str, "live"),
-        promotion_override=get("promotion", "override", str, None))
+        promotion_override=get("promotion", "override", str, None), size_at_fill=get("strategy", "size_at_fill", bool, False),
+        execution=_execution(raw, get, err))
     _check_values(cfg, err)
     return cfg
+
+
+def _execution(raw: Mapping, get, err) -> dict | None:
+    "The [execution] table, checked by building its AlgoSpec (TWAP only: a VWAP profile comes from past minute bars, in code)."
+    if "execution" not in raw: return None
+    algo = get("execution", "algo", str, "twap")
+    if algo != "twap": raise err("[execution] algo", f"{algo!r}: only twap here (vwap needs a volume profile from past minute bars: build its AlgoSpec in code)")
+    spec = {"algo": algo, "bars": get("execution", "bars", int, 30), "max_participation": get("execution", "max_participation", float, 1.0),
+            "limit_bps": get("execution", "limit_bps", float, None)}  # no limit_bps: market children
+    try: AlgoSpec(**spec)
+    except UsageError as e: raise err("[execution]", str(e)) from None
+    return spec
+
+
+def configure(strategy: Strategy, # built from config.strategy and config.params
+              cfg: LiveConfig, # the deployment
+             ) -> Strategy:
+    "The strategy with the deployment's sizing and execution settings applied ([strategy] size_at_fill, [execution])."
+    if cfg.size_at_fill: strategy.size_at_fill = True
+    if cfg.execution is not None: strategy.execution = AlgoSpec(**cfg.execution)
+    return strategy
 
 
 def _alerting(get) -> dict:

@@ -431,7 +431,7 @@ class Engine:
             self.risk.update_equity(ts // DAY_NS, self.portfolio.equity)
             if self.risk.flatten_requested: self.flatten(self.risk.state_reason, i)
         if decide: self._decide(i, ts)
-        if self.desk._active: self._work_parents(i, ts)
+        if self.desk.active: self._work_parents(i, ts)
         self.steps += 1
 
     def _charge_borrow(self, i: int) -> None:
