@@ -149,7 +149,7 @@ class ExecutionDesk:
               price: float, # arrival price (that bar's close)
               step: int, # bar length in ns (to place the window's bars on the profile's clock)
               tag=None, # the decision that made it
-              parent_id: str | None = None, # its id (default: the OMS's next id)
+              parent_id: str | None = None, # its id (default: a new id the OMS reserves)
              ) -> ParentOrder:
         "Accept a parent: its schedule is fixed now, from the bars it will trade in."
         if not quantity or not math.isfinite(quantity): raise UsageError(f"parent order on {symbol}: quantity must be non-zero and finite, got {quantity!r}")
@@ -199,6 +199,7 @@ class ExecutionDesk:
         if k >= p.spec.bars:
             if working is not None: oms.cancel(working.client_id, f"parent {p.parent_id}: window over")
             return self._stop(p, "ended", f"window over: {p.quantity - done:g} of {p.quantity:g} unfilled")
+        if working is not None and working.status is OrderStatus.PENDING_CANCEL: return  # its cancel is in flight (live): it may still fill
         size = self._slice(p, k, done, price, last_volume, lot)
         last = k == p.spec.bars - 1
         market = last or p.spec.limit_bps is None or not math.isfinite(price)
