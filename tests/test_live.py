@@ -591,3 +591,24 @@ def test_twap_from_the_deployment_config_makes_the_backtests_children_across_res
                                          ({"max_participation": 2.0}, r"\[execution\]: max_participation must be")])
 def test_a_bad_execution_table_is_refused_naming_it(tmp_path, table, named):
     with pytest.raises(ConfigError, match=named): _config(tmp_path, execution=table)
+
+
+def test_a_kill_switch_then_a_crash_before_the_next_bar_restarts_halted(spx, tmp_path):
+    """halt_flatten is applied before a bar: the resting order's cancel is confirmed and journaled as read before that bar.
+    The process dies before it records the bar. The restart must replay what was done after the last finished bar (the
+    halt, and the reports read then): it failed with "journaled reports for bars [60] were never matched" before (a CI
+    run of the IB kill -9 test met it at random), and the halt was not replayed at all."""
+    from unittest import mock
+    cfg = config_from_dict({"name": "rest", "state_dir": str(tmp_path), "strategy": {"name": "resting"}})
+    Runner(cfg, RestingLimit(), spx).run(max_bars=60)
+    j = Journal(tmp_path / "journal.sqlite"); j.command("halt_flatten", "kill switch"); j.close()
+    def dies(self, *a, **k): raise Crash("killed before the bar was recorded")
+    with mock.patch.object(Journal, "record_bar", dies), pytest.raises(Crash):
+        Runner(cfg, RestingLimit(), spx).run(max_bars=5)
+    j = Journal(tmp_path / "journal.sqlite", readonly=True)
+    assert j.last_bar() == (59, True) and [(b, p, u.status.value) for b, p, u in j.updates()][-1] == (60, 0, "cancelled")
+    j.close()
+    st = Runner(cfg, RestingLimit(), spx).run(max_bars=5)
+    assert st["trading_state"]["state"] == "HALTED" and st["trading_state"]["reason"] == "operator: kill switch"
+    assert st["working_orders"] == [] and st["last_reconciliation"]["status"] == "ok"
+    assert _paper(tmp_path).open_orders() == []

@@ -611,10 +611,17 @@ class _Run:
             self._apply_journaled(i)
             self._step(i)
             self.monitor.on_bar(i, bar.ts, self.engine.portfolio, self.engine.risk, [])  # the dashboard's history (no alerts: they were raised then)
+        if self.unfinished is None and len(bars): self._replay_after_last_bar(len(bars))
         self._replaying = False
         self.replayed = len(bars)
         left = self.engine.broker.unmatched(before=self.unfinished)
         if left: raise StateError(f"recovery: journaled reports for bars {left[:5]} were never matched by a replayed order")
+
+    def _replay_after_last_bar(self, n: int) -> None:
+        "What the last process did after its last finished bar, before it recorded bar `n`: commands and adoptions, and the reports it read then."
+        self.engine.broker.before(n)  # a start reconciliation's or a halt's reports, journaled as read before bar n
+        self._apply_journaled(n)
+        self.engine.sync_broker()
 
     def _go_live(self) -> None:
         "Swap the replay for the real broker, behind the journal, and reconcile."
