@@ -25,7 +25,7 @@ def main() -> None:
     p.add_argument("--runs", type=int, default=5)
     p.add_argument("--parents", type=int, default=1000)
     a = p.parse_args()
-    from quantlab.trading.execution import AlgoSpec, ExecutionDesk, VolumeProfile, cumulative_targets, minute_slots, plan_slices
+    from quantlab.trading.execution import AlgoSpec, ExecutionDesk, VolumeProfile, cumulative_targets, plan_slices
     rng = np.random.default_rng(0)
     minutes = np.arange(9 * 60 + 31, 16 * 60 + 1)
     u = 1 + 3 * ((minutes - minutes.mean()) / (np.ptp(minutes) / 2)) ** 2  # U-shaped: busy open and close

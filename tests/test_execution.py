@@ -3,7 +3,6 @@
 (point in time) for a parent order worked on 2018-01-03. The engine, the OMS, the risk engine and the simulated broker
 are the ones every backtest and paper session runs; the fills are capped at the participation share of each bar's
 traded volume (VolumeShare), as a venue's volume would cap them."""
-import math
 
 import numpy as np
 import pandas as pd
