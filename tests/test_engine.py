@@ -1,6 +1,7 @@
 """The event loop on real data: event-skipping equals the naive every-bar loop exactly, point-in-time views, reconciliation."""
 import importlib.util
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -302,3 +303,50 @@ def test_orders_are_sized_against_a_vectorised_equity_equal_to_the_portfolios(cl
     passed, held = np.array(seen, dtype=float).T
     assert len(seen) > 500
     np.testing.assert_allclose(passed, held, rtol=1e-12, atol=0)
+
+
+class TopThree(Strategy):
+    "Monthly: 0.3 in each of the three best 126-day performers; as a dict naming them (the rest implied 0), or as the full array."
+    def __init__(self, as_array=False, nan_for_dropped=False, **kw):
+        super().__init__(**kw); self.as_array, self.nan_for_dropped = as_array, nan_for_dropped
+    def features(self, data):
+        c = data["close"]; return {"mom": c.pct_change(126, fill_method=None)}
+    def events(self, data, features): return rebalance_schedule(data["close"].index, "M")
+    def on_bar(self, ctx):
+        m = pd.Series(ctx.row("mom"), index=ctx.symbols).dropna()
+        if len(m) < 6: return None
+        named = {s: 0.3 for s in m.nlargest(3).index}
+        if self.nan_for_dropped:  # a symbol named with NaN means no position, like one left out
+            named |= {s: math.nan for s in m.nsmallest(2).index}
+        if not self.as_array: return dict(reversed(named.items()))  # any order: the orders still go out in column order
+        return np.array([named.get(s, 0.0) for s in ctx.symbols])
+
+
+@pytest.mark.parametrize("nan_for_dropped", [False, True])
+def test_a_dict_of_a_few_weights_trades_exactly_like_the_full_array(closes20, nan_for_dropped):
+    # the engine reads a dict name by name (no array over the universe); symbols it leaves out go to 0
+    runs = [run_events(TopThree(as_array=a, nan_for_dropped=nan_for_dropped), closes20, broker=SimBroker(spread=FixedSpread(3)))
+            for a in (False, True)]
+    named, dense = runs
+    assert len(named.audit["fills"]) > 100 and (named.audit["closes"].kind == "closed").sum() > 20  # names dropped are sold out
+    np.testing.assert_array_equal(named.equity.to_numpy(), dense.equity.to_numpy())
+    for table in ("decisions", "orders", "fills", "closes"):
+        pd.testing.assert_frame_equal(named.audit[table], dense.audit[table])
+
+
+def test_a_dict_with_an_impossible_weight_is_refused_naming_the_symbol(closes20):
+    class Wild(TopThree):
+        def on_bar(self, ctx):
+            out = super().on_bar(ctx)
+            if out is not None and ctx.i >= 1000: out[next(iter(out))] = math.inf  # the first symbol the dict names
+            return out
+    engine = Engine(Wild(), list(closes20["close"].columns), SimBroker(), risk=RiskLimits(max_weight=1.0))
+    engine.load(closes20)
+    for i in range(engine.bars.n): engine.step(i, decide=bool(engine.events[i]))
+    assert len(engine.refusals) > 5 and min(bar for bar, _ in engine.refusals) >= 1000
+    assert all(re.search(r"the weight of [A-Z]+ is inf \(max_weight 1\b", r) for _, r in engine.refusals)
+    assert engine.audit["decisions"].bar.max() < 1000  # refused: no decision, no order after bar 1000
+    with pytest.raises(UsageError, match="outside the universe: 'ZZZ'"):
+        class Stranger(TopThree):
+            def on_bar(self, ctx): return {"ZZZ": 0.1}
+        run_events(Stranger(), closes20, broker=SimBroker())

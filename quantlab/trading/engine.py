@@ -448,13 +448,11 @@ class Engine:
         "The strategy's turn: target weights and/or orders -> audit -> sizing -> risk and OMS -> broker."
         result = self.strategy.on_bar(self.ctx)
         if result is None and not self.ctx.intents: return  # nothing to do: most bars of an every-bar strategy
-        weights = self._weights(result)
-        if weights is not None: weights = self._sane(weights, i)
-        changed = self._changed(weights)
+        targets = self._targets(result, i) if result is not None else {}
         intents = self.ctx.take_intents() if self.ctx.intents else ()
-        if not changed and not intents: return
-        self._record_decision(i, ts, weights if changed else None)
-        if changed: self._submit_targets(weights, changed, i)
+        if not targets and not intents: return
+        self._record_decision(i, ts, self._last if targets else None)
+        if targets: self._submit_targets(targets, i)
         self._route(intents)
         self._sync(i, ts)
 
@@ -476,9 +474,41 @@ class Engine:
         if j is None: raise UsageError(f"parent order for a symbol outside the universe: {symbol!r}")
         return self.desk.start(symbol, quantity, spec, i, b.ts.item(i), b.fields["close"].item(i, j), step, tag=self.oms.tag, parent_id=parent_id)
 
-    def _weights(self, result) -> np.ndarray | None:
-        "`on_bar`'s result as a weight per symbol (NaN: no position), or None when it stated none."
-        if result is None: return None
+    def _targets(self, result, i: int) -> dict[str, float]:
+        "`on_bar`'s target weights, checked, as {symbol: weight} of the symbols to trade (none if refused); `_last` becomes the whole book."
+        if type(result) is dict and not self._always: return self._named_targets(result, i)
+        weights = self._weights(result)
+        refused = self.risk.check_weights(weights, self.symbols)
+        if refused is not None: return self._refuse(refused, i)
+        weights[weights != weights] = 0.0  # NaN: no position
+        changed = range(len(self.symbols)) if self._always else (weights != self._last).nonzero()[0].tolist()
+        self._last = weights
+        return {self.symbols[k]: weights.item(k) for k in changed}
+
+    def _named_targets(self, result: dict, i: int) -> dict[str, float]:
+        "A dict of weights (the usual `on_bar` result), read name by name: no array over the universe; a symbol left out goes to 0."
+        col, named = self.book.col, {}
+        for s, w in result.items():
+            if s not in col: raise UsageError(f"targets name a symbol outside the universe: {s!r}")
+            named[s] = float(w)
+        refused = self.risk.check_weights(named, self.symbols)
+        if refused is not None: return self._refuse(refused, i)
+        self._last = last = self._last.copy()  # a new array: the audit keeps the one each decision acted on
+        for j in last.nonzero()[0].tolist(): named.setdefault(self.symbols[j], 0.0)  # held before, left out now
+        changed = {}
+        for s, w in named.items():
+            w = 0.0 if w != w else w  # NaN: no position
+            if w != last.item(col[s]): changed[s] = last[col[s]] = w
+        return dict(sorted(changed.items(), key=lambda kv: col[kv[0]])) if len(changed) > 1 else changed  # in column order, as from an array
+
+    def _refuse(self, reason: str, i: int) -> dict:
+        "Signal sanity (risk) refused the targets: record it, and trade none of them."
+        self.refusals.append((i, reason))
+        if self.oms.listener: self.oms.listener("signal_refused", None, reason)
+        return {}
+
+    def _weights(self, result) -> np.ndarray:
+        "`on_bar`'s result as a weight per symbol (NaN: no position)."
         if type(result) is np.ndarray and result.size == len(self.symbols):
             return result.astype(float).reshape(-1)  # a copy: the array may be a read-only view of a feature
         w, col = np.zeros(len(self.symbols)), self.book.col
@@ -488,35 +518,18 @@ class Engine:
             w[j] = v
         return w
 
-    def _sane(self, weights: np.ndarray, i: int) -> np.ndarray | None:
-        "Signal sanity (risk): refuse the targets if a weight is infinite or impossible, naming it; otherwise NaN means no position."
-        refused = self.risk.check_weights(weights, self.symbols)
-        if refused is not None:
-            self.refusals.append((i, refused))
-            if self.oms.listener: self.oms.listener("signal_refused", None, refused)
-            return None
-        weights[weights != weights] = 0.0
-        return weights
-
-    def _changed(self, weights: np.ndarray | None) -> list[str]:
-        "The symbols to trade: those whose target changed (every symbol when the strategy re-sizes always)."
-        if weights is None: return []
-        if self._always: return self.symbols
-        return [self.symbols[k] for k in (weights != self._last).nonzero()[0].tolist()]
 
     def _record_decision(self, i: int, ts: int, weights) -> None:
         if self.audit is not None:
             self.oms.tag = self.audit.decision(i, ts, weights, self.book.units.copy(), self.portfolio.cash)
 
-    def _submit_targets(self, weights: np.ndarray, changed: list[str], i: int) -> None:
+    def _submit_targets(self, targets: dict[str, float], i: int) -> None:
         "Size the changed targets against equity at the marks, and send the orders through risk and the OMS."
-        st, pf, oms, col = self.strategy, self.portfolio, self.oms, self.book.col
-        self._last = weights
-        targets = {s: weights.item(col[s]) for s in changed}
+        st, pf, oms = self.strategy, self.portfolio, self.oms
         equity = pf.cash + float(self.book.q.dot(self.bars.marks[i]))  # positions at the last known closes (`.dot`: half the cost of `@` on short vectors)
         orders = orders_for_targets(pf, targets, sizer=st.sizer, volatility=st.volatility(self.ctx) if self._volatility else None,
                                     pending=oms.working() if oms.has_open() else None, min_trade_notional=st.min_trade_notional,
-                                    reason="target", only=changed, ids=oms.next_id, equity=equity, at_fill=st.size_at_fill and st.execution is None)
+                                    reason="target", only=list(targets), ids=oms.next_id, equity=equity, at_fill=st.size_at_fill and st.execution is None)
         if st.execution is not None:  # target trades worked by an execution algorithm
             for order in orders: self.execute(order.symbol, order.quantity, st.execution)
         else:

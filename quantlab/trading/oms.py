@@ -54,6 +54,7 @@ class OrderLog:
 
 
 _REVISION = re.compile(r"^(.+)\.(\d{2})$")  # an execution id with a revision suffix (IB: 0000e0d5.6576ed8f.01.01)
+_ENDED_UNFILLED = frozenset({OrderStatus.CANCELLED, OrderStatus.EXPIRED})  # a fill for such an order came late
 OPEN = frozenset({OrderStatus.SUBMITTED, OrderStatus.PARTIALLY_FILLED, OrderStatus.PENDING_SUBMIT, OrderStatus.PENDING_CANCEL,
                   OrderStatus.INACTIVE, OrderStatus.UNKNOWN})  # working: possible exposure
 _ENUM_VALUE = {m: m.value for e in (OrderKind, TimeInForce, OrderStatus) for m in e}  # for the order tables
@@ -266,7 +267,7 @@ class OrderManager:
         if rec is None:
             if self.external != "adopt": raise StateError(f"fill {fill.fill_id} for unknown order {cid}")
             rec = self.adopt(Order(fill.symbol, fill.quantity, client_id=cid, reason="external fill"), "external fill")
-        if rec.status in (OrderStatus.CANCELLED, OrderStatus.EXPIRED): return self._late_fill(rec, fill)
+        if rec.status in _ENDED_UNFILLED: return self._late_fill(rec, fill)
         q, filled = rec.order.quantity, rec.filled
         if rec.order.cash is not None and filled == 0.0:  # a cash order: the broker sized it at the fill, once
             q = fq; rec.order = rec.order._replace(quantity=fq)

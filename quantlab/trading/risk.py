@@ -149,17 +149,25 @@ class RiskEngine:
             self.halt(f"daily loss {1 - equity / self._day_open_equity:.2%} breached max_daily_loss {L.max_daily_loss:.2%}")
         return self.state
 
-    def check_weights(self, weights: np.ndarray, # target weights over the symbols, as the strategy gave them (NaN kept)
-                      symbols: list[str], # their names, for the message
+    def check_weights(self, weights: np.ndarray | dict[str, float], # target weights over the symbols (NaN kept); or a dict of the symbols named
+                      symbols: list[str], # the array's symbols, for the message
                      ) -> str | None:
         "Signal sanity before any order: an infinite weight, one beyond `max_weight`, or (if refused) a NaN refuses the decision; the reason names the symbol."
         L = self.limits
-        bad = np.isinf(weights)
-        if L.max_weight < math.inf: bad |= np.abs(weights) > L.max_weight
+        if isinstance(weights, dict):  # a few named weights: checked one by one
+            bad = [s for s, w in weights.items() if abs(w) == math.inf or abs(w) > L.max_weight or (w != w and L.refuse_nan_weights)]
+            return self._refusal(bad[0], weights[bad[0]]) if bad else None
+        largest = np.maximum.reduce(np.abs(weights), initial=0.0)  # NaN when a weight is NaN
+        if largest <= L.max_weight and largest < math.inf: return None  # the usual verdict, from one pass over the array
+        bad = np.isinf(weights) | (np.abs(weights) > L.max_weight)
         if L.refuse_nan_weights: bad |= np.isnan(weights)
         if not bad.any(): return None
         k = int(bad.argmax())
-        return f"signal refused: the weight of {symbols[k]} is {weights.item(k)!r} (max_weight {L.max_weight:g}, NaN {'refused' if L.refuse_nan_weights else 'means flat'})"
+        return self._refusal(symbols[k], weights.item(k))
+
+    def _refusal(self, symbol: str, weight: float) -> str:
+        L = self.limits
+        return f"signal refused: the weight of {symbol} is {weight!r} (max_weight {L.max_weight:g}, NaN {'refused' if L.refuse_nan_weights else 'means flat'})"
 
     def note_sent(self, client_id: str) -> None:
         "An order reached the broker (the reject-rate breaker's denominator)."
@@ -206,12 +214,11 @@ def on_ticks(order: Order, tick: float) -> Order:
 
 def _bad_fields(order: Order, price) -> Decision | None:
     "NaN, inf, zero, negative or sentinel (IB's UNSET_DOUBLE) quantity and prices are denied, naming the field."
-    q = order.quantity
-    if not isinstance(q, (int, float)) or not math.isfinite(q) or q == 0 or abs(q) >= _SENTINEL:
+    q, limit, stop = order.quantity, order.limit_price, order.stop_price
+    if not (type(q) is float and 0.0 < abs(q) < _SENTINEL) and (not isinstance(q, (int, float)) or not 0 < abs(q) < _SENTINEL):  # (NaN fails both)
         return Decision(False, f"field 'quantity' is {q!r}: must be finite and non-zero", "fields")
-    for name in ("limit_price", "stop_price"):
-        v = getattr(order, name)
-        if v is not None and _bad(v): return Decision(False, f"field '{name}' is {v!r}: must be finite and positive", "fields")
+    if limit is not None and _bad(limit): return Decision(False, f"field 'limit_price' is {limit!r}: must be finite and positive", "fields")
+    if stop is not None and _bad(stop): return Decision(False, f"field 'stop_price' is {stop!r}: must be finite and positive", "fields")
     if not (type(price) is float and 0 < price < _SENTINEL) and _bad(price):
         return Decision(False, f"field 'last price' of {order.symbol} is {price!r}: must be finite and positive", "fields")
     return None
