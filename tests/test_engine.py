@@ -350,3 +350,19 @@ def test_a_dict_with_an_impossible_weight_is_refused_naming_the_symbol(closes20)
         class Stranger(TopThree):
             def on_bar(self, ctx): return {"ZZZ": 0.1}
         run_events(Stranger(), closes20, broker=SimBroker())
+
+
+def test_a_short_array_of_weights_read_by_name_trades_exactly_like_the_vectorised_check(closes20, monkeypatch):
+    # up to FEW_SYMBOLS columns, an array from on_bar goes through the by-name path (faster there); the result must not change
+    import quantlab.trading.engine as engine_module
+    few = {"close": closes20["close"].iloc[:, :12]}
+    assert engine_module.FEW_SYMBOLS >= 12
+    runs = []
+    for limit in (engine_module.FEW_SYMBOLS, 0):
+        monkeypatch.setattr(engine_module, "FEW_SYMBOLS", limit)
+        runs.append(run_events(TopThree(as_array=True, nan_for_dropped=True), few, broker=SimBroker(spread=FixedSpread(3))))
+    by_name, vectorised = runs
+    assert len(by_name.audit["fills"]) > 100
+    np.testing.assert_array_equal(by_name.equity.to_numpy(), vectorised.equity.to_numpy())
+    for table in ("decisions", "orders", "fills", "closes"):
+        pd.testing.assert_frame_equal(by_name.audit[table], vectorised.audit[table])

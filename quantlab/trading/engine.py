@@ -26,8 +26,8 @@ from .risk import RiskEngine, RiskLimits
 from .strategy import Context, Strategy, as_targets, event_mask
 
 # %% auto #0
-__all__ = ['BAR_FIELDS', 'AUDIT_TABLES', 'FILL_COLUMNS', 'DAY_NS', 'panels_from_bars', 'as_panels', 'AuditTrail', 'EngineRun',
-           'PositionBook', 'equity_curve', 'borrow_fees', 'Engine']
+__all__ = ['BAR_FIELDS', 'AUDIT_TABLES', 'FILL_COLUMNS', 'DAY_NS', 'FEW_SYMBOLS', 'panels_from_bars', 'as_panels', 'AuditTrail',
+           'EngineRun', 'PositionBook', 'equity_curve', 'borrow_fees', 'Engine']
 
 # %% ../../nbs/trading/06_engine.ipynb #f3f526e5
 BAR_FIELDS = ("open", "high", "low", "close", "volume")
@@ -266,6 +266,7 @@ def borrow_fees(marks_before: np.ndarray, # (k, N) marks at the previous bars
 
 
 DAY_NS = 86_400_000_000_000
+FEW_SYMBOLS = 16  # an array of target weights this short is read as {symbol: weight}: a numpy call per check costs more than the loop
 
 
 class Engine:
@@ -476,6 +477,8 @@ class Engine:
 
     def _targets(self, result, i: int) -> dict[str, float]:
         "`on_bar`'s target weights, checked, as {symbol: weight} of the symbols to trade (none if refused); `_last` becomes the whole book."
+        if type(result) is np.ndarray and result.size == len(self.symbols) <= FEW_SYMBOLS:
+            result = dict(zip(self.symbols, result.reshape(-1).tolist()))  # a short array: read by name (see FEW_SYMBOLS)
         if type(result) is dict and not self._always: return self._named_targets(result, i)
         weights = self._weights(result)
         refused = self.risk.check_weights(weights, self.symbols)
