@@ -216,6 +216,7 @@ class PositionBook:
         self.col = {s: j for j, s in enumerate(symbols)}
         self.mult, self.rates = multipliers, borrow_rates
         self._owing = set()  # the columns whose short position pays a borrow fee
+        self.has_short = False  # any position paying a borrow fee? (read every bar: a flag kept by `set`, not a property)
         self.units, self.q, self.short = np.zeros(len(symbols)), np.zeros(len(symbols)), np.zeros(len(symbols))
         self.log = []  # flat: bar, column, units x multiplier after each change
 
@@ -227,12 +228,8 @@ class PositionBook:
         self.short[j] = fee = -q * self.rates.item(j) if q < 0 else 0.0
         if fee: self._owing.add(j)
         else: self._owing.discard(j)
+        self.has_short = bool(self._owing)
         self.log.extend((bar, j, q))
-
-    @property
-    def has_short(self) -> bool:
-        "Any position paying a borrow fee?"
-        return bool(self._owing)
 
     def quantities(self, T: int) -> np.ndarray:
         "(T, N) units x multiplier held after each bar: the log's values, each carried forward to the next change."
@@ -478,7 +475,7 @@ class Engine:
     def _targets(self, result, i: int) -> dict[str, float]:
         "`on_bar`'s target weights, checked, as {symbol: weight} of the symbols to trade (none if refused); `_last` becomes the whole book."
         if type(result) is np.ndarray and result.size == len(self.symbols) <= FEW_SYMBOLS:
-            result = dict(zip(self.symbols, result.reshape(-1).tolist()))  # a short array: read by name (see FEW_SYMBOLS)
+            result = dict(zip(self.symbols, (result if result.ndim == 1 else result.reshape(-1)).tolist()))  # read by name (see FEW_SYMBOLS)
         if type(result) is dict and not self._always: return self._named_targets(result, i)
         weights = self._weights(result)
         refused = self.risk.check_weights(weights, self.symbols)
@@ -497,7 +494,8 @@ class Engine:
         refused = self.risk.check_weights(named, self.symbols)
         if refused is not None: return self._refuse(refused, i)
         self._last = last = self._last.copy()  # a new array: the audit keeps the one each decision acted on
-        for j in last.nonzero()[0].tolist(): named.setdefault(self.symbols[j], 0.0)  # held before, left out now
+        if len(named) < len(self.symbols):  # some symbols left out: those that had a target go to 0
+            for j in last.nonzero()[0].tolist(): named.setdefault(self.symbols[j], 0.0)
         changed = {}
         for s, w in named.items():
             w = 0.0 if w != w else w  # NaN: no position

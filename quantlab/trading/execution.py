@@ -137,11 +137,7 @@ class ExecutionDesk:
         self.oms, self.portfolio = oms, portfolio
         self.parents: dict[str, ParentOrder] = {}
         self._active: dict[str, ParentOrder] = {}
-
-    @property
-    def active(self) -> bool:
-        "Is a parent still working?"
-        return bool(self._active)
+        self.active = False  # is a parent still working? (the engine reads it every bar: a flag, not a property)
 
     def start(self, symbol: str, quantity: float, spec: AlgoSpec,
               i: int, # the bar it is accepted on
@@ -159,6 +155,7 @@ class ExecutionDesk:
         forecast = spec.profile.forecast(minute_slots(ends, spec.profile.tz)) if spec.profile is not None else np.full(spec.bars, np.nan)
         p = ParentOrder(pid, symbol, float(quantity), spec, i, ts, float(price), cumulative_targets(spec.algo, spec.bars, forecast), forecast, tag)
         self.parents[pid] = self._active[pid] = p
+        self.active = True
         return p
 
     def cancel(self, parent_id: str, reason: str = "cancel requested") -> None:
@@ -173,6 +170,7 @@ class ExecutionDesk:
     def _stop(self, p: ParentOrder, status: str, reason: str) -> None:
         p.status, p.reason, p.ended = status, reason, self.oms.now
         self._active.pop(p.parent_id, None)
+        self.active = bool(self._active)
 
     def filled(self, p: ParentOrder) -> float:
         "What the parent's children have filled (signed)."
