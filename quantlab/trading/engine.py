@@ -519,7 +519,6 @@ class Engine:
             w[j] = v
         return w
 
-
     def _record_decision(self, i: int, ts: int, weights) -> None:
         if self.audit is not None:
             self.oms.tag = self.audit.decision(i, ts, weights, self.book.units.copy(), self.portfolio.cash)
