@@ -346,9 +346,9 @@ def test_a_dict_with_an_impossible_weight_is_refused_naming_the_symbol(closes20)
     assert len(engine.refusals) > 5 and min(bar for bar, _ in engine.refusals) >= 1000
     assert all(re.search(r"the weight of [A-Z]+ is inf \(max_weight 1\b", r) for _, r in engine.refusals)
     assert engine.audit["decisions"].bar.max() < 1000  # refused: no decision, no order after bar 1000
+    class Stranger(TopThree):
+        def on_bar(self, ctx): return {"ZZZ": 0.1}
     with pytest.raises(UsageError, match="outside the universe: 'ZZZ'"):
-        class Stranger(TopThree):
-            def on_bar(self, ctx): return {"ZZZ": 0.1}
         run_events(Stranger(), closes20, broker=SimBroker())
 
 

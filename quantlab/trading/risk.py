@@ -215,7 +215,7 @@ def on_ticks(order: Order, tick: float) -> Order:
 def _bad_fields(order: Order, price) -> Decision | None:
     "NaN, inf, zero, negative or sentinel (IB's UNSET_DOUBLE) quantity and prices are denied, naming the field."
     q, limit, stop = order.quantity, order.limit_price, order.stop_price
-    if not (type(q) is float and 0.0 < abs(q) < _SENTINEL) and (not isinstance(q, (int, float)) or not 0 < abs(q) < _SENTINEL):  # (NaN fails both)
+    if not isinstance(q, (int, float)) or not 0 < abs(q) < _SENTINEL:  # (NaN and inf fail the bounds)
         return Decision(False, f"field 'quantity' is {q!r}: must be finite and non-zero", "fields")
     if limit is not None and _bad(limit): return Decision(False, f"field 'limit_price' is {limit!r}: must be finite and positive", "fields")
     if stop is not None and _bad(stop): return Decision(False, f"field 'stop_price' is {stop!r}: must be finite and positive", "fields")
