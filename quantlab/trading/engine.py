@@ -451,7 +451,7 @@ class Engine:
         if not targets and not intents: return
         self._record_decision(i, ts, self._last if targets else None)
         if targets: self._submit_targets(targets, i)
-        self._route(intents)
+        if intents: self._route(intents)
         self._sync(i, ts)
 
     def _work_parents(self, i: int, ts: int) -> None:

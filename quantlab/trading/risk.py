@@ -155,8 +155,9 @@ class RiskEngine:
         "Signal sanity before any order: an infinite weight, one beyond `max_weight`, or (if refused) a NaN refuses the decision; the reason names the symbol."
         L = self.limits
         if isinstance(weights, dict):  # a few named weights: checked one by one
-            bad = [s for s, w in weights.items() if abs(w) == math.inf or abs(w) > L.max_weight or (w != w and L.refuse_nan_weights)]
-            return self._refusal(bad[0], weights[bad[0]]) if bad else None
+            for s, w in weights.items():
+                if abs(w) == math.inf or abs(w) > L.max_weight or (w != w and L.refuse_nan_weights): return self._refusal(s, w)
+            return None
         largest = np.maximum.reduce(np.abs(weights), initial=0.0)  # NaN when a weight is NaN
         if largest <= L.max_weight and largest < math.inf: return None  # the usual verdict, from one pass over the array
         bad = np.isinf(weights) | (np.abs(weights) > L.max_weight)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Mapping, Protocol, runtime_checkable
 
 import numpy as np
@@ -72,7 +73,7 @@ class BarArrays:
                ) -> BarArrays:
         "An empty history that a live feed appends bars to (`append`); its last bar is never known."
         bars = cls(pd.DatetimeIndex([], tz="UTC"), symbols, {k: np.empty((0, len(symbols))) for k in fields})
-        bars.complete, bars._session_end, bars._marks = False, np.zeros(0, dtype=bool), np.zeros((0, len(symbols)))
+        bars.complete, bars.session_end, bars.marks = False, np.zeros(0, dtype=bool), np.zeros((0, len(symbols)))  # kept by `append`
         bars._reserve(capacity)
         return bars
 
@@ -80,7 +81,7 @@ class BarArrays:
         "Room for `rows` bars: arrays are reallocated (so holders of the old arrays must re-read `fields`)."
         grow = lambda a, fill: np.concatenate([a[:self.n], np.full((rows - self.n, *a.shape[1:]), fill, dtype=a.dtype)])
         self.fields = {k: grow(a, np.nan) for k, a in self.fields.items()}
-        self.ts, self._session_end, self._marks = grow(self.ts, 0), grow(self.session_end, False), grow(self.marks, 0.0)
+        self.ts, self.session_end, self.marks = grow(self.ts, 0), grow(self.session_end, False), grow(self.marks, 0.0)
 
     def append(self, ts: int, # the bar's end time, int ns UTC
                values: Mapping[str, np.ndarray], # one value per symbol for each field (missing fields: NaN; volume: inf)
@@ -94,9 +95,9 @@ class BarArrays:
         i = self.n
         for k, a in self.fields.items():
             a[i] = values[k] if k in values else (np.inf if k == "volume" else np.nan)
-        self.ts[i], self._session_end[i] = ts, session_end
+        self.ts[i], self.session_end[i] = ts, session_end
         close = self.fields["close"][i]
-        self._marks[i] = np.where(np.isnan(close), self._marks[i - 1] if i else 0.0, close)
+        self.marks[i] = np.where(np.isnan(close), self.marks[i - 1] if i else 0.0, close)
         self.n = i + 1
         return grew
 
@@ -112,28 +113,26 @@ class BarArrays:
     def __getitem__(self, name: str) -> np.ndarray:
         return self.fields[name]
 
-    @property
+    # The three derived arrays are computed on first use and then kept as plain attributes (`cached_property`): the
+    # broker and the engine read them on every order. A growing history sets `marks` and `session_end` itself.
+    @cached_property
     def day_end(self) -> np.ndarray:
         "For each bar of a complete history, the index of the last bar of its (UTC) day: where DAY orders expire."
         if not self.complete: raise UsageError("a growing history does not know where its days end: read session_end")
-        if not hasattr(self, "_day_end"):
-            days = self.ts // 86_400_000_000_000
-            last = np.r_[np.flatnonzero(days[1:] != days[:-1]), len(days) - 1]
-            self._day_end = np.repeat(last, np.diff(np.r_[-1, last]))
-        return self._day_end
+        days = self.ts // 86_400_000_000_000
+        last = np.r_[np.flatnonzero(days[1:] != days[:-1]), len(days) - 1]
+        return np.repeat(last, np.diff(np.r_[-1, last]))
 
-    @property
+    @cached_property
     def marks(self) -> np.ndarray:
         "(T, N) the last known close at each bar (carried over missing bars; 0 before a symbol's first price)."
-        if self.complete and not hasattr(self, "_marks"):
-            self._marks = np.nan_to_num(pd.DataFrame(self.fields["close"]).ffill().to_numpy()) if np.isnan(self.fields["close"]).any() else self.fields["close"]
-        return self._marks
+        close = self.fields["close"]
+        return np.nan_to_num(pd.DataFrame(close).ffill().to_numpy()) if np.isnan(close).any() else close
 
-    @property
+    @cached_property
     def session_end(self) -> np.ndarray:
         "True on the last bar of each day (complete: from the timestamps; growing: as the feed said)."
-        if self.complete and not hasattr(self, "_session_end"): self._session_end = self.day_end == np.arange(self.n)
-        return self._session_end
+        return self.day_end == np.arange(self.n)
 
 
 # %% ../../../nbs/trading/brokers/01_sim.ipynb #69913345
@@ -483,7 +482,7 @@ class SimBroker:
         for cid, w in list(working.items()):
             if w.active_from > i or cid not in working: continue  # not yet active, or gone (an OCO sibling filled)
             self._work(w, i, f)
-            if (i >= w.expires or (w.order.tif is _DAY and self.bars.session_end.item(i))) and cid in working:
+            if cid in working and (i >= w.expires or (w.order.tif is _DAY and self.bars.session_end.item(i))):  # (filled: gone)
                 del self._working[cid]
                 kind = OrderStatus.CANCELLED if w.order.tif == TimeInForce.IOC else OrderStatus.EXPIRED
                 self._push(OrderUpdate(cid, kind, self.bars.time(i), f"{w.order.tif.value}: unfilled rest", i))
