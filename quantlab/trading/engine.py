@@ -421,10 +421,10 @@ class Engine:
         "Run bar `i` through the pipeline: broker events, OMS sync, accounting, marks, then strategy, portfolio, risk, OMS, broker."
         ts = self.bars.ts.item(i)
         self.oms.now, self.oms.bar, self.ctx.i, self.ctx.is_event = ts, i, i, self.events.item(i)
-        if i and self.book.has_short: self._charge_borrow(i)
+        if self.book.has_short and i: self._charge_borrow(i)
         if self._broker_on_bar is not None: self._broker_on_bar(i)  # a simulated broker works its orders against the bar
         self._sync(i, ts)
-        self.portfolio.mark_row(self.symbols, self.bars.fields["close"][i])
+        self.portfolio.mark_row(self.symbols, self.bars.fields["close"][i], self.bars.has_gap[i])  # (no gap: one C-level update)
         if self.risk.tracks_equity:  # daily loss, drawdown and order-rate limits watch every bar
             self.risk.update_equity(ts // DAY_NS, self.portfolio.equity)
             if self.risk.flatten_requested: self.flatten(self.risk.state_reason, i)

@@ -239,15 +239,13 @@ class OrderManager:
 
     def sync(self) -> list[Fill]:
         "Apply the broker's new updates and fills; return the fills not seen before."
-        broker, versioned, out = self.broker, self._versioned, []
-        while True:
-            if versioned:  # optional: a counter the broker bumps on every fill or update; read before pulling
-                version = broker.sync_version
-                if version == self.synced_version: return out
-                self.synced_version = version
+        out, broker = [], self.broker
+        # `sync_version` (optional): a counter the broker bumps on every fill or update; while it stands still there is nothing to pull
+        while not self._versioned or broker.sync_version != self.synced_version:
+            if self._versioned: self.synced_version = broker.sync_version  # read before pulling
             updates = broker.updates_since(self._update_cursor)
             fills = broker.fills_since(self._fill_cursor)
-            if not updates and not fills: return out
+            if not updates and not fills: break
             self._update_cursor += len(updates); self._fill_cursor += len(fills)
             seen = self._seen_fills
             for f in fills:
@@ -259,6 +257,7 @@ class OrderManager:
                         out.extend((undo, f)); continue
                 self._on_fill(f); out.append(f)
             for u in updates: self._on_update(u)
+        return out
 
     def _on_fill(self, fill: Fill) -> None:
         cid, _, fq, fp = fill[:4]  # client id, symbol, quantity, price: one unpack (hot path)

@@ -73,7 +73,7 @@ class BarArrays:
                ) -> BarArrays:
         "An empty history that a live feed appends bars to (`append`); its last bar is never known."
         bars = cls(pd.DatetimeIndex([], tz="UTC"), symbols, {k: np.empty((0, len(symbols))) for k in fields})
-        bars.complete, bars.session_end, bars.marks = False, np.zeros(0, dtype=bool), np.zeros((0, len(symbols)))  # kept by `append`
+        bars.complete, bars.session_end, bars.marks, bars.has_gap = False, np.zeros(0, dtype=bool), np.zeros((0, len(symbols))), []  # kept by `append`
         bars._reserve(capacity)
         return bars
 
@@ -97,7 +97,9 @@ class BarArrays:
             a[i] = values[k] if k in values else (np.inf if k == "volume" else np.nan)
         self.ts[i], self.session_end[i] = ts, session_end
         close = self.fields["close"][i]
-        self.marks[i] = np.where(np.isnan(close), self.marks[i - 1] if i else 0.0, close)
+        gap = np.isnan(close)
+        self.marks[i] = np.where(gap, self.marks[i - 1] if i else 0.0, close)
+        self.has_gap.append(bool(gap.any()))
         self.n = i + 1
         return grew
 
@@ -113,8 +115,8 @@ class BarArrays:
     def __getitem__(self, name: str) -> np.ndarray:
         return self.fields[name]
 
-    # The three derived arrays are computed on first use and then kept as plain attributes (`cached_property`): the
-    # broker and the engine read them on every order. A growing history sets `marks` and `session_end` itself.
+    # The derived arrays are computed on first use and then kept as plain attributes (`cached_property`): the
+    # broker and the engine read them on every bar or order. A growing history keeps all but `day_end` itself.
     @cached_property
     def day_end(self) -> np.ndarray:
         "For each bar of a complete history, the index of the last bar of its (UTC) day: where DAY orders expire."
@@ -128,6 +130,11 @@ class BarArrays:
         "(T, N) the last known close at each bar (carried over missing bars; 0 before a symbol's first price)."
         close = self.fields["close"]
         return np.nan_to_num(pd.DataFrame(close).ffill().to_numpy()) if np.isnan(close).any() else close
+
+    @cached_property
+    def has_gap(self) -> list[bool]:
+        "True on the bars where some symbol has no close (the portfolio's marks then skip it, symbol by symbol); a list: read a bar at a time."
+        return np.isnan(self.fields["close"]).any(axis=1).tolist()
 
     @cached_property
     def session_end(self) -> np.ndarray:
