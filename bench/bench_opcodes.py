@@ -17,9 +17,9 @@ Workloads (bench_backtest's, on fewer bars: tracing is ~50x slower than running)
 
     .venv/bin/python bench/bench_opcodes.py                      # all four, this checkout
     .venv/bin/python bench/bench_opcodes.py --workload vol --top 30
-    .venv/bin/python bench/bench_opcodes.py --root /tmp/old      # another source tree (a `git worktree`), same bars
+    .venv/bin/python bench/bench_opcodes.py --root OLD           # another source tree (a `git worktree`), same bars
 
-`--root DIR` imports `quantlab` from DIR (for example `git worktree add /tmp/old <sha>`), so two versions can
+`--root DIR` imports `quantlab` from DIR (for example a tree made by `git worktree add OLD <sha>`), so two versions can
 be compared on the same workloads. An older tree must have `quantlab.strategies.event_backtest` and
 `quantlab.backtest.driver.run_backtest`.
 """
@@ -76,6 +76,7 @@ def count(workload: str, top: int) -> None:
     for (path, _), v in opcodes.items(): modules[short(path)] += v
     print("  bytecodes per bar-cell by module: " + ", ".join(f"{m} {v / cells:.1f}" for m, v in modules.most_common()))
     print("  C calls per bar-cell: " + ", ".join(f"{k} {v / cells:.2f}" for k, v in c_calls.most_common(12)))
+    if top: print("  Python calls per bar-cell: " + ", ".join(f"{k} {v / cells:.3f}" for k, v in py_calls.most_common(top)))
     for (path, name), v in opcodes.most_common(top): print(f"  {v / cells:8.2f}  {short(path)}:{name}")
 
 

@@ -366,3 +366,32 @@ def test_a_short_array_of_weights_read_by_name_trades_exactly_like_the_vectorise
     np.testing.assert_array_equal(by_name.equity.to_numpy(), vectorised.equity.to_numpy())
     for table in ("decisions", "orders", "fills", "closes"):
         pd.testing.assert_frame_equal(by_name.audit[table], vectorised.audit[table])
+
+
+class Quiet(Strategy):
+    "Never trades: the marks are all that a step changes."
+    def on_bar(self, ctx): return None
+
+
+@pytest.mark.parametrize("live", [False, True], ids=["whole_history", "bar_by_bar"])
+def test_the_portfolio_is_marked_at_each_symbols_last_known_close_on_bars_with_and_without_gaps(stocks, live):
+    "Three stocks listed in different years: bars where a symbol has no close keep its previous mark (or none yet); the others are one update."
+    from quantlab.trading.feed import HistoricalFeed
+    close = stocks["close"]
+    gaps = close.isna().any(axis=1).to_numpy()
+    assert gaps.any() and (~gaps).any()  # both kinds of bar are in the data
+    engine = Engine(Quiet(), list(close.columns))
+    if live:
+        feed = HistoricalFeed(stocks)
+        engine.open_feed(feed.fields, capacity=16)  # grows while it runs
+    else: engine.load(stocks)
+    known = close.ffill()
+    checked = 0
+    for i in range(len(close)):
+        if live: engine.append(feed.bar(i))
+        engine.step(i)
+        if i % 97 and i != len(close) - 1: continue  # every 97th bar and the last
+        row = known.iloc[i]
+        assert engine.portfolio.prices == {s: p for s, p in row.items() if p == p}, i
+        checked += 1
+    assert engine.bars.has_gap[:len(close)] == gaps.tolist() and checked > 40
