@@ -215,7 +215,7 @@ class Context:
         except KeyError: return self._get(name)[self.i]  # raises, naming the fields there are
 
     def value(self, name: str, symbol: str | None = None) -> float:
-        "Value of `name` at now for `symbol` (the only symbol when None), as a Python float: the cheapest read of one value."
+        "Value of `name` at now for `symbol` (the only symbol when None), as a Python float."
         try: return self._arrays[name].item(self.i, self._column(symbol))
         except KeyError: return self._get(name).item(self.i, self._column(symbol))  # raises, naming the fields there are
 

@@ -73,7 +73,8 @@ class BarArrays:
                ) -> BarArrays:
         "An empty history that a live feed appends bars to (`append`); its last bar is never known."
         bars = cls(pd.DatetimeIndex([], tz="UTC"), symbols, {k: np.empty((0, len(symbols))) for k in fields})
-        bars.complete, bars.session_end, bars.marks, bars.has_gap = False, np.zeros(0, dtype=bool), np.zeros((0, len(symbols))), []  # kept by `append`
+        bars.complete = False
+        bars.session_end, bars.marks, bars.has_gap = np.zeros(0, dtype=bool), np.zeros((0, len(symbols))), []  # kept by `append`
         bars._reserve(capacity)
         return bars
 
@@ -489,7 +490,7 @@ class SimBroker:
         for cid, w in list(working.items()):
             if w.active_from > i or cid not in working: continue  # not yet active, or gone (an OCO sibling filled)
             self._work(w, i, f)
-            if cid in working and (i >= w.expires or (w.order.tif is _DAY and self.bars.session_end.item(i))):  # (filled: gone)
+            if cid in working and (i >= w.expires or (w.order.tif is _DAY and self.bars.session_end.item(i))):  # (a filled order is gone already)
                 del self._working[cid]
                 kind = OrderStatus.CANCELLED if w.order.tif == TimeInForce.IOC else OrderStatus.EXPIRED
                 self._push(OrderUpdate(cid, kind, self.bars.time(i), f"{w.order.tif.value}: unfilled rest", i))
