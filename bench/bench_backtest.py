@@ -331,6 +331,16 @@ def measure(engine: str, a) -> list[dict]:
     return rows
 
 
+def print_spread(df: pd.DataFrame) -> None:
+    "Each round's event / backtrader ratio, and their spread: the engines ran one after the other in that round."
+    per_round = df.pivot_table(index=["workload", "round"], columns="engine", values="per_second")
+    if "quantlab event" not in per_round or "backtrader" not in per_round: return
+    ratio = (per_round["quantlab event"] / per_round["backtrader"]).dropna().unstack("round")
+    print("\nevent / backtrader, round by round (the spread is what one run's ratio is worth):")
+    for workload, r in ratio.iterrows():
+        print(f"  {workload:<8} " + "  ".join(f"{v:6.1f}x" for v in r) + f"   spread {r.min():.1f}x - {r.max():.1f}x")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="10x smaller workloads")
@@ -363,11 +373,12 @@ def main(argv=None):
         for engine in engines:
             with ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("spawn")) as pool:
                 for r in pool.submit(measure, engine, a).result():
-                    rows.append(r)
+                    rows.append(r | {"round": rnd})
                     print(f"  {r['engine']:<18} {r['workload']:<8} {r['work']:>12,d} in {r['seconds']:8.3f} s = {r['per_second']:>14,.0f} /s  {r['note']}", flush=True)
 
     df = pd.DataFrame(rows)
     if df.empty: return
+    if a.rounds > 1: print_spread(df)
     df = df.loc[df.groupby(["engine", "workload"]).seconds.idxmin()]  # each engine's best round
     rate = df.pivot_table(index="workload", columns="engine", values="per_second")
     print("\nbars (or bar-combinations) per second:")

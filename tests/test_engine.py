@@ -394,4 +394,4 @@ def test_the_portfolio_is_marked_at_each_symbols_last_known_close_on_bars_with_a
         row = known.iloc[i]
         assert engine.portfolio.prices == {s: p for s, p in row.items() if p == p}, i
         checked += 1
-    assert engine.bars.has_gap[:len(close)] == gaps.tolist() and checked > 40
+    assert list(engine.bars.has_gap[:len(close)]) == gaps.astype(int).tolist() and checked > 40
