@@ -20,8 +20,8 @@ Workloads (bench_backtest's, on fewer bars: tracing is ~50x slower than running)
     .venv/bin/python bench/bench_opcodes.py --root OLD           # another source tree (a `git worktree`), same bars
 
 `--root DIR` imports `quantlab` from DIR (for example a tree made by `git worktree add OLD <sha>`), so two versions can
-be compared on the same workloads. An older tree must have `quantlab.strategies.event_backtest` and
-`quantlab.backtest.driver.run_backtest`.
+be compared on the same workloads. single and panel need `quantlab.strategies.event_backtest` in that tree; trail
+and vol need `quantlab.backtest.driver.run_backtest` (trees from before the layered package have only the first).
 """
 from __future__ import annotations
 
@@ -34,6 +34,26 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 WORKLOADS = {"single": (30_000, 1), "panel": (500, 100), "trail": (30_000, 1), "vol": (10_000, 1)}
+
+
+def traced(run, ours) -> tuple[collections.Counter, collections.Counter, collections.Counter]:
+    "Call `run` under a tracer: bytecodes per (file, function), Python calls per function, and C calls per callee, all made by `ours` code."
+    opcodes, py_calls, c_calls = collections.Counter(), collections.Counter(), collections.Counter()
+
+    def trace(frame, event, arg):
+        if not ours(frame.f_code): return None
+        frame.f_trace_opcodes = True
+        if event == "opcode": opcodes[(frame.f_code.co_filename, frame.f_code.co_name)] += 1
+        return trace
+
+    def profile(frame, event, arg):
+        if event == "c_call" and ours(frame.f_code): c_calls[getattr(arg, "__qualname__", repr(arg))] += 1
+        elif event == "call" and ours(frame.f_code): py_calls[frame.f_code.co_name] += 1
+
+    sys.setprofile(profile); sys.settrace(trace)
+    try: run()
+    finally: sys.settrace(None); sys.setprofile(None)
+    return opcodes, py_calls, c_calls
 
 
 def count(workload: str, top: int) -> None:
@@ -51,22 +71,7 @@ def count(workload: str, top: int) -> None:
         bars = B.make_bars(n, 1, 4)
         run = lambda: B.ql_every_bar(bars, workload)
     run()
-    ours = lambda code: code.co_filename.startswith(package) or code.co_filename == B.__file__
-    opcodes, c_calls, py_calls = collections.Counter(), collections.Counter(), collections.Counter()
-
-    def trace(frame, event, arg):
-        if not ours(frame.f_code): return None
-        frame.f_trace_opcodes = True
-        if event == "opcode": opcodes[(frame.f_code.co_filename, frame.f_code.co_name)] += 1
-        return trace
-
-    def profile(frame, event, arg):
-        if event == "c_call" and ours(frame.f_code): c_calls[getattr(arg, "__qualname__", repr(arg))] += 1
-        elif event == "call" and ours(frame.f_code): py_calls[frame.f_code.co_name] += 1
-
-    sys.setprofile(profile); sys.settrace(trace)
-    try: run()
-    finally: sys.settrace(None); sys.setprofile(None)
+    opcodes, py_calls, c_calls = traced(run, lambda code: code.co_filename.startswith(package) or code.co_filename == B.__file__)
     cells = n * assets
     short = lambda path: os.path.relpath(path, os.path.dirname(package)) if path.startswith(package) else os.path.basename(path)
     print(f"{workload}: {cells:,} bar-cells ({n:,} bars x {assets}); quantlab from {package}")
