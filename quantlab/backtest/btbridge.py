@@ -78,7 +78,7 @@ class _Bridge:
         out["equity"].append(value)
         ctx.portfolio.mark({d._name: d.close[0] for d in self.datas})
         if not self.p.events[i]: return
-        ctx.i, ctx.is_event = i, True
+        ctx.i = i  # (an event bar: the context has no events array, so `is_event` is True)
         targets = as_targets(st.on_bar(ctx), ctx.symbols)
         intents = ctx.take_intents()
         if targets is not None:

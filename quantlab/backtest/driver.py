@@ -202,23 +202,24 @@ def run_events(strategy: Strategy, # what decides
     engine.load(panels)
     first = first_bar(panels["close"].index, start)
     with gc_paused(promote=True):  # see core.gc_paused: the run's many small objects would make each collection re-scan them
-        cash_at = _walk(engine, first, mode == "every_bar", progress)
-        return _valued(engine, cash_at, first)
+        cash_at, steps = _walk(engine, first, mode == "every_bar", progress)
+        return _valued(engine, cash_at, first, steps)
 
 
-def _walk(engine: Engine, first: int, naive: bool, progress: bool) -> np.ndarray:
-    "Step from bar `first` to the end (every bar when `naive`); return cash after each bar (NaN where nothing changed it)."
+def _walk(engine: Engine, first: int, naive: bool, progress: bool) -> tuple[np.ndarray, int]:
+    "Step from bar `first` to the end (every bar when `naive`); return cash after each bar (NaN where nothing changed it) and the bars stepped."
     T = engine.bars.n
     cash_at = np.full(T, np.nan)
     # every bar: the naive reference, limits that watch every bar's equity or day (daily loss, drawdown, order rates), or a strategy with no quiet bars
     every_bar = naive or engine.risk.tracks_equity or bool(engine.events[first:T].all())
     pbar, done = _progress(T - first, engine.strategy.name) if progress else None, first
-    for i in range(first, T) if every_bar else _event_bars(engine, first, cash_at):
+    steps = 0
+    for steps, i in enumerate(range(first, T) if every_bar else _event_bars(engine, first, cash_at), 1):
         engine.step(i, decide=naive or engine.events.item(i) or i == first > 0)  # after a warm-up: take the position at once
         cash_at[i] = engine.portfolio.cash
         if pbar is not None: pbar.update(i + 1 - done); done = i + 1
     if pbar is not None: pbar.update(T - done); pbar.close()
-    return cash_at
+    return cash_at, steps
 
 
 def _event_bars(engine: Engine, first: int, cash_at: np.ndarray):
@@ -254,7 +255,7 @@ def _carry_borrow(engine: Engine, a: int, b: int, cash_at: np.ndarray) -> None:
     cash_at[lo:b] = engine.portfolio.charge_series("borrow", borrow_fees(engine.bars.marks[lo - 1:b - 1], engine.book.short, days))
 
 
-def _valued(engine: Engine, cash_at: np.ndarray, first: int) -> EngineRun:
+def _valued(engine: Engine, cash_at: np.ndarray, first: int, steps: int) -> EngineRun:
     "The run from bar `first` on: cash carried forward, positions from the book, equity at the marks."
     b, T = engine.bars, engine.bars.n
     known = np.flatnonzero(~np.isnan(cash_at))
@@ -264,7 +265,7 @@ def _valued(engine: Engine, cash_at: np.ndarray, first: int) -> EngineRun:
     equity = equity_curve(cash, q, b.marks[first:])
     return EngineRun(index, engine.symbols, pd.Series(equity, index, name="equity", copy=False), pd.Series(cash, index, name="cash", copy=False),
                      pd.DataFrame(q / engine.book.mult, index, engine.symbols, copy=False), engine.portfolio, engine.oms, engine.broker,
-                     engine.audit, engine.steps, engine.data, engine.features)
+                     engine.audit, steps, engine.data, engine.features)
 
 
 def _progress(total: int, name: str):

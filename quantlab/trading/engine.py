@@ -292,7 +292,6 @@ class Engine:
         self.oms = OrderManager(self.broker, pf, self.risk, key=key)
         self.desk = ExecutionDesk(self.oms, pf)  # parent orders of execution algorithms, worked into children each bar
         self.bars, self.data, self.features, self.events = None, {}, {}, None
-        self.steps = 0  # bars on which the pipeline ran
         self.refusals = []  # (bar, reason) of target weights risk refused (signal sanity)
         self._last = np.zeros(len(self.symbols))  # the target weights last acted on
         self._always = strategy.rebalance == "always"
@@ -401,7 +400,7 @@ class Engine:
 
     def _bind(self) -> None:
         "Point the Context at the current arrays (again after a growing history was reallocated)."
-        self.ctx.bind(self.bars.ts, self.bars.n, {**self.bars.fields, **self.feature_arrays}, last=self.bars.complete)
+        self.ctx.bind(self.bars.ts, self.bars.n, {**self.bars.fields, **self.feature_arrays}, last=self.bars.complete, events=self.events)
 
     def _checked_features(self, features: Mapping, index: pd.DatetimeIndex) -> dict[str, pd.DataFrame]:
         out = {}
@@ -420,7 +419,7 @@ class Engine:
             ) -> None:
         "Run bar `i` through the pipeline: broker events, OMS sync, accounting, marks, then strategy, portfolio, risk, OMS, broker."
         ts = self.bars.ts.item(i)
-        self.oms.now, self.oms.bar, self.ctx.i, self.ctx.is_event = ts, i, i, self.events.item(i)
+        self.oms.now, self.oms.bar, self.ctx.i = ts, i, i
         if self.book.has_short and i: self._charge_borrow(i)
         if self._broker_on_bar is not None: self._broker_on_bar(i)  # a simulated broker works its orders against the bar
         self._sync(i, ts)
@@ -430,7 +429,6 @@ class Engine:
             if self.risk.flatten_requested: self.flatten(self.risk.state_reason, i)
         if decide: self._decide(i, ts)
         if self.desk.active: self._work_parents(i, ts)
-        self.steps += 1
 
     def _charge_borrow(self, i: int) -> None:
         "Today's borrow fee on the shorts held overnight."
@@ -550,7 +548,7 @@ class Engine:
         for f in fills:
             before = pf.quantity(f.symbol)
             realised = pf.apply(f)
-            after = pf.quantity(f.symbol)
+            after = before + f.quantity  # (what `Position.apply` computed: the same float sum)
             self.book.set(i, f.symbol, after)
             if self.audit is not None: self.audit.fill(f, realised, before, after)
             if self._on_fill and f.quantity: self.strategy.on_fill(self.ctx, f)  # (quantity 0: a cost adjustment, not a trade)

@@ -108,4 +108,4 @@ def _valued_run(engine: Engine, cash: np.ndarray, skip: int) -> EngineRun:
     data = {k: pd.DataFrame(a[skip:n], index=index, columns=engine.symbols) for k, a in b.fields.items()}
     return EngineRun(index, engine.symbols, pd.Series(equity, index, name="equity"), pd.Series(cash, index, name="cash"),
                      pd.DataFrame(q / engine.book.mult, index, engine.symbols), engine.portfolio, engine.oms, engine.broker,
-                     engine.audit, engine.steps, data, {})
+                     engine.audit, len(cash), data, {})

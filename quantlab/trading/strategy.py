@@ -165,15 +165,16 @@ class Context:
         _seq = itertools.count(1)
         self._next_id = next_id or (lambda symbol=None: f"o{next(_seq)}")
         self._reserve_id = reserve_id or self._next_id
-        self.i, self.is_event, self.intents = -1, True, []
+        self.i, self.intents = -1, []
 
     def bind(self, ts: np.ndarray, # int64 ns bar times (a growing history: with room beyond `n`)
              n: int, # bars known
              arrays: Mapping[str, np.ndarray], # name -> (len(ts), N) float array: bar fields and features
              last: bool = True, # the history is complete: its last bar is known (live: the feed says so, `last_bar`)
+             events: np.ndarray | None = None, # (len(ts),) bool: the strategy's event bars (None: every bar is one)
             ) -> None:
         "Point the context at the bars and features (the engine calls it again when a live history is reallocated)."
-        self._ts, self.n, self._index = ts, n, None
+        self._ts, self.n, self._index, self._events = ts, n, None, events
         self.last_bar = n - 1 if last else None  # the index of the run's last bar, when known
         self._arrays = {}
         for name, a in arrays.items():
@@ -194,6 +195,11 @@ class Context:
     def now(self) -> pd.Timestamp:
         "The decision time: the current bar's timestamp."
         return pd.Timestamp(self._ts.item(self.i), tz="UTC")
+
+    @property
+    def is_event(self) -> bool:
+        "Is the current bar one of the strategy's event bars (always, where it declares none)? Read from the events array, not copied on every step."
+        return True if self._events is None else bool(self._events.item(self.i))
 
     @property
     def is_last(self) -> bool:
