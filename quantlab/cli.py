@@ -416,9 +416,8 @@ def _number(option: str, lo: float = -math.inf, open_lo: bool = False):
     return parse
 
 
-def _study_options() -> argparse.ArgumentParser:
-    "Options shared by backtest, sweep and walkforward: where the data comes from and the costs."
-    p = argparse.ArgumentParser(add_help=False)
+def _add_study_options(p: argparse.ArgumentParser) -> None:
+    "Add the options shared by backtest, sweep and walkforward to `p`: where the data comes from and the costs."
     p.add_argument("strategy", help="registered strategy: sma_cross, rsi_reversion, xs_momentum, portfolio")
     p.add_argument("--symbols", nargs="+", metavar="SYMBOL", help="store symbols (default: a bundled sample)")
     p.add_argument("--sample", default="sp500", help="bundled sample when no --symbols (default: sp500)")
@@ -430,7 +429,6 @@ def _study_options() -> argparse.ArgumentParser:
                        help=f"{what}, basis points (default {DEFAULT_COSTS[f'{name}_bps']:g}: the tear sheet's too)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--mlflow", metavar="URI", help="also log the run to MLflow tracking, e.g. sqlite:///data/mlflow.db (pip install 'quantlab[track]')")
-    return p
 
 
 def _track(args, kind: str, params: dict, metrics: dict, record: dict | None = None) -> None:
@@ -489,7 +487,7 @@ def _backtest(args) -> int:
 
 def _build_backtest(parser: argparse.ArgumentParser) -> None:
     "`quantlab backtest STRATEGY [--symbols ...] [--start] [--end] [-p KEY VALUE]... [--json]`."
-    for a in _study_options()._actions: parser._add_action(a)
+    _add_study_options(parser)
     parser.add_argument("-p", "--param", nargs=2, action="append", metavar=("KEY", "VALUE"), default=[],
                         help="a strategy parameter, e.g. -p fast 20 -p slow 100")
     parser.set_defaults(run=_backtest)
@@ -499,7 +497,7 @@ register(Command("backtest", "run a registered strategy through the event-driven
 
 
 def _sweep_options(parser: argparse.ArgumentParser) -> None:
-    for a in _study_options()._actions: parser._add_action(a)
+    _add_study_options(parser)
     parser.add_argument("--grid", nargs="+", required=True, metavar="KEY=V1,V2",
                         help="parameter values to try, e.g. --grid fast=5,10,20 slow=50,100")
     parser.add_argument("--executor", default="inprocess", help="inprocess | local | local:N | dask://HOST:PORT")

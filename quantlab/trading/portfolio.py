@@ -106,7 +106,7 @@ class Portfolio:
         "Marked value of one position, or of all positions."
         if symbol is not None:
             pos = self.positions.get(symbol)
-            return 0.0 if pos is None or pos.quantity == 0 else pos.quantity * self._price(symbol) * pos.multiplier
+            return 0.0 if pos is None or pos.quantity == 0 else pos.quantity * self.price(symbol) * pos.multiplier
         total, prices = 0.0, self.prices
         for s, pos in self.positions.items():
             if pos.quantity:
@@ -115,7 +115,8 @@ class Portfolio:
                 total += pos.quantity * p * pos.multiplier
         return total
 
-    def _price(self, symbol: str) -> float:
+    def price(self, symbol: str) -> float:
+        "The symbol's mark (its last price); a StateError when it has none: a position is never valued at a guess."
         p = self.prices.get(symbol)
         if p is None: raise StateError(f"no mark for {symbol}: call Portfolio.mark first")
         return p
@@ -133,16 +134,16 @@ class Portfolio:
     @property
     def unrealised(self) -> float:
         "Unrealised P&L at the current marks."
-        return sum((self._price(s) - p.avg_cost) * p.quantity * p.multiplier for s, p in self.positions.items() if p.quantity)
+        return sum((self.price(s) - p.avg_cost) * p.quantity * p.multiplier for s, p in self.positions.items() if p.quantity)
 
     def gross_exposure(self) -> float:
         "Sum of absolute position values."
-        return sum(abs(pos.quantity * self._price(s) * pos.multiplier) for s, pos in self.positions.items() if pos.quantity)
+        return sum(abs(pos.quantity * self.price(s) * pos.multiplier) for s, pos in self.positions.items() if pos.quantity)
 
     def weights(self) -> dict[str, float]:
         "Position value over equity, per held symbol."
         eq = self.equity
-        return {s: p.quantity * self._price(s) * p.multiplier / eq for s, p in self.positions.items() if p.quantity}
+        return {s: p.quantity * self.price(s) * p.multiplier / eq for s, p in self.positions.items() if p.quantity}
 
     def apply(self, fill: Fill, # the execution to book
              ) -> float:
@@ -200,7 +201,7 @@ class Portfolio:
         for s, p in self.positions.items():
             if p.quantity < 0:
                 rate = self.borrow_rate.get(s, 0.0) if isinstance(self.borrow_rate, Mapping) else self.borrow_rate
-                fee += -p.quantity * self._price(s) * p.multiplier * rate / 360.0 * days
+                fee += -p.quantity * self.price(s) * p.multiplier * rate / 360.0 * days
         return fee
 
     def check(self, tolerance: float = 1e-9) -> None:
@@ -209,7 +210,7 @@ class Portfolio:
         for s, p in self.positions.items():  # one pass: value, P&L and gross exposure
             realised += p.realised
             if p.quantity:
-                price = self._price(s)
+                price = self.price(s)
                 v = p.quantity * price * p.multiplier
                 value += v; gross += abs(v); unrealised += (price - p.avg_cost) * p.quantity * p.multiplier
         by_cash = self.cash + value

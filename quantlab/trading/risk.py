@@ -270,7 +270,7 @@ def _position(risk: RiskEngine, order: Order, portfolio: Portfolio, price: float
 def _book(risk: RiskEngine, portfolio: Portfolio) -> tuple[dict, dict, float, float]:
     "Position values and values per unit at the marks, with the values' gross and net sums: once per portfolio version (every fill and mark bumps it)."
     if risk._book_key != (id(portfolio), portfolio.version):
-        unit = {s: portfolio._price(s) * p.multiplier for s, p in portfolio.positions.items() if p.quantity}
+        unit = {s: portfolio.price(s) * p.multiplier for s, p in portfolio.positions.items() if p.quantity}
         values = {s: portfolio.positions[s].quantity * u for s, u in unit.items()}
         risk._book = (values, unit, sum(map(abs, values.values())), sum(values.values()))
         risk._book_key = (id(portfolio), portfolio.version)
