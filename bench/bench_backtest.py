@@ -336,9 +336,9 @@ def print_spread(df: pd.DataFrame) -> None:
     per_round = df.pivot_table(index=["workload", "round"], columns="engine", values="per_second")
     if "quantlab event" not in per_round or "backtrader" not in per_round: return
     ratio = (per_round["quantlab event"] / per_round["backtrader"]).dropna().unstack("round")
-    print("\nevent / backtrader, round by round (the spread is what one run's ratio is worth):")
+    print("\nevent / backtrader, round by round (the spread is what one run's ratio is worth; the median pairs engines within a round):")
     for workload, r in ratio.iterrows():
-        print(f"  {workload:<8} " + "  ".join(f"{v:6.1f}x" for v in r) + f"   spread {r.min():.1f}x - {r.max():.1f}x")
+        print(f"  {workload:<8} " + "  ".join(f"{v:6.1f}x" for v in r) + f"   spread {r.min():.1f}x - {r.max():.1f}x   median {r.median():.1f}x")
 
 
 def main(argv=None):
