@@ -65,7 +65,7 @@ def main() -> None:
     for i in range(390):
         broker.on_bar(i); oms.now, oms.bar = ts[i], i
         for f in oms.sync(): pf.apply(f)
-        pf.mark_row(["X"], np.array([close[i]]))
+        pf.mark_row(["X"], close[:, None], i)
         for k in np.flatnonzero(start == i): desk.start("X", qty[k] / 100, specs[length[k]], i, ts[i], close[i], 60_000_000_000)
         desk.work(i, np.array([close[i]]), np.array([vol[i]]), {"X": 0})
     took = time.perf_counter() - t

@@ -211,11 +211,12 @@ def _walk(engine: Engine, first: int, naive: bool, progress: bool) -> tuple[np.n
     T = engine.bars.n
     cash_at = np.full(T, np.nan)
     # every bar: the naive reference, limits that watch every bar's equity or day (daily loss, drawdown, order rates), or a strategy with no quiet bars
-    every_bar = naive or engine.risk.tracks_equity or bool(engine.events[first:T].all())
+    always = naive or bool(engine.events[first:T].all())  # every bar decides (read once, not per bar)
+    every_bar = always or engine.risk.tracks_equity
     pbar, done = _progress(T - first, engine.strategy.name) if progress else None, first
     steps = 0
     for steps, i in enumerate(range(first, T) if every_bar else _event_bars(engine, first, cash_at), 1):
-        engine.step(i, decide=naive or engine.events.item(i) or i == first > 0)  # after a warm-up: take the position at once
+        engine.step(i, decide=always or engine.events.item(i) or i == first > 0)  # after a warm-up: take the position at once
         cash_at[i] = engine.portfolio.cash
         if pbar is not None: pbar.update(i + 1 - done); done = i + 1
     if pbar is not None: pbar.update(T - done); pbar.close()

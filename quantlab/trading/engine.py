@@ -423,7 +423,7 @@ class Engine:
         if self.book.has_short and i: self._charge_borrow(i)
         if self._broker_on_bar is not None: self._broker_on_bar(i)  # a simulated broker works its orders against the bar
         self._sync(i, ts)
-        self.portfolio.mark_row(self.symbols, self.bars.fields["close"][i], self.bars.has_gap[i])  # (no gap: one C-level update)
+        self.portfolio.mark_row(self.symbols, self.bars.fields["close"], i, self.bars.has_gap)
         if self.risk.tracks_equity:  # daily loss, drawdown and order-rate limits watch every bar
             self.risk.update_equity(ts // DAY_NS, self.portfolio.equity)
             if self.risk.flatten_requested: self.flatten(self.risk.state_reason, i)

@@ -90,17 +90,18 @@ class Portfolio:
         for s, p in prices.items():
             if p == p: self.prices[s] = float(p)
 
-    def mark_row(self, symbols: list[str], # the symbols, in the order of `values`
-                 values: np.ndarray, # one price per symbol (a row of a bar array)
-                 has_nan: bool = True, # False promises no NaN in `values` (one C-level update instead of a loop)
+    def mark_row(self, symbols: list[str], # the symbols, in the order of the columns of `closes`
+                 closes: np.ndarray, # (T, N) prices, a column per symbol (a bar array)
+                 i: int, # the row to mark at
+                 gaps: np.ndarray | None = None, # (T,) bool, True where a row has a NaN; False promises none (one C-level update instead of a loop)
                 ) -> None:
-        "`mark` from an array row: the engine's per-bar call."
+        "`mark` from row `i` of a price array: the engine's per-bar call (one symbol: one scalar read, no row view made)."
         self.version += 1
         if len(symbols) == 1:
-            p = values.item(0)
+            p = closes.item(i, 0)
             if p == p: self.prices[symbols[0]] = p
-        elif has_nan: self.mark(dict(zip(symbols, values.tolist())))
-        else: self.prices.update(zip(symbols, values.tolist()))
+        elif gaps is None or gaps[i]: self.mark(dict(zip(symbols, closes[i].tolist())))
+        else: self.prices.update(zip(symbols, closes[i].tolist()))
 
     def market_value(self, symbol: str | None = None) -> float:
         "Marked value of one position, or of all positions."
