@@ -639,7 +639,10 @@ def test_ib_kill_9_at_30_random_points_gives_one_order_per_intent_and_the_fakes_
     while len(points) < kills:
         held = _bars_in(journal)
         p = subprocess.Popen(args, cwd=tmp_path, stderr=subprocess.PIPE, text=True)
-        if rng.random() < 0.2: point = ("start", round(rng.uniform(0.5, 3.0), 3)); time.sleep(point[1])
+        if rng.random() < 0.2:  # within its start: after the drawn delay, or at its first new bar if that comes sooner
+            point = ("start", round(rng.uniform(0.5, 3.0), 3))
+            deadline = time.monotonic() + point[1]  # (a fixed sleep let a fast start trade to the end before the kill)
+            while p.poll() is None and time.monotonic() < deadline and _bars_in(journal) <= held: time.sleep(0.005)
         else:
             point = ("trading", round(rng.uniform(0.0, 0.03), 3))
             while p.poll() is None and _bars_in(journal) <= held + 1: time.sleep(0.005)
