@@ -214,10 +214,11 @@ def _walk(engine: Engine, first: int, naive: bool, progress: bool) -> tuple[np.n
     always = naive or bool(engine.events[first:T].all())  # every bar decides (read once, not per bar)
     every_bar = always or engine.risk.tracks_equity
     pbar, done = _progress(T - first, engine.strategy.name) if progress else None, first
-    steps = 0
+    steps, pf = 0, engine.portfolio
     for steps, i in enumerate(range(first, T) if every_bar else _event_bars(engine, first, cash_at), 1):
-        engine.step(i, decide=always or engine.events.item(i) or i == first > 0)  # after a warm-up: take the position at once
-        cash_at[i] = engine.portfolio.cash
+        cash = pf.cash  # (read after `_event_bars` carried the borrow fees of the bars it skipped)
+        engine.step(i, always or engine.events.item(i) or i == first > 0)  # decide? after a warm-up: take the position at once
+        if pf.cash != cash: cash_at[i] = pf.cash  # cash is written where a step changed it, and carried forward between
         if pbar is not None: pbar.update(i + 1 - done); done = i + 1
     if pbar is not None: pbar.update(T - done); pbar.close()
     return cash_at, steps
