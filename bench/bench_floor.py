@@ -65,7 +65,7 @@ def main(argv=None):
     op, cl = bars["open"].iloc[:, 0].tolist(), close.tolist()
     vol = close.pct_change().rolling(B.VOL_WINDOW).std().tolist()
     floor, (equity, fills) = B.best_time(lambda: flat_vol_target(op, cl, vol), a.repeat)
-    engine, (ql_equity, ql_fills) = B.best_time(lambda: B.ql_every_bar_run(bars, "vol"), 2)
+    engine, (ql_equity, ql_fills, _) = B.best_time(lambda: B.ql_every_bar_run(bars, "vol"), 2)
     assert fills == ql_fills and abs(equity - ql_equity) <= 1e-9 * abs(ql_equity), (equity, fills, ql_equity, ql_fills)
     print(f"{a.bars:,} bars, {fills:,} fills, the same in both; best of {a.repeat} and 2")
     print(f"  flat loop        {floor:7.3f} s  {a.bars / floor:>10,.0f} bars/s  {floor / a.bars * 1e6:6.1f} us/bar")
